@@ -1,7 +1,7 @@
 """ament_python packaging: the version is read from package.xml so there is one version string."""
 
-from glob import glob
 import re
+from glob import glob
 
 from setuptools import find_packages, setup
 
