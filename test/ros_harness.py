@@ -1,0 +1,242 @@
+"""Helpers for graph tests: real node processes over real DDS, probed from a private rclpy context.
+
+Modelled on launch_testing_ros' ``wait_for_topics``: a private ``rclpy.Context``, an executor on its
+own thread, and ``Event.wait(timeout)`` / monotonic deadlines instead of sleeps. Processes are
+ended by their own PID only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def network_is_isolated() -> bool:
+    """True inside a network namespace whose only interface is loopback (DESIGN.md §4)."""
+    with open("/proc/net/dev", encoding="ascii") as f:
+        names = [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
+    return names == ["lo"]
+
+
+def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a node process: this test's domain, localhost-only discovery, unbuffered output."""
+    env = dict(os.environ)
+    env.update({
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+    })
+    if extra:
+        env.update(extra)
+    return env
+
+
+def find_executable(name: str) -> str:
+    """A console script of this package: next to the running interpreter first (the venv), then PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"executable {name!r} not found next to {sys.executable} or on PATH")
+    return found
+
+
+class NodeProcess:
+    """One node executable started as its own process, its output kept in a log file."""
+
+    def __init__(self, executable: str, ros_args: Sequence[str] = (), *, env: dict[str, str],
+                 args: Sequence[str] = (), name: str | None = None, cwd: str | os.PathLike[str] | None = None):
+        self.name = name or Path(executable).name
+        exe = executable if os.path.sep in executable else find_executable(executable)
+        self.cmd = [exe, *args]
+        if ros_args:
+            self.cmd += ["--ros-args", *ros_args]
+        self.env = env
+        self.cwd = str(cwd) if cwd else str(REPO)
+        fd, self.log_path = tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")
+        os.close(fd)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> NodeProcess:
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return Path(self.log_path).read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            if not self.alive():
+                return text in self.output()
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGINT (a node's normal shutdown path), then SIGTERM, then SIGKILL, each with a bounded wait."""
+        if self.proc is None:
+            return None
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.poll()
+
+
+class Collector:
+    """Messages received on one topic, with bounded waits."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.stamps: list[float] = []  # monotonic receive times
+        self._cond = threading.Condition()
+
+    def _on_msg(self, msg: Any) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self.stamps.append(time.monotonic())
+            self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[list[Any]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        return self.wait_until(lambda msgs: len(msgs) >= count, timeout)
+
+    def snapshot(self) -> list[Any]:
+        with self._cond:
+            return list(self.messages)
+
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+            self.stamps.clear()
+
+
+class RosProbe:
+    """A test-side node in a private context, spun on its own thread."""
+
+    def __init__(self, domain_id: int, name: str = "probe"):
+        self.domain_id = domain_id
+        self.name = name
+
+    def __enter__(self) -> RosProbe:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=self.domain_id)
+        self.node = rclpy.create_node(f"{self.name}_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException):
+            self.executor.spin()
+
+    def __exit__(self, *exc: object) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(5.0)
+
+    def publisher(self, topic: str, msg_type: type, qos: Any = 10) -> Any:
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def collect(self, topic: str, msg_type: type, qos: Any = 10) -> Collector:
+        col = Collector()
+        self.node.create_subscription(msg_type, topic, col._on_msg, qos)
+        return col
+
+    def wait_for_subscribers(self, pub: Any, count: int = 1, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pub.get_subscription_count() >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.node.count_publishers(topic) >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 15.0) -> Any:
+        """Call a service and wait for its answer; None when it does not come in time."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                return None
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(timeout):
+                return None
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+
+def diagnostic_values(array_msg: Any, status_name_contains: str = "") -> dict[str, str]:
+    """Key/values of the first DiagnosticStatus whose name contains the given text."""
+    for status in array_msg.status:
+        if status_name_contains in status.name:
+            return {kv.key: kv.value for kv in status.values}
+    return {}
