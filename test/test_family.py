@@ -1,0 +1,121 @@
+"""SubnetFamily: the shipped families load, and each malformed file fails with file, key and allowed values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from dynofa_ros import family as fm
+
+FAMILIES = sorted((Path(__file__).resolve().parents[1] / "config" / "families").glob("*.json"))
+SIX = Path(__file__).resolve().parents[1] / "config" / "families" / "xavier_nx_six_levels.json"
+
+
+def test_shipped_families_load_sorted_and_labelled() -> None:
+    assert len(FAMILIES) >= 2
+    for path in FAMILIES:
+        fam = fm.load(path)
+        lat = fam.latencies()
+        assert lat == sorted(lat), path
+        assert all(lv.accuracy.source in fm.ACCURACY_SOURCES for lv in fam.levels)
+
+
+def test_reference_family_matches_shared_data() -> None:
+    fam = fm.load(SIX)
+    assert fam.supernet == "ofa_mbv3_d234_e346_k357_w1.2"
+    assert len(fam) == 6
+    assert fam[0].accuracy.top1 == pytest.approx(74.202) and fam[0].accuracy.source == "measured"
+    assert fam[-1].latency("xavier_nx_gpu") == pytest.approx(61.735)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    fam = fm.load(SIX)
+    out = fam.with_profile("this_cpu", [float(i + 1) for i in range(len(fam))]).save(tmp_path / "f.json")
+    again = fm.load(out)
+    assert again.levels == fam.with_profile("this_cpu", [float(i + 1) for i in range(len(fam))]).levels
+    assert again.to_json() == json.loads(out.read_text())
+
+
+def _raw() -> dict:
+    return json.loads(SIX.read_text())
+
+
+def _mutations():
+    def missing_key(raw):
+        del raw["levels"][2]["e"]
+
+    def wrong_length(raw):
+        raw["levels"][1]["ks"] = raw["levels"][1]["ks"][:19]
+
+    def kernel_nine(raw):
+        raw["levels"][0]["ks"][4] = 9
+
+    def unsorted(raw):
+        raw["levels"][0], raw["levels"][3] = raw["levels"][3], raw["levels"][0]
+
+    def unknown_supernet(raw):
+        raw["supernet"] = "ofa_resnet50"
+
+    def bad_source(raw):
+        raw["levels"][0]["accuracy"]["source"] = "guessed"
+
+    def bad_resolution(raw):
+        raw["levels"][0]["r"] = 300
+
+    def negative_latency(raw):
+        raw["levels"][0]["latency_ms"]["xavier_nx_gpu"] = -1
+
+    def missing_levels(raw):
+        del raw["levels"]
+
+    return [
+        (missing_key, "levels[2].e", "missing"),
+        (wrong_length, "levels[1].ks", "20 entries"),
+        (kernel_nine, "levels[0].ks[4]", "[3, 5, 7]"),
+        (unsorted, "levels", "sorted by latency_ms.xavier_nx_gpu"),
+        (unknown_supernet, "supernet", "ofa_mbv3_d234_e346_k357_w1.2"),
+        (bad_source, "levels[0].accuracy.source", "measured"),
+        (bad_resolution, "levels[0].r", "128..224"),
+        (negative_latency, "levels[0].latency_ms.xavier_nx_gpu", "positive"),
+        (missing_levels, "levels", "missing"),
+    ]
+
+
+@pytest.mark.parametrize(("mutate", "key", "allowed"), _mutations(), ids=lambda v: getattr(v, "__name__", None))
+def test_malformed_family_names_file_key_and_allowed(tmp_path: Path, mutate, key: str, allowed: str) -> None:
+    raw = copy.deepcopy(_raw())
+    mutate(raw)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(fm.FamilyError) as err:
+        fm.load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {key}:"), msg
+    assert allowed in msg
+    assert "\n" not in msg
+
+
+def test_unreadable_and_invalid_json(tmp_path: Path) -> None:
+    with pytest.raises(fm.FamilyError, match="cannot read family file"):
+        fm.load(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(fm.FamilyError, match=r"bad.json: not valid JSON: .* line 1"):
+        fm.load(bad)
+
+
+def test_pareto_front_drops_dominated_levels() -> None:
+    base = fm.load(SIX)[0]
+
+    def lv(ms: float, acc: float) -> fm.Level:
+        return fm.Level(base.ks, base.e, base.d, base.r, fm.Accuracy(acc, "predicted"), {"p": ms})
+
+    levels = [lv(10, 70), lv(12, 69), lv(15, 75), lv(15, 74), lv(20, 75), lv(30, 80)]
+    front = fm.pareto_front(levels, "p")
+    assert [(x.latency("p"), x.accuracy.top1) for x in front] == [(10, 70), (15, 75), (30, 80)]
+    fam = fm.SubnetFamily("t", "ofa_mbv3_d234_e346_k357_w1.2", front, reference_profile="p")
+    assert fm.is_pareto_consistent(fam)
+    assert not fm.is_pareto_consistent(fm.SubnetFamily("t", fam.supernet, levels, reference_profile="p"))
