@@ -1,0 +1,1 @@
+"""Command-line tools: offline stage, profiling, scenario bags, replay and reports."""
