@@ -1,0 +1,329 @@
+"""perception_node: Dynamic-OFA on camera frames; level switches between frames; stale frames dropped.
+
+This module only translates: parameters → :class:`~dynofa_ros.perception.PerceptionConfig`, image and
+command messages → :class:`~dynofa_ros.perception.Pipeline`, results → messages. What is decided or
+computed lives in ``dynofa_ros/perception.py`` (and ``image_codec``, ``frame_slots``, ``stage_timing``).
+
+:class:`PerceptionRuntime` is shared with ``perception_lifecycle_node``: the plain node calls
+``configure(background=True)`` and ``activate()`` at start-up (the model is built on the worker
+thread, so parameter services, diagnostics and held level commands work while it loads); the
+lifecycle node calls the same methods from its transitions. Topics: docs/perception.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_policy_name_from_kind,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32, String, UInt8
+
+from ..perception import (
+    BACKENDS,
+    DEVICES,
+    ConfigError,
+    PerceptionConfig,
+    Pipeline,
+    build_model,
+    camera_topic,
+    free_memory,
+    incompatible_qos_message,
+    load_family,
+)
+
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
+
+#: Camera frames: sensor-data QoS with depth 1 (REP-2003); only the newest frame matters.
+IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
+                       durability=DurabilityPolicy.VOLATILE)
+#: Manager commands and the level actually running: reliable + transient-local depth 1 (late joiners).
+LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: Results and diagnostics: the reliable default.
+RESULT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+
+LIVE_PARAMETERS = ("top_k", "max_image_pixels")
+
+
+def _share_dir() -> str | None:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return get_package_share_directory("dynofa_ros")
+    except Exception:  # not installed through colcon (pip -e, tests): relative paths fall back to the CWD
+        return None
+
+
+def _descriptor(description: str, *, read_only: bool, int_range: tuple[int, int] | None = None,
+                float_range: tuple[float, float] | None = None) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=description, read_only=read_only)
+    if int_range:
+        d.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
+    if float_range:
+        d.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)]
+    return d
+
+
+class PerceptionRuntime:
+    """Parameters, publishers, subscriptions and the pipeline of one perception node (plain or lifecycle)."""
+
+    def __init__(self, node: Node, *, settable_when_unconfigured: bool = False):
+        self.node = node
+        self.log = node.get_logger()
+        self.pipeline: Pipeline | None = None
+        self.config: PerceptionConfig | None = None
+        self.fatal: str | None = None
+        self._pubs: dict[str, Any] = {}
+        self._result_pubs: list[Any] = []
+        self._subs: list[Any] = []
+        self._timer: Any = None
+        self._declare(read_only=not settable_when_unconfigured)
+        node.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ------------------------------------------------------------------ parameters
+    def _declare(self, read_only: bool) -> None:
+        d = PerceptionConfig()
+        ro = read_only
+        decl = self.node.declare_parameter
+        decl("family_file", d.family_file, _descriptor(
+            "Family JSON file; a relative path is looked up in the package share directory, then the CWD",
+            read_only=ro))
+        decl("initial_level", d.initial_level, _descriptor(
+            "Level run until the first dynofa/subnet_cmd (0 = fastest)", read_only=ro, int_range=(0, 255)))
+        decl("device", d.device, _descriptor(f"Where the model runs: one of {list(DEVICES)}", read_only=ro))
+        decl("fp16", d.fp16, _descriptor("Half precision on CUDA (ignored nowhere: refused on cpu)", read_only=ro))
+        decl("weights_path", d.weights_path, _descriptor(
+            "OFA supernet checkpoint (.pth); '' runs seeded random weights (predictions meaningless)", read_only=ro))
+        decl("threads", d.threads, _descriptor("CPU threads for inference; 0 = library default", read_only=ro,
+                                               int_range=(0, 256)))
+        decl("top_k", d.top_k, _descriptor("Classes per result, best first", read_only=False,
+                                           int_range=(1, 1000)))
+        decl("backend", d.backend, _descriptor(f"Inference backend: one of {list(BACKENDS)}", read_only=ro))
+        decl("cameras", d.cameras, _descriptor(
+            "Camera stream names; each <name>/image_raw gives <name>/dynofa/classification; '' = unprefixed",
+            read_only=ro))
+        decl("compressed", d.compressed, _descriptor("Also subscribe <name>/image_raw/compressed (JPEG/PNG)",
+                                                     read_only=ro))
+        decl("max_image_pixels", d.max_image_pixels, _descriptor(
+            "Frames with more pixels are refused before decoding", read_only=False, int_range=(1, 2**31 - 1)))
+        decl("seed", d.seed, _descriptor("Seed of the random weights and their BN calibration frames",
+                                         read_only=ro, int_range=(0, 2**31 - 1)))
+        decl("timing_window", d.timing_window, _descriptor("Frames in the p50/p90 stage-timing window",
+                                                           read_only=ro, int_range=(10, 100000)))
+        decl("diagnostics_period_s", d.diagnostics_period_s, _descriptor(
+            "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
+
+    def read_config(self) -> PerceptionConfig:
+        get = self.node.get_parameter
+        cfg = PerceptionConfig(**{name: get(name).value for name in vars(PerceptionConfig())})
+        cfg.cameras = list(cfg.cameras)
+        cfg.check()
+        return cfg
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name not in LIVE_PARAMETERS and self.pipeline is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{p.name} can change only while the node is unconfigured (run the cleanup transition first)"))
+        for p in params:
+            if self.pipeline is not None and p.name == "max_image_pixels":
+                self.pipeline.max_pixels = int(p.value)
+            if self.pipeline is not None and self.pipeline.model is not None and p.name == "top_k":
+                self.pipeline.model.top_k = int(p.value)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ transitions
+    def configure(self, *, background: bool, on_fatal: Callable[[str], None] | None = None) -> None:
+        """Check parameters and family (fast, raises ConfigError); build the model now or on the worker."""
+        cfg = self.read_config()
+        family = load_family(cfg, _share_dir())
+        pipeline = Pipeline(cfg.cameras, len(family), max_pixels=cfg.max_image_pixels, window=cfg.timing_window,
+                            now_ns=lambda: self.node.get_clock().now().nanoseconds, logger=self._log)
+        self.config = cfg
+        if background:
+            self.pipeline = pipeline
+            pipeline.start(lambda: self._build(cfg, family), on_fatal)
+        else:
+            model = self._build(cfg, family)
+            pipeline.attach(model)
+            pipeline.start()
+            self.pipeline = pipeline
+
+    def _build(self, cfg: PerceptionConfig, family: Any) -> Any:
+        self.log.info(f"preparing {len(family)} levels of family {family.name!r} on device {cfg.device!r}")
+        model = build_model(cfg, family)
+        self.log.info(f"ready: {model.num_levels} levels, backend {model.backend_label()}, weights "
+                      f"{model.weights_label()}, level {model.level}, accuracy {model.accuracy_label()}, "
+                      f"prepared in {getattr(model, 'prepare_s', 0.0):.1f} s")
+        return model
+
+    def activate(self) -> None:
+        """Create publishers and subscriptions; results flow."""
+        assert self.pipeline is not None and self.config is not None
+        node = self.node
+        cfg = self.config
+        self._result_pubs = [node.create_publisher(String, camera_topic(c, "dynofa/classification"), RESULT_QOS)
+                             for c in cfg.cameras]
+        self._pubs = {
+            "latency": node.create_publisher(Float32, "dynofa/inference_latency_ms", RESULT_QOS),
+            "level": node.create_publisher(UInt8, "dynofa/active_level", LATCHED_QOS),
+            "diagnostics": node.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS),
+        }
+        for i, cam in enumerate(cfg.cameras):
+            self._subscribe(Image, camera_topic(cam, "image_raw"), self._frame_callback(i), IMAGE_QOS)
+            if cfg.compressed:
+                self._subscribe(CompressedImage, camera_topic(cam, "image_raw/compressed"), self._frame_callback(i),
+                                IMAGE_QOS)
+        self._subscribe(UInt8, "dynofa/subnet_cmd", self._on_subnet_cmd, LATCHED_QOS)
+        self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.pipeline.set_sink(self)
+
+    def deactivate(self) -> None:
+        """Stop results (the model stays loaded): no frame is taken until activate."""
+        if self.pipeline is not None:
+            self.pipeline.set_sink(None)
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        for pub in [*self._result_pubs, *self._pubs.values()]:
+            self.node.destroy_publisher(pub)
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+        self._subs, self._result_pubs, self._pubs, self._timer = [], [], {}, None
+
+    def cleanup(self) -> None:
+        """Stop the worker and free the model (and the CUDA cache)."""
+        self.deactivate()
+        if self.pipeline is not None:
+            self.pipeline.stop()
+            self.pipeline.model = None
+            self.pipeline = None
+        free_memory()
+
+    # ------------------------------------------------------------------ subscriptions
+    def _subscribe(self, msg_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> None:
+        requested = (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}")
+        holder: dict[str, str] = {"topic": topic}
+        throttle = self.log
+
+        def on_incompatible(event: Any) -> None:
+            if event.total_count_change > 0:
+                policy = qos_policy_name_from_kind(event.last_policy_kind)
+                throttle.warning(incompatible_qos_message(holder["topic"], str(policy), requested))
+
+        def on_lost(event: Any) -> None:
+            self.log.info(f"'{holder['topic']}': {event.total_count} messages lost in transport so far",
+                          throttle_duration_sec=10.0)
+
+        try:
+            events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible, message_lost=on_lost)
+            sub = self.node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+        except UnsupportedEventTypeError:  # middleware without message-lost events
+            events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+            sub = self.node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+        holder["topic"] = sub.topic_name
+        self._subs.append(sub)
+
+    def _frame_callback(self, stream: int) -> Callable[[Any], None]:
+        def on_frame(msg: Any) -> None:
+            pipeline = self.pipeline
+            if pipeline is None:
+                return
+            if pipeline.submit(stream, msg, self.node.get_clock().now().nanoseconds):
+                s = pipeline.slots.stats()[stream]
+                self.log.info(f"camera '{s.name}': frames arrive faster than inference; kept the newest, "
+                              f"{s.dropped} dropped so far", throttle_duration_sec=10.0)
+        return on_frame
+
+    def _on_subnet_cmd(self, msg: UInt8) -> None:
+        if self.pipeline is None:
+            self.log.warning(f"level command {msg.data} ignored: node not configured")
+            return
+        accepted, text = self.pipeline.request_level(int(msg.data))
+        (self.log.info if accepted else self.log.warning)(text)
+
+    # ------------------------------------------------------------------ sink (called on the worker thread)
+    def publish_result(self, stream: int, classification: str, model_ms: float) -> None:
+        self._result_pubs[stream].publish(String(data=classification))
+        self._pubs["latency"].publish(Float32(data=float(model_ms)))
+
+    def publish_level(self, level: int) -> None:
+        self._pubs["level"].publish(UInt8(data=int(level)))
+
+    def _log(self, severity: str, message: str) -> None:
+        getattr(self.log, severity)(message)
+
+    def _publish_diagnostics(self) -> None:
+        pipeline = self.pipeline
+        pub = self._pubs.get("diagnostics")
+        if pipeline is None or pub is None:
+            return
+        level, summary, values = pipeline.diagnostics()
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.node.get_fully_qualified_name()}: dynofa "
+                                  "perception", message=summary, values=[KeyValue(key=k, value=v) for k, v in values])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        pub.publish(msg)
+
+
+class PerceptionNode(Node):
+    """The plain node: configured and active from start-up; the model loads on the worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__("perception_node")
+        self.runtime = PerceptionRuntime(self)
+        self.runtime.configure(background=True, on_fatal=self._on_fatal)
+        self.runtime.activate()
+
+    def _on_fatal(self, reason: str) -> None:
+        self.runtime.fatal = reason
+        rclpy.try_shutdown(context=self.context)  # ends spin in main(); exit status 1
+
+
+def run(node_factory: Callable[[], Node]) -> int:
+    """Spin a node until Ctrl-C or shutdown (STYLE.md #13); 1 on a configuration or load failure."""
+    rclpy.init(args=sys.argv)
+    node = None
+    status = 0
+    try:
+        node = node_factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as exc:
+        (node.get_logger() if node else rclpy.logging.get_logger("perception_node")).fatal(
+            f"configuration error: {exc}")
+        print(f"perception_node: configuration error: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        if node is not None:
+            runtime = getattr(node, "runtime", None)
+            if runtime is not None:
+                status = 1 if runtime.fatal else status
+                runtime.cleanup()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+def main() -> int:
+    return run(PerceptionNode)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Everything the perception nodes decide or compute, without rclpy: config checks, the worker, results.
+
+The nodes (``nodes/perception_node.py``, ``nodes/perception_lifecycle_node.py``) only turn ROS
+messages into calls on :class:`Pipeline` and its outputs back into messages. Here:
+
+- :class:`PerceptionConfig` and :func:`load_family` / :func:`build_model`: parameter values checked
+  before anything heavy starts; every error is a :class:`ConfigError` naming the parameter, the file
+  and what is allowed.
+- :class:`Pipeline`: newest-frame slots per camera (``frame_slots``), one worker thread that decodes
+  (``image_codec``), runs the model and hands results to a sink, per-stage timing (``stage_timing``),
+  level commands (validated, held while the model loads), and diagnostics key/values.
+
+Classification message format (std_msgs/String, JSON, one object per processed frame)::
+
+    {"stamp": {"sec": 12, "nanosec": 500}, "frame_id": "cam0_optical", "camera": "",
+     "level": 2, "weights": "random", "model_ms": 14.2,
+     "top_k": [{"index": 734, "name": "police van", "prob": 0.687}, ...]}
+
+``stamp`` and ``frame_id`` are copied from the source image's header; ``camera`` is the stream name
+from the ``cameras`` parameter ("" for the unprefixed stream); ``weights`` is "real" when a checkpoint
+is loaded and "random" otherwise (then predictions are meaningless); ``model_ms`` is pre-processing
++ inference + post-processing of this frame (also published on ``dynofa/inference_latency_ms``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import family as fm
+from .frame_slots import Frame, FrameSlots, rate
+from .image_codec import DEFAULT_MAX_PIXELS, ImageError, decode_message
+from .stage_timing import StageTiming
+
+log = logging.getLogger("dynofa_ros.perception")
+
+DEVICES = ("cpu", "cuda", "auto")
+BACKENDS = ("auto", "torch", "onnxruntime")
+_NAME_TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A parameter value, family file, weights file or device that cannot work; the message says which."""
+
+
+# ---------------------------------------------------------------------- configuration
+@dataclass
+class PerceptionConfig:
+    """The node's parameters (see docs/perception.md for each one's meaning)."""
+
+    family_file: str = "config/families/xavier_nx_six_levels.json"
+    initial_level: int = 0
+    device: str = "auto"
+    fp16: bool = False
+    weights_path: str = ""
+    threads: int = 0
+    top_k: int = 5
+    backend: str = "auto"
+    cameras: list[str] = field(default_factory=lambda: [""])
+    compressed: bool = True
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    seed: int = 0
+    timing_window: int = 300
+    diagnostics_period_s: float = 1.0
+
+    def check(self) -> None:
+        """Cross-field and value checks that a ParameterDescriptor cannot express."""
+        if self.device not in DEVICES:
+            raise ConfigError(f"parameter device: {self.device!r}; allowed: {list(DEVICES)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"parameter backend: {self.backend!r}; allowed: {list(BACKENDS)}")
+        if self.fp16 and self.device == "cpu":
+            raise ConfigError("parameter fp16: true needs device 'cuda' or 'auto' with a GPU; "
+                              "set fp16: false for device 'cpu'")
+        check_cameras(self.cameras)
+
+
+def check_cameras(names: Sequence[str]) -> list[str]:
+    """Stream names: "" (the unprefixed stream) or ROS name tokens, no duplicates."""
+    if not names:
+        raise ConfigError("parameter cameras: empty list; use [''] for one stream on image_raw or names "
+                          "such as ['front', 'rear']")
+    for n in names:
+        if n and not _NAME_TOKEN.match(n):
+            raise ConfigError(f"parameter cameras: {n!r} is not a valid name (letters, digits, '_', starting "
+                              "with a letter), or '' for the unprefixed stream")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter cameras: duplicate names in {list(names)}")
+    return list(names)
+
+
+def camera_topic(camera: str, topic: str) -> str:
+    """``<camera>/<topic>``, relative so node namespaces and remapping apply; just ``topic`` for ""."""
+    return f"{camera}/{topic}" if camera else topic
+
+
+def resolve_family_path(path: str, share_dir: str | None, cwd: str | os.PathLike[str] | None = None) -> Path:
+    """An absolute path as is; a relative one against the package share directory, then the CWD."""
+    if not path:
+        raise ConfigError("parameter family_file: empty; give a family JSON file (e.g. "
+                          "config/families/xavier_nx_six_levels.json)")
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = ([Path(share_dir) / p] if share_dir else []) + [Path(cwd or os.getcwd()) / p]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(f"parameter family_file: {path!r} not found (looked at: {', '.join(map(str, candidates))})")
+
+
+def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily:
+    """Resolve and load the family file, and check ``initial_level`` against it."""
+    path = resolve_family_path(cfg.family_file, share_dir)
+    try:
+        family = fm.load(path)
+    except fm.FamilyError as exc:
+        raise ConfigError(f"parameter family_file: {exc}") from None
+    if not 0 <= cfg.initial_level < len(family):
+        raise ConfigError(f"parameter initial_level: {cfg.initial_level} is not in family {family.name!r} "
+                          f"({path}); allowed: 0..{len(family) - 1}")
+    return family
+
+
+def model_accepts(name: str) -> bool:
+    """Whether DynamicOFA's constructor takes keyword ``name`` (the backend option arrives separately)."""
+    from .model import DynamicOFA
+
+    return name in inspect.signature(DynamicOFA.__init__).parameters
+
+
+def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
+    """Build DynamicOFA with every level prepared; configuration failures become ConfigError."""
+    from .backends import BackendError
+    from .model import DynamicOFA, LevelError
+    from .supernet import WeightsError
+
+    kwargs: dict[str, Any] = dict(weights=cfg.weights_path or None, device=cfg.device, fp16=cfg.fp16,
+                                  threads=cfg.threads or None, top_k=cfg.top_k, seed=cfg.seed)
+    if model_accepts("backend"):
+        kwargs["backend"] = cfg.backend
+    elif cfg.backend not in ("auto", "torch"):
+        raise ConfigError(f"parameter backend: {cfg.backend!r} is not available in this build; allowed: "
+                          "['auto', 'torch']")
+    if cfg.weights_path and not Path(cfg.weights_path).expanduser().is_file():
+        raise ConfigError(f"parameter weights_path: {cfg.weights_path!r} is not a file ('' runs random weights)")
+    try:
+        model = DynamicOFA(family, **kwargs)
+        model.switch(cfg.initial_level)
+    except WeightsError as exc:
+        raise ConfigError(f"parameter weights_path: {exc}") from None
+    except BackendError as exc:
+        raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
+    except (fm.FamilyError, LevelError) as exc:
+        raise ConfigError(f"parameter family_file: {exc}") from None
+    return model
+
+
+# ---------------------------------------------------------------------- messages
+def classification_json(stamp_sec: int, stamp_nanosec: int, frame_id: str, camera: str, result: Any,
+                        random_weights: bool) -> str:
+    """The ``dynofa/classification`` payload (format in the module docstring)."""
+    return json.dumps({
+        "stamp": {"sec": int(stamp_sec), "nanosec": int(stamp_nanosec)},
+        "frame_id": frame_id,
+        "camera": camera,
+        "level": int(result.level),
+        "weights": "random" if random_weights else "real",
+        "model_ms": round(float(result.total_ms), 3),
+        "top_k": [{"index": int(p.index), "name": p.name, "prob": float(p.probability)} for p in result.predictions],
+    }, separators=(",", ":"))
+
+
+def incompatible_qos_message(topic: str, policy: str, requested: str) -> str:
+    """One line: which topic, which policy conflicts, and what the publisher should change."""
+    fixes = {
+        "RELIABILITY": "publish with reliability RELIABLE",
+        "DURABILITY": "publish with durability TRANSIENT_LOCAL",
+        "DEADLINE": "publish with a deadline no longer than the subscription's (default: none)",
+        "LIVELINESS": "publish with AUTOMATIC liveliness and a lease no longer than the subscription's",
+    }
+    fix = fixes.get(policy.upper(), f"make the publisher's {policy} compatible")
+    return (f"incompatible QoS on '{topic}': a publisher offers a {policy} policy this subscription "
+            f"({requested}) cannot accept, so none of its messages arrive; {fix}")
+
+
+class KeyedThrottle:
+    """Log a given kind of problem at once, then at most once per period with how many were suppressed."""
+
+    def __init__(self, period_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[Any, float] = {}
+        self._suppressed: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: Any) -> int | None:
+        """None: stay quiet. Otherwise log now; the number is how many were suppressed since last time."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._suppressed.pop(key, 0)
+
+
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# ---------------------------------------------------------------------- the worker
+class ResultSink(Protocol):
+    """Where results go: the node's publishers (set while active)."""
+
+    def publish_result(self, stream: int, classification: str, model_ms: float) -> None: ...
+
+    def publish_level(self, level: int) -> None: ...
+
+
+Logger = Callable[[str, str], None]  # (severity: "info"|"warning"|"error", message)
+
+
+def _default_log(severity: str, message: str) -> None:
+    getattr(log, severity if severity != "fatal" else "critical")(message)
+
+
+class Pipeline:
+    """Frames in through newest-frame slots, results out through a sink; one worker thread, one model.
+
+    ``submit`` is all a subscription callback does (store the message; no decoding, no inference).
+    The worker takes the newest frame of the stream waiting longest, decodes, infers, and publishes
+    through the sink. Level commands switch the model, which applies them at the next frame.
+    """
+
+    def __init__(self, streams: Sequence[str], num_levels: int, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 window: int = 300, now_ns: Callable[[], int] = time.time_ns, logger: Logger = _default_log):
+        self.streams = list(streams)
+        self.num_levels = num_levels
+        self.max_pixels = max_pixels
+        self.slots = FrameSlots(self.streams, window=window)
+        self.timing = StageTiming(window)
+        self.model: Any = None
+        self.now_ns = now_ns
+        self._log = logger
+        self._throttle = KeyedThrottle()
+        self._sink: ResultSink | None = None
+        self._busy = threading.Lock()        # held while one frame is processed and published
+        self._state_lock = threading.Lock()  # model / held level hand-over
+        self._held_level: int | None = None
+        self._published_level: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done_times: deque[float] = deque(maxlen=window)
+        self.load_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle of the worker
+    def start(self, loader: Callable[[], Any] | None = None, on_fatal: Callable[[str], None] | None = None) -> None:
+        """Start the worker; with ``loader``, the model is built on the worker first (node stays responsive)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(loader, on_fatal), name="dynofa-worker",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the worker to stop and wait for it; True when it ended in time."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        self._thread = None
+        return not alive
+
+    def attach(self, model: Any) -> None:
+        """The model is ready: apply a held level command, then let frames through."""
+        with self._state_lock:
+            if self._held_level is not None:
+                model.switch(self._held_level)
+                self._log("info", f"applied held level command: level {self._held_level}")
+                self._held_level = None
+            self.model = model
+        self._announce_level()
+
+    def set_sink(self, sink: ResultSink | None) -> None:
+        """Start (sink) or stop (None) results; waits for a frame in flight, forgets waiting frames."""
+        with self._busy:
+            self._sink = sink
+            self._published_level = None
+            if sink is None:
+                self.slots.clear()
+        if sink is not None:
+            self._announce_level()
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    # ------------------------------------------------------------------ inputs
+    def submit(self, stream: int, msg: Any, received_ns: int) -> bool:
+        """Store the newest frame of ``stream``; True when an unprocessed frame was dropped for it."""
+        return self.slots.put(stream, msg, received_ns)
+
+    def request_level(self, level: int) -> tuple[bool, str]:
+        """A level command: (accepted, one-line explanation). Held while the model is still loading."""
+        if not 0 <= level < self.num_levels:
+            current = self.model.level if self.model is not None else self._held_level
+            return False, (f"level command {level} ignored: not in the family (allowed 0..{self.num_levels - 1}); "
+                           f"keeping level {current if current is not None else 'initial'}")
+        with self._state_lock:
+            if self.model is None:
+                self._held_level = level
+                return True, f"level command {level} held: model still loading, applied before the first frame"
+            self.model.switch(level)
+        return True, f"level command {level}: takes effect at the next frame"
+
+    # ------------------------------------------------------------------ the worker
+    def _run(self, loader: Callable[[], Any] | None, on_fatal: Callable[[str], None] | None) -> None:
+        if loader is not None:
+            try:
+                model = loader()
+            except Exception as exc:  # any failure to load ends the node with the reason, not a traceback
+                self.load_error = str(exc) or type(exc).__name__
+                self._log("fatal", f"model could not be prepared: {self.load_error}")
+                if on_fatal:
+                    on_fatal(self.load_error)
+                return
+            if self._stop.is_set():
+                return
+            self.attach(model)
+        while not self._stop.is_set():
+            frame = self.slots.take(self._stop, timeout=0.2)
+            if frame is None:
+                continue
+            with self._busy:
+                if self._sink is None:
+                    continue
+                try:
+                    self._process(frame, self._sink)
+                except Exception as exc:  # a bug must not kill the worker silently; say it once per kind
+                    self._warn(frame.stream, "error", f"frame dropped, unexpected {type(exc).__name__}: {exc}")
+
+    def _warn(self, stream: int, severity: str, text: str) -> None:
+        key = (stream, text[:24])
+        suppressed = self._throttle.check(key)
+        if suppressed is None:
+            return
+        more = f" ({suppressed} similar suppressed)" if suppressed else ""
+        self._log(severity, f"camera '{self.streams[stream]}': {text}{more}")
+
+    def _process(self, frame: Frame, sink: ResultSink) -> None:
+        from .preprocess import FrameError
+
+        taken = time.monotonic()
+        msg = frame.payload
+        try:
+            rgb = decode_message(msg, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            self.slots.mark_rejected(frame.stream)
+            self._warn(frame.stream, "warning", f"frame dropped: {exc}")
+            return
+        decoded = time.monotonic()
+        model = self.model
+        try:
+            result = model.infer(rgb)
+        except FrameError as exc:
+            self.slots.mark_rejected(frame.stream)
+            self._warn(frame.stream, "warning", f"frame dropped: {exc}")
+            return
+        inferred = time.monotonic()
+        header = msg.header
+        text = classification_json(header.stamp.sec, header.stamp.nanosec, header.frame_id,
+                                   self.streams[frame.stream], result, model.random_weights)
+        sink.publish_result(frame.stream, text, result.total_ms)
+        if result.level != self._published_level:
+            self._published_level = result.level
+            sink.publish_level(result.level)
+        published = time.monotonic()
+        now = self.now_ns()
+        stamp = stamp_ns(header)
+        age_ms = (now - stamp) / 1e6
+        model_residual = (inferred - decoded) * 1e3 - result.total_ms  # lock hand-over inside infer
+        self.timing.add({
+            "transport": (frame.received_ns - stamp) / 1e6,
+            "wait": (taken - frame.received) * 1e3,
+            "conversion": (decoded - taken) * 1e3,
+            "preprocess": result.preprocess_ms,
+            "inference": result.inference_ms + max(model_residual, 0.0),
+            "postprocess": result.postprocess_ms,
+            "publish": (published - inferred) * 1e3,
+        })
+        self.slots.mark_done(frame.stream, age_ms)
+        self._done_times.append(published)
+
+    def _announce_level(self) -> None:
+        with self._busy:
+            sink, model = self._sink, self.model
+            if sink is None or model is None:
+                return
+            level = model.level
+            if level != self._published_level:
+                self._published_level = level
+                sink.publish_level(level)
+
+    # ------------------------------------------------------------------ diagnostics
+    def fps(self) -> float:
+        return rate(list(self._done_times), time.monotonic())
+
+    def diagnostics(self) -> tuple[int, str, list[tuple[str, str]]]:
+        """(level 0 OK / 1 WARN / 2 ERROR, summary, key/values) for a DiagnosticStatus."""
+        streams = self.slots.stats()
+        dropped = sum(s.dropped for s in streams)
+        rejected = sum(s.rejected for s in streams)
+        model = self.model
+        values: list[tuple[str, str]] = []
+        if model is None:
+            status = (2, f"model failed: {self.load_error}") if self.load_error else (1, "loading model")
+            values.append(("level", "none (loading)" if not self.load_error else "none"))
+        else:
+            level = model.level
+            values += [
+                ("level", str(level)),
+                ("num_levels", str(model.num_levels)),
+                ("device", str(getattr(model, "device", "?"))),
+                ("backend", model.backend_label()),
+                ("weights", model.weights_label()),
+                ("weights_real", str(not model.random_weights).lower()),
+                ("accuracy", model.accuracy_label(level)),
+                ("model_memory_mb", f"{model.memory_bytes() / 2**20:.1f}"),
+            ]
+            status = (1, "running RANDOM weights: predictions are meaningless") if model.random_weights \
+                else (0, f"running level {level}")
+        values += [("fps", f"{self.fps():.2f}"), ("dropped_frames", str(dropped)),
+                   ("rejected_frames", str(rejected)),
+                   ("processed_frames", str(sum(s.processed for s in streams)))]
+        for stage, (p50, p90) in self.timing.percentiles().items():
+            values += [(f"{stage}_ms_p50", f"{p50:.2f}"), (f"{stage}_ms_p90", f"{p90:.2f}")]
+        for s in streams:
+            prefix = camera_topic(s.name, "image_raw")
+            values += [(f"{prefix}.fps", f"{s.fps:.2f}"), (f"{prefix}.received", str(s.received)),
+                       (f"{prefix}.processed", str(s.processed)), (f"{prefix}.dropped", str(s.dropped)),
+                       (f"{prefix}.rejected", str(s.rejected))]
+            if s.age_ms_p50 is not None:
+                values += [(f"{prefix}.age_ms_p50", f"{s.age_ms_p50:.2f}"),
+                           (f"{prefix}.age_ms_p90", f"{s.age_ms_p90:.2f}")]
+        return status[0], status[1], values
+
+
+def free_memory() -> None:
+    """Give freed tensors back: Python objects, the CUDA cache, and glibc's heap (malloc_trim)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
