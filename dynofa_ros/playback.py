@@ -1,0 +1,101 @@
+"""Pure helpers of ``replay`` and ``record``: timing, remapping, QoS choice, message-type names.
+
+Kept free of rclpy so the rules (when a message is due, which QoS a recorder must offer to be
+compatible with every publisher) are unit-tested without a ROS graph (``test/test_launch_config.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+#: The graph's topics (DESIGN.md §3) and their types: what ``record`` records by default.
+GRAPH_TOPICS: dict[str, str] = {
+    "dynofa/classification": "std_msgs/msg/String",
+    "dynofa/inference_latency_ms": "std_msgs/msg/Float32",
+    "dynofa/active_level": "std_msgs/msg/UInt8",
+    "dynofa/subnet_cmd": "std_msgs/msg/UInt8",
+    "dynofa/cpu_freq_cmd": "std_msgs/msg/UInt32",
+    "dynofa/gpu_freq_cmd": "std_msgs/msg/UInt64",
+    "dynofa/target_latency_ms": "std_msgs/msg/Float32",
+    "dynofa/min_accuracy": "std_msgs/msg/Float32",
+    "battery_state": "sensor_msgs/msg/BatteryState",
+    "thermal/cpu": "sensor_msgs/msg/Temperature",
+    "thermal/gpu": "sensor_msgs/msg/Temperature",
+    "load/cpu": "std_msgs/msg/Float32",
+    "load/gpu": "std_msgs/msg/Float32",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+class RemapError(ValueError):
+    """A ``--remap`` rule is not ``from:=to``."""
+
+
+@dataclass(frozen=True)
+class QosChoice:
+    """What a subscription (recorder) or publisher (replayer) uses: reliability, durability, depth."""
+
+    reliable: bool
+    transient_local: bool
+    depth: int
+
+
+def parse_remaps(rules: Iterable[str]) -> dict[str, str]:
+    """``from:=to`` rules (the ROS remap syntax) into a mapping; names compared without a leading '/'."""
+    out: dict[str, str] = {}
+    for rule in rules:
+        src, sep, dst = rule.partition(":=")
+        if not sep or not src or not dst:
+            raise RemapError(f"remap {rule!r}: expected from:=to")
+        out[src.lstrip("/")] = dst
+    return out
+
+
+def remap(topic: str, remaps: dict[str, str]) -> str:
+    return remaps.get(topic.lstrip("/"), topic)
+
+
+def due_offset_s(t_ns: int, t0_ns: int, rate: float) -> float:
+    """Seconds after playback start at which a message recorded at ``t_ns`` is due (``rate`` × speed)."""
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
+    return (t_ns - t0_ns) / 1e9 / rate
+
+
+def replay_qos(msgtype: str) -> QosChoice:
+    """Publisher QoS for replayed topics.
+
+    Reliable publishers match both reliable and best-effort subscribers. Camera frames stay volatile
+    (a late joiner must not get a stale frame); everything else is transient-local depth 1, which
+    matches volatile and transient-local subscribers alike, so a manager that subscribes its targets
+    transient-local still gets the target in force when it starts after the replay.
+    """
+    if msgtype in IMAGE_TYPES:
+        return QosChoice(reliable=True, transient_local=False, depth=5)
+    return QosChoice(reliable=True, transient_local=True, depth=1)
+
+
+def record_qos(publishers: Sequence[tuple[bool, bool]]) -> QosChoice:
+    """Subscription QoS compatible with every publisher, given (reliable, transient_local) per publisher.
+
+    As ``ros2 bag record`` does: reliable only if every publisher is reliable (a reliable subscription
+    gets nothing from a best-effort publisher), transient-local only if every publisher is (a
+    transient-local subscription is incompatible with a volatile publisher).
+    """
+    if not publishers:
+        return QosChoice(reliable=True, transient_local=False, depth=100)
+    reliable = all(r for r, _ in publishers)
+    transient = all(t for _, t in publishers)
+    return QosChoice(reliable=reliable, transient_local=transient, depth=100)
+
+
+def split_type(msgtype: str) -> tuple[str, str]:
+    """'sensor_msgs/msg/Image' → ('sensor_msgs.msg', 'Image'), for importing the rclpy class."""
+    parts = msgtype.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"message type {msgtype!r}: expected pkg/msg/Name")
+    return f"{parts[0]}.{parts[1]}", parts[2]
