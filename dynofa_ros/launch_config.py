@@ -1,0 +1,265 @@
+"""What the launch files start, computed without ``launch``: nodes, params files, overrides, remaps.
+
+``launch/dynofa.launch.py`` only declares the arguments listed here and turns each :class:`NodeSpec`
+into a ``launch_ros.actions.Node``; ``scripts/run_graph.py`` and the demo turn the same specs into
+command lines (``--ros-args --params-file … -p … -r …``). So the wiring a robot gets from
+``ros2 launch`` is the wiring proven here, where ``launch_ros`` is not installable, by starting the
+executables (``test/test_launch_config.py``, ``test/test_launch_files.py``).
+
+No rclpy, no launch imports: pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "dynofa_ros"
+PLATFORMS = ("xavier_nx", "orin", "generic_cpu")
+DEVICES = ("", "cpu", "cuda", "auto")
+
+#: Family each platform runs when the ``family_file`` argument is empty (relative to the share directory;
+#: the perception node resolves it there). generic_cpu.json is built on a workstation CPU by
+#: ``build_family``; until it exists the Xavier NX reference family is the fallback (see ``default_family``).
+PLATFORM_FAMILIES = {
+    "xavier_nx": "config/families/xavier_nx_six_levels.json",
+    "orin": "config/families/xavier_nx_seven_levels.json",
+    "generic_cpu": "config/families/generic_cpu.json",
+}
+FALLBACK_FAMILY = "config/families/xavier_nx_six_levels.json"
+
+#: (executable, node name) of every node of the graph.
+PERCEPTION = ("perception_node", "perception_node")
+MANAGER = ("manager_node", "manager_node")
+DVFS = ("dvfs_node", "dvfs_node")
+MONITOR = ("monitor_node", "monitor_node")
+ALL_NODES = (PERCEPTION, MANAGER, DVFS, MONITOR)
+
+
+class LaunchConfigError(ValueError):
+    """A launch argument has a value no node can use; the message names the argument and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+
+
+#: The launch arguments of ``dynofa.launch.py`` (strings, as ``ros2 launch`` passes them).
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("namespace", "", "Namespace of every node (topics are relative, so they move with it)"),
+    Argument("camera_topic", "image_raw", "Camera topic the perception node reads (remaps image_raw)"),
+    Argument("platform", "generic_cpu", f"Board: one of {list(PLATFORMS)}; selects config/<platform>.yaml"),
+    Argument("params_file", "", "Params file to use instead of config/<platform>.yaml"),
+    Argument("family_file", "", "Sub-network family JSON (empty: the platform's family)"),
+    Argument("weights_path", "", "OFA supernet checkpoint (empty: the params file's value; '' = random weights)"),
+    Argument("device", "", f"Inference device, one of {list(DEVICES[1:])} (empty: the params file's value)"),
+    Argument("use_manager", "true", "Start the runtime manager (false: fixed level, for baselines)"),
+    Argument("use_dvfs", "true", "Start the DVFS node that applies the manager's frequency commands"),
+    Argument("use_monitor", "true", "Start the monitor node (load, temperature, power of this board)"),
+    Argument("dry_run", "false", "DVFS node logs frequency changes without writing sysfs"),
+)
+ARGUMENT_NAMES = tuple(a.name for a in ARGUMENTS)
+
+
+def to_bool(text: str | bool, name: str = "argument") -> bool:
+    """Launch arguments arrive as strings: 'true'/'false' (any case), '1'/'0', 'yes'/'no'."""
+    if isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise LaunchConfigError(f"{name}: {text!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class LaunchArgs:
+    namespace: str = ""
+    camera_topic: str = "image_raw"
+    platform: str = "generic_cpu"
+    params_file: str = ""
+    family_file: str = ""
+    weights_path: str = ""
+    device: str = ""
+    use_manager: bool = True
+    use_dvfs: bool = True
+    use_monitor: bool = True
+    dry_run: bool = False
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> LaunchArgs:
+        """From launch-argument strings (unknown names refused, missing ones default)."""
+        unknown = sorted(set(values) - set(ARGUMENT_NAMES))
+        if unknown:
+            raise LaunchConfigError(f"unknown launch arguments {unknown}; allowed: {list(ARGUMENT_NAMES)}")
+        kw: dict[str, Any] = {}
+        for k, v in values.items():
+            kw[k] = to_bool(v, k) if k in ("use_manager", "use_dvfs", "use_monitor", "dry_run") else str(v)
+        return cls(**kw)
+
+    def check(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise LaunchConfigError(f"platform: {self.platform!r}; allowed: {list(PLATFORMS)}")
+        if self.device not in DEVICES:
+            raise LaunchConfigError(f"device: {self.device!r}; allowed: {list(DEVICES[1:])} or empty")
+        if self.namespace and not self.namespace.strip("/"):
+            raise LaunchConfigError(f"namespace: {self.namespace!r} is not a namespace")
+        if not self.camera_topic:
+            raise LaunchConfigError("camera_topic: empty")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node as the launch file starts it."""
+
+    executable: str
+    name: str
+    params_files: tuple[str, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    remaps: tuple[tuple[str, str], ...] = ()
+    namespace: str = ""
+    respawn: bool = False
+    respawn_delay: float = 0.0
+    package: str = PACKAGE
+    arguments: tuple[str, ...] = ()   # plain command-line arguments (tools), before --ros-args
+
+
+def params_file(share_dir: str | Path, platform: str) -> Path:
+    """``<share>/config/<platform>.yaml``."""
+    if platform not in PLATFORMS:
+        raise LaunchConfigError(f"platform: {platform!r}; allowed: {list(PLATFORMS)}")
+    return Path(share_dir) / "config" / f"{platform}.yaml"
+
+
+def default_family(share_dir: str | Path, platform: str) -> str:
+    """The platform's family file (relative to the share directory), or the fallback when not built yet."""
+    rel = PLATFORM_FAMILIES[platform]
+    return rel if (Path(share_dir) / rel).is_file() else FALLBACK_FAMILY
+
+
+def node_specs(args: LaunchArgs, share_dir: str | Path) -> list[NodeSpec]:
+    """The nodes ``dynofa.launch.py`` starts for these arguments, in start order."""
+    args.check()
+    params = (args.params_file or str(params_file(share_dir, args.platform)),)
+    ns = args.namespace.strip("/")
+    family = args.family_file or default_family(share_dir, args.platform)
+    perception_over: dict[str, Any] = {"family_file": family}
+    if args.weights_path:
+        perception_over["weights_path"] = args.weights_path
+    if args.device:
+        perception_over["device"] = args.device
+        if args.device == "cpu":
+            perception_over["fp16"] = False  # a Jetson params file asks for fp16, which only CUDA can run
+    remaps = (("image_raw", args.camera_topic),) if args.camera_topic != "image_raw" else ()
+    specs = [NodeSpec(*PERCEPTION, params, perception_over, remaps, ns, respawn=True, respawn_delay=2.0)]
+    if args.use_manager:
+        specs.append(NodeSpec(*MANAGER, params, {"family_file": family}, (), ns, respawn=True, respawn_delay=2.0))
+    if args.use_dvfs:
+        specs.append(NodeSpec(*DVFS, params, {"dry_run": args.dry_run}, (), ns))
+    if args.use_monitor:
+        specs.append(NodeSpec(*MONITOR, params, {}, (), ns))
+    return specs
+
+
+def ros_value(value: Any) -> str:
+    """A parameter value as ``-p name:=VALUE`` text (YAML): strings that would read as another type are quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            same = value != "" and yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            same = False
+        return value if same else json.dumps(value)
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(ros_value(v) for v in value) + "]"
+    raise LaunchConfigError(f"cannot pass {value!r} as a parameter on the command line")
+
+
+def command_line(spec: NodeSpec, executable_path: str | None = None,
+                 extra_overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """The command that starts ``spec`` as ``ros2 launch`` would: params files, then overrides, then remaps."""
+    cmd = [executable_path or spec.executable, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace:
+        cmd += ["-r", f"__ns:=/{spec.namespace}"]
+    for f in spec.params_files:
+        cmd += ["--params-file", str(f)]
+    for k, v in {**spec.overrides, **(extra_overrides or {})}.items():
+        cmd += ["-p", f"{k}:={ros_value(v)}"]
+    for a, b in spec.remaps:
+        cmd += ["-r", f"{a}:={b}"]
+    return cmd
+
+
+# ---------------------------------------------------------------------------------------- replay
+REPLAY_ARGUMENTS: tuple[Argument, ...] = (
+    Argument("bag", "", "rosbag2 directory to play (from make_scenario_bag or ros2 bag record)"),
+    Argument("out", "", "Where to record the graph's outputs (empty: do not record)"),
+    Argument("rate", "1.0", "Playback speed factor"),
+    Argument("loop", "false", "Play the bag again when it ends"),
+    Argument("namespace", "", "Namespace of the graph being fed"),
+    Argument("camera_topic", "image_raw", "Topic the bag's image_raw frames are published on"),
+    Argument("restamp", "false", "Stamp replayed headers with the publish time"),
+)
+
+
+@dataclass(frozen=True)
+class ReplayArgs:
+    bag: str = ""
+    out: str = ""
+    rate: float = 1.0
+    loop: bool = False
+    namespace: str = ""
+    camera_topic: str = "image_raw"
+    restamp: bool = False
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> ReplayArgs:
+        unknown = sorted(set(values) - {a.name for a in REPLAY_ARGUMENTS})
+        if unknown:
+            raise LaunchConfigError(f"unknown launch arguments {unknown}")
+        kw: dict[str, Any] = {}
+        for k, v in values.items():
+            if k in ("loop", "restamp"):
+                kw[k] = to_bool(v, k)
+            elif k == "rate":
+                try:
+                    kw[k] = float(v)
+                except ValueError as exc:
+                    raise LaunchConfigError(f"rate: {v!r} is not a number") from exc
+                if kw[k] <= 0:
+                    raise LaunchConfigError(f"rate: {v} must be > 0")
+            else:
+                kw[k] = str(v)
+        return cls(**kw)
+
+
+def replay_specs(args: ReplayArgs) -> list[NodeSpec]:
+    """``record`` (when ``out`` is set, started first) and ``replay`` for a bag."""
+    if not args.bag:
+        raise LaunchConfigError("bag: required (a rosbag2 directory)")
+    ns = args.namespace.strip("/")
+    specs = []
+    if args.out:
+        specs.append(NodeSpec("record", "record", (), namespace=ns, arguments=("-o", args.out)))
+    play = ["--rate", repr(args.rate)]
+    if args.loop:
+        play.append("--loop")
+    if args.restamp:
+        play.append("--restamp")
+    if args.camera_topic != "image_raw":
+        play += ["--remap", f"image_raw:={args.camera_topic}"]
+    play += ["--wait-for", "image_raw"]
+    specs.append(NodeSpec("replay", "replay", (), namespace=ns, arguments=(args.bag, *play)))
+    return specs
