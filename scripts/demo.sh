@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# README's main job: the whole dynofa_ros graph on a replayed scenario, with real CPU contention half-way.
+#   scripts/demo.sh                       both runs (runtime manager, then fixed level), report + out/demo_timeline.png
+#   scripts/demo.sh --runs managed        only the managed run
+#   scripts/demo.sh --scenario config/scenarios/ci_short.yaml --out out/short
+# Sets up .venv (scripts/setup_env.sh), builds the scenario bag if missing, and runs everything inside a
+# fresh network namespace with only loopback, like scripts/test.sh: no DDS packet leaves this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup_env.sh
+run_isolated() {
+  if [ "$(id -u)" = 0 ]; then
+    unshare --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
+  else
+    unshare --map-root-user --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
+  fi
+}
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+run_isolated .venv/bin/python -m dynofa_ros.tools.demo "$@"
