@@ -354,7 +354,7 @@ class Pipeline:
                     self._warn(frame.stream, "error", f"frame dropped, unexpected {type(exc).__name__}: {exc}")
 
     def _warn(self, stream: int, severity: str, text: str) -> None:
-        key = (stream, text[:24])
+        key = (stream, text[:32])
         suppressed = self._throttle.check(key)
         if suppressed is None:
             return
@@ -370,7 +370,8 @@ class Pipeline:
             rgb = decode_message(msg, max_pixels=self.max_pixels)
         except ImageError as exc:
             self.slots.mark_rejected(frame.stream)
-            self._warn(frame.stream, "warning", f"frame dropped: {exc}")
+            kind = "compressed" if hasattr(msg, "format") else "raw"
+            self._warn(frame.stream, "warning", f"{kind} frame dropped: {exc}")
             return
         decoded = time.monotonic()
         model = self.model
@@ -378,7 +379,7 @@ class Pipeline:
             result = model.infer(rgb)
         except FrameError as exc:
             self.slots.mark_rejected(frame.stream)
-            self._warn(frame.stream, "warning", f"frame dropped: {exc}")
+            self._warn(frame.stream, "warning", f"frame refused by the model: {exc}")
             return
         inferred = time.monotonic()
         header = msg.header

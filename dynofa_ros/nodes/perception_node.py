@@ -255,7 +255,7 @@ class PerceptionRuntime:
             self.log.warning(f"level command {msg.data} ignored: node not configured")
             return
         accepted, text = self.pipeline.request_level(int(msg.data))
-        (self.log.info if accepted else self.log.warning)(text)
+        self._log("info" if accepted else "warning", text)
 
     # ------------------------------------------------------------------ sink (called on the worker thread)
     def publish_result(self, stream: int, classification: str, model_ms: float) -> None:
@@ -266,7 +266,15 @@ class PerceptionRuntime:
         self._pubs["level"].publish(UInt8(data=int(level)))
 
     def _log(self, severity: str, message: str) -> None:
-        getattr(self.log, severity)(message)
+        # rclpy binds a severity to each call site, so each severity gets its own call.
+        if severity == "info":
+            self.log.info(message)
+        elif severity == "warning":
+            self.log.warning(message)
+        elif severity == "error":
+            self.log.error(message)
+        else:
+            self.log.fatal(message)
 
     def _publish_diagnostics(self) -> None:
         pipeline = self.pipeline
