@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import launch_config as lc
 from .. import scenario as scn
+from .. import scoring
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,6 +204,19 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
     return rec_bag
 
 
+def managed_level_before(bag: Path, t_end: float | None) -> int | None:
+    """The level the manager ran most before contention: the fixed baseline freezes the manager's own choice."""
+    from .report import load_run
+
+    run = load_run(bag, "managed")
+    counts: dict[int, int] = {}
+    for t, _ in run.latency_ms:
+        lv = scoring.value_at(run.active_level, t)
+        if lv is not None and (t_end is None or t < t_end):
+            counts[int(lv)] = counts.get(int(lv), 0) + 1
+    return max(counts, key=lambda k: (counts[k], k)) if counts else None
+
+
 def family_path(share_dir: Path = REPO) -> Path:
     return share_dir / lc.default_family(share_dir, "generic_cpu")
 
@@ -214,7 +228,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "out"))
     p.add_argument("--runs", default="managed,fixed", help="which runs, comma-separated: managed, fixed")
     p.add_argument("--fixed-level", type=int, default=None,
-                   help="level of the fixed run (default: the params file's initial_level)")
+                   help="level of the fixed run (default: the level the managed run used most before contention, "
+                        "else the params file's initial_level)")
     p.add_argument("--exe-dir", default=None, help="where the node executables are (default: next to Python)")
     p.add_argument("--domain-id", type=int, default=None)
     return p.parse_args(argv)
@@ -244,17 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         if label not in ("managed", "fixed"):
             print(f"demo: error: run {label!r}; allowed: managed, fixed", file=sys.stderr)
             return 2
+        fixed = args.fixed_level
+        if label == "fixed" and fixed is None and "managed" in labels[:1]:
+            fixed = managed_level_before(bags[0], sc.contention.start_s)
+            print(f"demo [fixed]: level {fixed}, the managed run's level before contention", flush=True)
         try:
             bags.append(run_once(label, use_manager=(label == "managed"), sc=sc, bag=bag, out=out,
-                                 domain_id=domain + i, fixed_level=args.fixed_level, exe_dir=args.exe_dir))
+                                 domain_id=domain + i, fixed_level=fixed, exe_dir=args.exe_dir))
         except RuntimeError as exc:
             print(f"demo: error: {exc}", file=sys.stderr)
             return 1
-        labels.append(label if label == "fixed" else "managed (runtime manager)")
-        if label == "fixed":
-            labels[-1] = "fixed level (no manager)"
+        labels.append(label)
     print(f"demo: {len(runs)} runs in {time.monotonic() - t_start:.0f} s\n", flush=True)
-    rargs = [*map(str, bags), "--labels", ",".join(labels), "--family", str(family_path()),
+    names = {"managed": "managed (runtime manager)", "fixed": "fixed level (no manager)"}
+    rargs = [*map(str, bags), "--labels", ",".join(names[lbl] for lbl in labels), "--family", str(family_path()),
              "--png", str(out / "demo_timeline.png"), "--json", str(out / "demo_report.json"),
              "--title", f"dynofa_ros demo: scenario '{sc.name}', generic_cpu, real CPU contention"]
     if sc.contention.start_s is not None:

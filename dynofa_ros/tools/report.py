@@ -121,6 +121,12 @@ def plot(runs: list[scoring.RunData], scores: list[scoring.Score], png: str | Pa
     fig, axes = plt.subplots(rows, len(runs), figsize=(6.5 * len(runs), 11), sharex="col", squeeze=False)
     for col, (run, sc) in enumerate(zip(runs, scores, strict=True)):
         ax = axes[:, col]
+        ax[0].set_xlim(0, max(run.duration_s, 1.0))
+        # latched values received before the replay started are drawn from t=0
+        run = scoring.RunData(**{**vars(run), "active_level": [(max(t, 0.0), v) for t, v in run.active_level],
+                                 "subnet_cmd": [(max(t, 0.0), v) for t, v in run.subnet_cmd],
+                                 "cpu_freq_khz": [(max(t, 0.0), v) for t, v in run.cpu_freq_khz],
+                                 "gpu_freq_hz": [(max(t, 0.0), v) for t, v in run.gpu_freq_hz]})
         flags = scoring.miss_flags(run)
         ok = [(t, v) for (t, v), f in zip(run.latency_ms, flags, strict=True) if not f]
         bad = [(t, v) for (t, v), f in zip(run.latency_ms, flags, strict=True) if f]
@@ -134,7 +140,7 @@ def plot(runs: list[scoring.RunData], scores: list[scoring.Score], png: str | Pa
         ax[0].set_ylabel("latency (ms)")
         miss = "n/a" if sc.miss_rate is None else f"{100 * sc.miss_rate:.1f} %"
         acc = "n/a" if sc.mean_accuracy is None else f"{sc.mean_accuracy:.1f} % ({sc.accuracy_source})"
-        ax[0].set_title(f"{run.label}: misses {miss}, accuracy {acc}, {sc.switches} switches", fontsize=10)
+        ax[0].set_title(f"{run.label}\nmisses {miss}, accuracy {acc}, {sc.switches} switches", fontsize=9)
         ax[0].legend(loc="upper left", fontsize=7)
         if run.active_level:
             lv = [*run.active_level, (run.duration_s, run.active_level[-1][1])]
@@ -176,7 +182,7 @@ def plot(runs: list[scoring.RunData], scores: list[scoring.Score], png: str | Pa
         for t, name in marks:
             ax[0].annotate(name, (t, 1), xycoords=("data", "axes fraction"), fontsize=8, color="tab:red",
                            ha="left", va="top")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=90)
