@@ -138,6 +138,9 @@ def plot(runs: list[scoring.RunData], scores: list[scoring.Score], png: str | Pa
             tt = [*run.target_ms, (run.duration_s, run.target_ms[-1][1])]
             ax[0].step(*zip(*tt, strict=True), where="post", color="k", lw=1.5, label="target")
         ax[0].set_ylabel("latency (ms)")
+        lat_max = max((v for _, v in run.latency_ms), default=1.0)
+        near = [v for _, v in run.target_ms if v <= 4 * lat_max]  # a huge "no deadline" target would flatten it
+        ax[0].set_ylim(0, 1.15 * max([lat_max, *near]))
         miss = "n/a" if sc.miss_rate is None else f"{100 * sc.miss_rate:.1f} %"
         acc = "n/a" if sc.mean_accuracy is None else f"{sc.mean_accuracy:.1f} % ({sc.accuracy_source})"
         ax[0].set_title(f"{run.label}\nmisses {miss}, accuracy {acc}, {sc.switches} switches", fontsize=9)
