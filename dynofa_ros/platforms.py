@@ -1,0 +1,128 @@
+"""Board tables: DVFS frequency lists, sysfs paths, thermal zone names and a simple power model.
+
+Why a table and not a probe: the manager decides frequencies *before* it ever sees a sysfs tree (it runs
+on a workstation in replay, and the DVFS node may be in ``dry_run``), so it needs the lists a board
+offers. The DVFS node still reads the real ``scaling_available_frequencies`` / ``available_frequencies``
+and snaps to them.
+
+Sources of the numbers (read these before trusting them):
+
+* Frequency lists: ``scaling_available_frequencies`` of the Carmel cpufreq policies and
+  ``available_frequencies`` of the GPU devfreq device as L4T (JetPack 4.6 / 5.1) exposes them on a
+  Jetson Xavier NX, and on a Jetson AGX Orin (JetPack 5.1 / 6). The highest entries are the
+  "MAXN"/15 W ceilings of the NVIDIA Jetson Xavier NX data sheet (DS-09693: CPU up to 1.9 GHz with
+  two cores online, GPU up to 1100 MHz) and of the Jetson AGX Orin data sheet (CPU 2.2 GHz, GPU 1.3 GHz).
+* Voltages: NVIDIA does not publish per-operating-point voltages. The model uses a straight V-f line
+  from 0.60 V at the lowest listed frequency to 1.00 V (CPU) / 1.05 V (GPU) at the highest, which is
+  the usual shape of a 12 nm (Xavier) / 8 nm (Orin) DVFS table. **Assumed, not measured.**
+* Power: ``P = P_leak·V/V_max + P_dyn,max·u·(f/f_max)·(V/V_max)²`` per domain (CMOS dynamic power
+  ``C·f·V²`` scaled to a documented full-load figure, leakage proportional to V). The full-load figures
+  are chosen so that the 15 W mode at full load draws about 10 W on the Xavier NX ``VDD_CPU_GPU_CV``
+  rail (NVIDIA's 15 W budget minus SoC/DDR/IO), and the 10 W mode about 6 W. **Simulated figures.**
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Xavier NX Carmel cpufreq (kHz), policy0/policy2/policy4 (two cores per cluster).
+XAVIER_NX_CPU_KHZ: tuple[int, ...] = (
+    115200, 192000, 268800, 345600, 422400, 499200, 576000, 652800, 729600, 806400, 883200, 960000,
+    1036800, 1113600, 1190400, 1267200, 1344000, 1420800, 1497600, 1574400, 1651200, 1728000, 1804800,
+    1881600, 1907200)
+#: Xavier NX Volta GPU devfreq (Hz), /sys/devices/17000000.gv11b/devfreq/17000000.gv11b.
+XAVIER_NX_GPU_HZ: tuple[int, ...] = (
+    114750000, 204000000, 306000000, 408000000, 510000000, 599250000, 701250000, 752250000, 803250000,
+    854250000, 905250000, 956250000, 1007250000, 1058250000, 1109250000)
+#: AGX Orin Cortex-A78AE cpufreq (kHz), policy0/policy4/policy8.
+ORIN_CPU_KHZ: tuple[int, ...] = (
+    115200, 192000, 268800, 345600, 422400, 499200, 576000, 652800, 729600, 806400, 883200, 960000,
+    1036800, 1113600, 1190400, 1267200, 1344000, 1420800, 1497600, 1574400, 1651200, 1728000, 1804800,
+    1881600, 1958400, 2035200, 2112000, 2188800, 2201600)
+#: AGX Orin Ampere GPU devfreq (Hz).
+ORIN_GPU_HZ: tuple[int, ...] = (
+    306000000, 408000000, 510000000, 612000000, 714000000, 816000000, 918000000, 1020000000, 1122000000,
+    1224000000, 1300500000)
+
+
+@dataclass(frozen=True)
+class DomainPower:
+    """Power of one DVFS domain (CPU cluster set or GPU) as a function of frequency and utilisation."""
+
+    freqs: tuple[int, ...]
+    v_min: float
+    v_max: float
+    leak_w: float      # leakage at V_max, proportional to V
+    dyn_max_w: float   # dynamic power at f_max, V_max, utilisation 1
+
+    def voltage(self, f: float) -> float:
+        lo, hi = self.freqs[0], self.freqs[-1]
+        if hi <= lo:
+            return self.v_max
+        x = min(max((f - lo) / (hi - lo), 0.0), 1.0)
+        return self.v_min + x * (self.v_max - self.v_min)
+
+    def power_w(self, f: float, util: float = 1.0) -> float:
+        v = self.voltage(f) / self.v_max
+        return self.leak_w * v + self.dyn_max_w * min(max(util, 0.0), 1.0) * (f / self.freqs[-1]) * v * v
+
+
+@dataclass(frozen=True)
+class Board:
+    """What the manager and the simulator need to know about one board."""
+
+    name: str
+    cpu: DomainPower
+    gpu: DomainPower
+    cpufreq_dir: str                 # relative to the sysfs root
+    gpu_devfreq_dirs: tuple[str, ...]
+    gpu_load_files: tuple[str, ...]
+    cpu_thermal_zones: tuple[str, ...]
+    gpu_thermal_zones: tuple[str, ...]
+    total_power_rails: tuple[str, ...]
+
+    @property
+    def cpu_khz(self) -> tuple[int, ...]:
+        return self.cpu.freqs
+
+    @property
+    def gpu_hz(self) -> tuple[int, ...]:
+        return self.gpu.freqs
+
+
+XAVIER_NX = Board(
+    name="xavier_nx",
+    cpu=DomainPower(XAVIER_NX_CPU_KHZ, v_min=0.60, v_max=1.00, leak_w=0.5, dyn_max_w=3.0),
+    gpu=DomainPower(XAVIER_NX_GPU_HZ, v_min=0.60, v_max=1.05, leak_w=0.7, dyn_max_w=6.0),
+    cpufreq_dir="sys/devices/system/cpu/cpufreq",
+    gpu_devfreq_dirs=("sys/devices/17000000.gv11b/devfreq/17000000.gv11b",),
+    gpu_load_files=("sys/devices/gpu.0/load",),
+    cpu_thermal_zones=("CPU-therm",),
+    gpu_thermal_zones=("GPU-therm",),
+    total_power_rails=("VDD_IN",),
+)
+
+ORIN = Board(
+    name="orin",
+    cpu=DomainPower(ORIN_CPU_KHZ, v_min=0.60, v_max=1.00, leak_w=0.8, dyn_max_w=6.0),
+    gpu=DomainPower(ORIN_GPU_HZ, v_min=0.60, v_max=1.05, leak_w=1.2, dyn_max_w=15.0),
+    cpufreq_dir="sys/devices/system/cpu/cpufreq",
+    gpu_devfreq_dirs=("sys/devices/platform/bus@0/17000000.gpu/devfreq/17000000.gpu",   # JetPack 6
+                      "sys/devices/17000000.ga10b/devfreq/17000000.ga10b"),             # JetPack 5
+    gpu_load_files=("sys/devices/platform/bus@0/17000000.gpu/load", "sys/devices/platform/gpu.0/load",
+                    "sys/devices/gpu.0/load"),
+    cpu_thermal_zones=("cpu-thermal",),
+    gpu_thermal_zones=("gpu-thermal",),
+    total_power_rails=("VDD_IN",),  # Orin NX / Nano modules; AGX Orin has no total rail
+)
+
+BOARDS: dict[str, Board] = {b.name: b for b in (XAVIER_NX, ORIN)}
+
+#: Everything the telemetry and DVFS defaults look for, so one configuration works on either board
+#: (and on a PC: ``x86_pkg_temp`` / ``acpitz`` are the usual Intel/ACPI zone types).
+DEFAULT_CPU_THERMAL_ZONES = ("CPU-therm", "cpu-thermal", "x86_pkg_temp", "acpitz")
+DEFAULT_GPU_THERMAL_ZONES = ("GPU-therm", "gpu-thermal")
+DEFAULT_GPU_DEVFREQ_DIRS = XAVIER_NX.gpu_devfreq_dirs + ORIN.gpu_devfreq_dirs
+DEFAULT_GPU_LOAD_FILES = ("sys/devices/gpu.0/load", "sys/devices/platform/gpu.0/load",
+                          "sys/devices/platform/bus@0/17000000.gpu/load")
+DEFAULT_TOTAL_POWER_RAILS = ("VDD_IN", "POM_5V_IN")

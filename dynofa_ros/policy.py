@@ -1,0 +1,562 @@
+"""Runtime manager decisions: which sub-network level runs, and at which CPU/GPU frequency.
+
+This is the one file that answers "where is the level chosen". It is pure Python (no rclpy), and
+deterministic: the same sequence of :class:`PolicyInputs` always gives the same decisions, so every rule
+is unit-tested without ROS and the simulator (``sim.py``) scores exactly what the manager node runs.
+
+Two policies share one interface, ``policy.decide(inputs) -> Decision``:
+
+``step``
+    The Dynamic-OFA paper's runtime manager: one level down when the measured latency misses the target,
+    one level up when the measured latency, scaled by the profiled ratio of the next level, still meets
+    it; frequencies stay at maximum.
+``joint``
+    Ours: estimates how much slower the platform runs now than when the family was profiled (measured /
+    predicted latency, exponentially smoothed), jumps straight to the most accurate level predicted to
+    meet ``target · (1 - margin)``, then picks the CPU/GPU frequency pair with the lowest modelled power
+    that is still predicted to meet it. Hysteresis and a minimum dwell time keep it from flapping.
+
+Rules common to both, in priority order (the first that applies wins):
+
+1. thermal hard limit: a CPU or GPU temperature ≥ ``thermal_hard_c`` → level 0 at the lowest
+   frequencies, held until a fresh reading is below ``thermal_hard_c - thermal_hysteresis_c``;
+   it overrides every target, floor and dwell;
+2. stale inputs: an input that has been received, but not within ``stale_timeout_s`` → the safe default
+   (``safe_level`` at maximum frequency: what the robot would run without a manager), reason names it;
+3. the policy's own rule (step or joint). Joint adds: battery state of charge < ``battery_low`` →
+   energy-saving mode (accuracy floor relaxed to none, frequencies capped at ``saver_freq_fraction``);
+   temperature ≥ ``thermal_soft_c`` → frequencies capped at ``thermal_soft_freq_fraction``.
+
+Latency-vs-frequency model (documented, deliberately simple): a level profiled at ``L_prof`` with the
+clocks at maximum takes ::
+
+    L(f_cpu, f_gpu) = slowdown · L_prof · (fixed + cpu_fraction · f_cpu,max / f_cpu
+                                                 + gpu_fraction · f_gpu,max / f_gpu)
+
+with ``fixed = 1 - cpu_fraction - gpu_fraction`` the part that does not scale with the cores' clocks
+(memory, I/O). ``slowdown`` is what the joint policy learns online from the measured latencies: it
+absorbs contention from other processes, thermal throttling it cannot see and the model's own error.
+
+Units everywhere: latency in ms, time in s, CPU frequency in kHz, GPU frequency in Hz, temperature in
+°C, accuracy in %, battery state of charge 0..1, load in percent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from .platforms import DomainPower
+
+POLICIES = ("joint", "step")
+
+
+class PolicyConfigError(ValueError):
+    """A policy setting is out of range or inconsistent with another; the message names the rule."""
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class LatencySample:
+    """One measured inference latency and the level it was measured at."""
+
+    latency_ms: float
+    level: int
+    stamp: float  # s, when it was received (same clock as PolicyInputs.now)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A scalar input with the time it was received, so the policy can tell fresh from stale."""
+
+    value: float
+    stamp: float
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """Everything a decision may depend on. Optional readings are ``None`` until first received."""
+
+    now: float
+    target_latency_ms: float | None = None   # None or 0: no latency target
+    min_accuracy: float | None = None        # None or 0: no accuracy floor
+    latencies: tuple[LatencySample, ...] = ()  # samples received since the previous decision
+    active_level: int | None = None
+    cpu_load: Reading | None = None
+    gpu_load: Reading | None = None
+    cpu_temp_c: Reading | None = None
+    gpu_temp_c: Reading | None = None
+    battery_soc: Reading | None = None
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """What the policy knows of one level: accuracy (%) and latency profiled at maximum clocks (ms)."""
+
+    accuracy: float | None
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    level: int
+    cpu_freq_khz: int | None   # None: CPU frequency not controlled (no frequency list)
+    gpu_freq_hz: int | None    # None: GPU frequency not controlled
+    reason: str
+    mode: str = "normal"       # normal | saver | thermal_soft | thermal_hard | stale | no_target | infeasible
+    predicted_latency_ms: float | None = None
+    slowdown: float = 1.0
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Tunables of both policies. Defaults are the ones the manager node declares."""
+
+    latency_margin: float = 0.10         # plan for target·(1-margin)
+    up_hysteresis: float = 0.05          # a higher level must fit target·(1-margin-up_hysteresis)
+    min_dwell_s: float = 2.0             # minimum time between level changes (joint)
+    freq_min_dwell_s: float = 0.5        # minimum time before lowering a frequency again (joint)
+    slowdown_smoothing: float = 0.3      # EWMA weight of a new measured/predicted ratio below the estimate
+    slowdown_rise: float = 0.7           # ... and above it: react fast to a slowdown, relax slowly (deadlines)
+    stale_timeout_s: float = 2.0
+    safe_level: int = 0
+    battery_low: float = 0.20            # state of charge below which energy-saving mode starts
+    battery_hysteresis: float = 0.05     # ... and above battery_low + this it ends
+    saver_freq_fraction: float = 0.6     # frequency cap in energy-saving mode, fraction of max
+    thermal_soft_c: float = 80.0
+    thermal_hard_c: float = 90.0
+    thermal_hysteresis_c: float = 5.0
+    thermal_soft_freq_fraction: float = 0.7
+    cpu_fraction: float = 0.2            # share of the latency that scales with 1/f_cpu
+    gpu_fraction: float = 0.7            # share of the latency that scales with 1/f_gpu
+
+    def validate(self, num_levels: int | None = None) -> PolicyConfig:
+        """Raise :class:`PolicyConfigError` naming the first broken rule; return self when fine."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise PolicyConfigError(f"{f.name} must be a finite number, got {v!r}")
+        ranges = {
+            "latency_margin": (0.0, 0.9), "up_hysteresis": (0.0, 0.9), "min_dwell_s": (0.0, 3600.0),
+            "freq_min_dwell_s": (0.0, 3600.0), "stale_timeout_s": (0.01, 3600.0), "battery_low": (0.0, 1.0),
+            "battery_hysteresis": (0.0, 1.0), "saver_freq_fraction": (0.0, 1.0),
+            "thermal_soft_c": (-50.0, 200.0), "thermal_hard_c": (-50.0, 200.0),
+            "thermal_hysteresis_c": (0.0, 100.0), "thermal_soft_freq_fraction": (0.0, 1.0),
+            "cpu_fraction": (0.0, 1.0), "gpu_fraction": (0.0, 1.0),
+        }
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise PolicyConfigError(f"{name}={v} is outside [{lo}, {hi}]")
+        for name in ("slowdown_smoothing", "slowdown_rise"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise PolicyConfigError(f"{name}={getattr(self, name)} must be in (0, 1]")
+        if self.latency_margin + self.up_hysteresis >= 0.95:
+            raise PolicyConfigError("latency_margin + up_hysteresis must stay below 0.95")
+        if self.thermal_soft_c >= self.thermal_hard_c:
+            raise PolicyConfigError(f"thermal_soft_c ({self.thermal_soft_c}) must be below thermal_hard_c "
+                                    f"({self.thermal_hard_c})")
+        if self.cpu_fraction + self.gpu_fraction > 1.0 + 1e-9:
+            raise PolicyConfigError(f"cpu_fraction + gpu_fraction = {self.cpu_fraction + self.gpu_fraction:.3f} "
+                                    "must not exceed 1")
+        if self.saver_freq_fraction <= 0.0 or self.thermal_soft_freq_fraction <= 0.0:
+            raise PolicyConfigError("frequency fractions must be above 0")
+        if self.safe_level < 0 or (num_levels is not None and self.safe_level >= num_levels):
+            raise PolicyConfigError(f"safe_level={self.safe_level} is not a level of the family "
+                                    f"(0..{(num_levels or 1) - 1})")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class LatencyModel:
+    """Latency of a level at given clocks, relative to its profile at maximum clocks (see module doc)."""
+
+    cpu_fraction: float
+    gpu_fraction: float
+    cpu_max_khz: int | None
+    gpu_max_hz: int | None
+
+    def factor(self, cpu_khz: float | None, gpu_hz: float | None) -> float:
+        fixed = 1.0 - self.cpu_fraction - self.gpu_fraction
+        cpu = 1.0 if cpu_khz is None or not self.cpu_max_khz else self.cpu_max_khz / max(cpu_khz, 1.0)
+        gpu = 1.0 if gpu_hz is None or not self.gpu_max_hz else self.gpu_max_hz / max(gpu_hz, 1.0)
+        return fixed + self.cpu_fraction * cpu + self.gpu_fraction * gpu
+
+
+def default_power_model(freqs: Sequence[int], dyn_max_w: float) -> DomainPower | None:
+    """Generic ``f·V²`` model with a straight V-f line (0.6..1.0 V) when the board gives none."""
+    if not freqs:
+        return None
+    return DomainPower(tuple(sorted(freqs)), v_min=0.6, v_max=1.0, leak_w=0.0, dyn_max_w=dyn_max_w)
+
+
+def snap_down(freqs: Sequence[int], cap: float) -> int:
+    """Highest listed frequency ≤ cap (the lowest one if none is)."""
+    i = bisect.bisect_right(freqs, cap + 1e-6)
+    return freqs[max(i - 1, 0)]
+
+
+def _fmt_f(khz: int | None, hz: int | None) -> str:
+    parts = []
+    if khz is not None:
+        parts.append(f"CPU {khz / 1000:.0f} MHz")
+    if hz is not None:
+        parts.append(f"GPU {hz / 1e6:.0f} MHz")
+    return ", ".join(parts) or "clocks not controlled"
+
+
+# ---------------------------------------------------------------------------------------------- policies
+@dataclass
+class _State:
+    level: int
+    cpu: int | None
+    gpu: int | None
+    last_level_change: float = -math.inf
+    last_freq_change: float = -math.inf
+    slowdown: float = 1.0
+    thermal_hard: bool = False
+    thermal_soft: bool = False
+    saver: bool = False
+    last_latency: float | None = None      # time of the newest latency sample
+    last_measured_ms: float | None = None  # newest latency sample, and its level
+    last_measured_level: int | None = None
+    freq_history: list[tuple[float, int | None, int | None]] = field(default_factory=list)
+
+
+class Policy:
+    """Common part of both policies: inputs bookkeeping, safety rules, frequency lists."""
+
+    name = "base"
+
+    def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
+                 gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
+                 cpu_power: DomainPower | None = None, gpu_power: DomainPower | None = None):
+        if not levels:
+            raise PolicyConfigError("the family has no levels")
+        self.levels = list(levels)
+        self.config = (config or PolicyConfig()).validate(len(self.levels))
+        self.cpu_freqs = sorted({int(f) for f in cpu_freqs_khz if f > 0})
+        self.gpu_freqs = sorted({int(f) for f in gpu_freqs_hz if f > 0})
+        self.cpu_power = cpu_power or default_power_model(self.cpu_freqs, 3.0)
+        self.gpu_power = gpu_power or default_power_model(self.gpu_freqs, 6.0)
+        self.model = LatencyModel(self.config.cpu_fraction, self.config.gpu_fraction,
+                                  self.cpu_freqs[-1] if self.cpu_freqs else None,
+                                  self.gpu_freqs[-1] if self.gpu_freqs else None)
+        self.state = _State(level=len(self.levels) - 1, cpu=self._max_cpu(), gpu=self._max_gpu())
+
+    # -- helpers
+    def _max_cpu(self) -> int | None:
+        return self.cpu_freqs[-1] if self.cpu_freqs else None
+
+    def _max_gpu(self) -> int | None:
+        return self.gpu_freqs[-1] if self.gpu_freqs else None
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Apply new tunables live; learned state (slowdown, level, dwell clock) is kept."""
+        self.config = config.validate(len(self.levels))
+        self.model = replace(self.model, cpu_fraction=config.cpu_fraction, gpu_fraction=config.gpu_fraction)
+
+    def predict_ms(self, level: int, cpu_khz: int | None, gpu_hz: int | None, slowdown: float | None = None) -> float:
+        s = self.state.slowdown if slowdown is None else slowdown
+        return s * self.levels[level].latency_ms * self.model.factor(cpu_khz, gpu_hz)
+
+    def power_w(self, cpu_khz: int | None, gpu_hz: int | None) -> float:
+        p = 0.0
+        if self.cpu_power is not None and cpu_khz is not None:
+            p += self.cpu_power.power_w(cpu_khz)
+        if self.gpu_power is not None and gpu_hz is not None:
+            p += self.gpu_power.power_w(gpu_hz)
+        return p
+
+    def floor_level(self, min_accuracy: float | None) -> int | None:
+        """Lowest level whose accuracy meets the floor; None when no level does."""
+        if not min_accuracy:
+            return 0
+        for i, lv in enumerate(self.levels):
+            if lv.accuracy is not None and lv.accuracy >= min_accuracy:
+                return i
+        return None
+
+    def _freqs_at(self, t: float) -> tuple[int | None, int | None]:
+        """Frequencies commanded at time t (the clocks a latency sample was measured under)."""
+        cpu, gpu = self._max_cpu(), self._max_gpu()
+        for when, c, g in self.state.freq_history:
+            if when <= t:
+                cpu, gpu = c, g
+            else:
+                break
+        return cpu, gpu
+
+    def _ingest(self, inp: PolicyInputs) -> None:
+        st = self.state
+        for s in inp.latencies:
+            if not (0 <= s.level < len(self.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
+                continue  # the node drops these already; the policy stays safe on its own
+            st.last_latency = max(st.last_latency or -math.inf, s.stamp)
+            st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
+            cpu, gpu = self._freqs_at(s.stamp - s.latency_ms / 1000.0)
+            ratio = s.latency_ms / self.predict_ms(s.level, cpu, gpu, slowdown=1.0)
+            ratio = min(max(ratio, 0.2), 20.0)
+            a = self.config.slowdown_rise if ratio > st.slowdown else self.config.slowdown_smoothing
+            st.slowdown += a * (ratio - st.slowdown)
+        if inp.active_level is not None and 0 <= inp.active_level < len(self.levels):
+            pass  # the level actually running is reported for diagnostics; samples carry their own level
+
+    def _temps(self, inp: PolicyInputs) -> list[tuple[str, Reading]]:
+        return [(n, r) for n, r in (("CPU", inp.cpu_temp_c), ("GPU", inp.gpu_temp_c)) if r is not None]
+
+    def _stale(self, inp: PolicyInputs) -> list[str]:
+        out = []
+        timeout = self.config.stale_timeout_s
+        if self.state.last_latency is not None and inp.now - self.state.last_latency > timeout:
+            out.append(f"latency feedback {inp.now - self.state.last_latency:.1f} s old")
+        for name, r in (("CPU load", inp.cpu_load), ("GPU load", inp.gpu_load), ("CPU temperature", inp.cpu_temp_c),
+                        ("GPU temperature", inp.gpu_temp_c), ("battery", inp.battery_soc)):
+            if r is not None and inp.now - r.stamp > timeout:
+                out.append(f"{name} {inp.now - r.stamp:.1f} s old")
+        return out
+
+    def _commit(self, inp: PolicyInputs, d: Decision) -> Decision:
+        st = self.state
+        if d.level != st.level:
+            st.level, st.last_level_change = d.level, inp.now
+        if (d.cpu_freq_khz, d.gpu_freq_hz) != (st.cpu, st.gpu):
+            st.cpu, st.gpu, st.last_freq_change = d.cpu_freq_khz, d.gpu_freq_hz, inp.now
+            st.freq_history.append((inp.now, d.cpu_freq_khz, d.gpu_freq_hz))
+            del st.freq_history[:-64]
+        return replace(d, slowdown=st.slowdown)
+
+    # -- the interface
+    def decide(self, inp: PolicyInputs) -> Decision:
+        """One decision; rules in the priority order of the module docstring."""
+        self._ingest(inp)
+        cfg, st = self.config, self.state
+        temps = self._temps(inp)
+        hottest = max(temps, key=lambda nr: nr[1].value) if temps else None
+        fresh = [(n, r) for n, r in temps if inp.now - r.stamp <= cfg.stale_timeout_s]
+        if hottest is not None and hottest[1].value >= cfg.thermal_hard_c:
+            st.thermal_hard = True
+        elif st.thermal_hard and fresh and all(r.value < cfg.thermal_hard_c - cfg.thermal_hysteresis_c
+                                               for _, r in fresh) and len(fresh) == len(temps):
+            st.thermal_hard = False
+        if st.thermal_hard:
+            t = f"{hottest[0]} {hottest[1].value:.1f} °C" if hottest else "temperature"
+            cpu = self.cpu_freqs[0] if self.cpu_freqs else None
+            gpu = self.gpu_freqs[0] if self.gpu_freqs else None
+            return self._commit(inp, Decision(
+                0, cpu, gpu, f"thermal hard limit: {t} (limit {cfg.thermal_hard_c:.0f} °C) → level 0 at lowest "
+                f"clocks until below {cfg.thermal_hard_c - cfg.thermal_hysteresis_c:.0f} °C", "thermal_hard",
+                self.predict_ms(0, cpu, gpu)))
+        stale = self._stale(inp)
+        if stale:
+            lvl = cfg.safe_level
+            return self._commit(inp, Decision(
+                lvl, self._max_cpu(), self._max_gpu(),
+                f"stale input ({'; '.join(stale)} > {cfg.stale_timeout_s:g} s) → safe default level {lvl} "
+                "at maximum clocks", "stale", self.predict_ms(lvl, self._max_cpu(), self._max_gpu())))
+        return self._commit(inp, self._decide(inp))
+
+    def _decide(self, inp: PolicyInputs) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class StepPolicy(Policy):
+    """Dynamic-OFA's runtime manager: one level per decision, frequencies at maximum."""
+
+    name = "step"
+
+    def _decide(self, inp: PolicyInputs) -> Decision:
+        st = self.state
+        cpu, gpu = self._max_cpu(), self._max_gpu()
+        target = inp.target_latency_ms or None
+        floor = self.floor_level(inp.min_accuracy)
+        floor_lvl = len(self.levels) - 1 if floor is None else floor
+        lvl = st.level
+        # the newest samples measured at the level now running (older ones describe another level)
+        here = [s.latency_ms for s in inp.latencies if s.level == lvl and math.isfinite(s.latency_ms)]
+        if lvl < floor_lvl:
+            return Decision(lvl + 1, cpu, gpu, f"step: level {lvl} is below the accuracy floor "
+                            f"{inp.min_accuracy:g} % → up one", "normal")
+        if target is None:
+            if lvl < len(self.levels) - 1:
+                return Decision(lvl + 1, cpu, gpu, "step: no latency target → up one", "no_target")
+            return Decision(lvl, cpu, gpu, "step: no latency target → most accurate level", "no_target")
+        if not here:
+            return Decision(lvl, cpu, gpu, f"step: no new latency measured at level {lvl} → hold", "normal")
+        measured = sum(here) / len(here)
+        if measured > target:
+            if lvl > floor_lvl:
+                return Decision(lvl - 1, cpu, gpu, f"step: measured {measured:.1f} ms > target {target:g} ms "
+                                f"→ down one", "normal")
+            return Decision(lvl, cpu, gpu, f"step: measured {measured:.1f} ms > target {target:g} ms, but level "
+                            f"{lvl} is the lowest meeting the accuracy floor → hold", "infeasible")
+        if lvl + 1 < len(self.levels):
+            nxt = measured * self.levels[lvl + 1].latency_ms / self.levels[lvl].latency_ms
+            if nxt <= target:
+                return Decision(lvl + 1, cpu, gpu, f"step: headroom (level {lvl + 1} predicted {nxt:.1f} ms ≤ "
+                                f"{target:g} ms) → up one", "normal", nxt)
+        return Decision(lvl, cpu, gpu, f"step: measured {measured:.1f} ms meets {target:g} ms → hold", "normal",
+                        measured)
+
+
+class JointPolicy(Policy):
+    """Joint level + CPU/GPU frequency choice from a learned platform slowdown (module docstring)."""
+
+    name = "joint"
+
+    def _caps(self, inp: PolicyInputs) -> tuple[float, float, list[str]]:
+        """Frequency caps (as fractions of max) from energy-saving mode and the thermal soft limit."""
+        cfg, st = self.config, self.state
+        notes = []
+        soc = inp.battery_soc.value if inp.battery_soc is not None else None
+        if soc is not None and soc < cfg.battery_low:
+            st.saver = True
+        elif soc is None or soc >= cfg.battery_low + cfg.battery_hysteresis:
+            st.saver = False
+        temps = [r.value for _, r in self._temps(inp)]
+        hot = max(temps) if temps else None
+        if hot is not None and hot >= cfg.thermal_soft_c:
+            st.thermal_soft = True
+        elif hot is None or hot < cfg.thermal_soft_c - cfg.thermal_hysteresis_c:
+            st.thermal_soft = False
+        saver_cap = thermal_cap = 1.0
+        if st.saver:
+            saver_cap = cfg.saver_freq_fraction
+            notes.append(f"battery {soc * 100:.0f} % < {cfg.battery_low * 100:.0f} %: energy saving, "
+                         f"clocks ≤ {cfg.saver_freq_fraction:.0%}, no accuracy floor")
+        if st.thermal_soft:
+            thermal_cap = cfg.thermal_soft_freq_fraction
+            notes.append(f"{hot:.1f} °C ≥ soft limit {cfg.thermal_soft_c:.0f} °C: clocks ≤ "
+                         f"{cfg.thermal_soft_freq_fraction:.0%}")
+        return saver_cap, thermal_cap, notes
+
+    def _allowed(self, cap: float) -> tuple[list[int | None], list[int | None]]:
+        """Listed frequencies up to ``cap`` · maximum (snapped down; the lowest one always stays)."""
+        cpus: list[int | None] = [None]
+        gpus: list[int | None] = [None]
+        if self.cpu_freqs:
+            cpus = [f for f in self.cpu_freqs if f <= snap_down(self.cpu_freqs, cap * self.cpu_freqs[-1])]
+        if self.gpu_freqs:
+            gpus = [f for f in self.gpu_freqs if f <= snap_down(self.gpu_freqs, cap * self.gpu_freqs[-1])]
+        return cpus, gpus
+
+    def _cheapest(self, level: int, budget: float, cpus: list[int | None], gpus: list[int | None]
+                  ) -> tuple[int | None, int | None] | None:
+        """Lowest-power frequency pair predicted to run ``level`` within ``budget`` ms (None if none)."""
+        best: tuple[float, int, int, int | None, int | None] | None = None
+        for c in cpus:
+            for g in gpus:
+                if self.predict_ms(level, c, g) <= budget:
+                    key = (self.power_w(c, g), c or 0, g or 0, c, g)
+                    if best is None or key[:3] < best[:3]:
+                        best = key
+        return None if best is None else (best[3], best[4])
+
+    def _decide(self, inp: PolicyInputs) -> Decision:
+        cfg, st = self.config, self.state
+        saver_cap, thermal_cap, notes = self._caps(inp)
+        cpus, gpus = self._allowed(min(saver_cap, thermal_cap))
+        cap_c, cap_g = cpus[-1], gpus[-1]
+        mode = "saver" if st.saver else ("thermal_soft" if st.thermal_soft else "normal")
+        floor_acc = None if st.saver else inp.min_accuracy
+        floor = self.floor_level(floor_acc)
+        if floor is None:
+            notes.append(f"no level reaches the accuracy floor {floor_acc:g} %: most accurate level only")
+            floor = len(self.levels) - 1
+        allowed = range(floor, len(self.levels))
+        target = inp.target_latency_ms or None
+        prefix = f"joint (slowdown ×{st.slowdown:.2f})"
+        if target is None:
+            lvl = self._dwell(inp, len(self.levels) - 1, force=st.level < floor)
+            reason = f"{prefix}: no latency target → most accurate level at the highest allowed clocks"
+            return Decision(lvl, cap_c, cap_g, "; ".join([reason, *notes]), "no_target" if mode == "normal" else mode,
+                            self.predict_ms(lvl, cap_c, cap_g))
+        budget = target * (1.0 - cfg.latency_margin)
+        up_budget = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
+        fits = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= budget]
+        if not fits and saver_cap < thermal_cap:
+            # the deadline comes before the saver's clock cap: the cheapest level, clocks as low as it allows
+            cpus, gpus = self._allowed(thermal_cap)
+            cap_c, cap_g = cpus[-1], gpus[-1]
+            fits = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= budget][:1]
+            notes.append("saver clock cap lifted to meet the target")
+        cur = st.level
+        kept = False
+        if not fits:
+            want, infeasible = floor, True
+        else:
+            infeasible = False
+            want = fits[-1]
+            if want > cur and cur >= floor:
+                ups = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= up_budget]
+                want = max(cur, ups[-1]) if ups else cur
+            elif want < cur and self.predict_ms(cur, cap_c, cap_g) <= target:
+                want = cur  # still meets the target itself: a drop within the margin is hysteresis
+                kept = True
+        lvl = self._dwell(inp, want, force=cur < floor)
+        held = lvl != want
+        pair = self._cheapest(lvl, budget, cpus, gpus)
+        if pair is None:
+            pair = (cap_c, cap_g)
+        c, g = self._freq_dwell(inp, pair, cap_c, cap_g)
+        pred = self.predict_ms(lvl, c, g)
+        if infeasible:
+            mode = "infeasible"
+            reason = (f"{prefix}: no allowed level predicted within {budget:.1f} ms (target {target:g} ms) → "
+                      f"level {lvl} at highest allowed clocks ({_fmt_f(c, g)}), predicted {pred:.1f} ms")
+        elif held:
+            left = cfg.min_dwell_s - (inp.now - st.last_level_change)
+            reason = (f"{prefix}: level {want} wanted, holding level {lvl} for {left:.1f} s more "
+                      f"(minimum dwell {cfg.min_dwell_s:g} s); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
+        elif kept:
+            reason = (f"{prefix}: level {lvl} kept, it still meets the target {target:g} ms inside the "
+                      f"{cfg.latency_margin:.0%} margin (hysteresis); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
+        else:
+            reason = (f"{prefix}: level {lvl} is the most accurate predicted within {budget:.1f} ms "
+                      f"(target {target:g} ms − {cfg.latency_margin:.0%}); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
+        return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred)
+
+    def _dwell(self, inp: PolicyInputs, want: int, force: bool = False) -> int:
+        st = self.state
+        if want == st.level or force or inp.now - st.last_level_change >= self.config.min_dwell_s:
+            return want
+        return st.level
+
+    def _freq_dwell(self, inp: PolicyInputs, pair: tuple[int | None, int | None], cap_c: int | None,
+                    cap_g: int | None) -> tuple[int | None, int | None]:
+        """Raise clocks at once; lower them only after ``freq_min_dwell_s`` (or when above a cap)."""
+        st = self.state
+        c, g = pair
+        recent = inp.now - st.last_freq_change < self.config.freq_min_dwell_s
+        if recent and st.cpu is not None and c is not None and c < st.cpu <= (cap_c or st.cpu):
+            c = st.cpu
+        if recent and st.gpu is not None and g is not None and g < st.gpu <= (cap_g or st.gpu):
+            g = st.gpu
+        return c, g
+
+
+def make_policy(name: str, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
+                gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
+                cpu_power: DomainPower | None = None, gpu_power: DomainPower | None = None) -> Policy:
+    """The policy called ``name`` (``joint`` or ``step``)."""
+    classes = {"joint": JointPolicy, "step": StepPolicy}
+    if name not in classes:
+        raise PolicyConfigError(f"policy {name!r} is unknown; allowed: {list(POLICIES)}")
+    return classes[name](levels, cpu_freqs_khz, gpu_freqs_hz, config, cpu_power, gpu_power)
+
+
+def levels_from_family(family: object, profile: str | None = None) -> list[LevelSpec]:
+    """LevelSpecs from a :class:`~dynofa_ros.family.SubnetFamily` for one latency profile."""
+    profile = profile or family.reference_profile  # type: ignore[attr-defined]
+    out = []
+    for i, lv in enumerate(family.levels):  # type: ignore[attr-defined]
+        ms = lv.latency(profile) if profile else None
+        if ms is None:
+            raise PolicyConfigError(f"level {i} of family {family.name!r} has no latency for profile "  # type: ignore[attr-defined]
+                                    f"{profile!r}; profiles with every level: {family.profiles()}")  # type: ignore[attr-defined]
+        out.append(LevelSpec(lv.accuracy.top1, ms))
+    return out

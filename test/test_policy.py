@@ -1,0 +1,294 @@
+"""Policy rules (pure Python, no ROS): step, joint, thermal, battery, stale inputs, dwell, and the simulator."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from dynofa_ros import sim
+from dynofa_ros.platforms import XAVIER_NX
+from dynofa_ros.policy import (
+    JointPolicy,
+    LatencySample,
+    LevelSpec,
+    PolicyConfig,
+    PolicyConfigError,
+    PolicyInputs,
+    Reading,
+    StepPolicy,
+    make_policy,
+)
+
+LEVELS = sim.reference_levels()  # Xavier NX six levels: 41.2 .. 61.7 ms, 74.2 .. 79.0 %
+CPU, GPU = XAVIER_NX.cpu_khz, XAVIER_NX.gpu_hz
+
+
+def joint(**cfg: float) -> JointPolicy:
+    p = make_policy("joint", LEVELS, CPU, GPU, PolicyConfig(**cfg), XAVIER_NX.cpu, XAVIER_NX.gpu)
+    assert isinstance(p, JointPolicy)
+    return p
+
+
+def step(**cfg: float) -> StepPolicy:
+    p = make_policy("step", LEVELS, CPU, GPU, PolicyConfig(**cfg))
+    assert isinstance(p, StepPolicy)
+    return p
+
+
+def measured(policy, level: int, slowdown: float, t: float) -> LatencySample:
+    """What the platform would measure for ``level`` at the clocks the policy has commanded."""
+    return LatencySample(policy.predict_ms(level, policy.state.cpu, policy.state.gpu, slowdown=slowdown), level, t)
+
+
+def inputs(t: float, target: float | None = 60.0, samples=(), **kw) -> PolicyInputs:
+    return PolicyInputs(now=t, target_latency_ms=target, latencies=tuple(samples), **kw)
+
+
+# ------------------------------------------------------------------------------------------- step
+def test_step_goes_down_one_level_on_a_miss_and_keeps_clocks_at_maximum():
+    p = step()
+    d = p.decide(inputs(0.0, 50.0, [LatencySample(61.0, 5, 0.0)]))
+    assert d.level == 4
+    assert (d.cpu_freq_khz, d.gpu_freq_hz) == (CPU[-1], GPU[-1])
+    assert "down one" in d.reason
+
+
+def test_step_goes_up_one_level_with_headroom_and_holds_without_new_measurement():
+    p = step()
+    p.state.level = 1
+    d = p.decide(inputs(0.0, 60.0, [LatencySample(45.0, 1, 0.0)]))
+    assert d.level == 2 and "headroom" in d.reason
+    # samples of the old level say nothing about the new one: hold
+    d = p.decide(inputs(0.2, 60.0, [LatencySample(45.0, 1, 0.1)]))
+    assert d.level == 2 and "hold" in d.reason
+
+
+def test_step_respects_the_accuracy_floor():
+    p = step()
+    p.state.level = 3  # 77.54 %
+    d = p.decide(inputs(0.0, 40.0, [LatencySample(55.0, 3, 0.0)], min_accuracy=77.0))
+    assert d.level == 3 and d.mode == "infeasible"
+    p.state.level = 0
+    d = p.decide(inputs(1.0, 80.0, [], min_accuracy=77.0))
+    assert d.level == 1 and "floor" in d.reason
+
+
+# ------------------------------------------------------------------------------------------- joint
+def test_joint_reaches_a_feasible_level_in_one_decision_where_step_needs_several():
+    target = 50.0
+    j, s = joint(), step()
+    samples_j = [measured(j, 5, 1.0, 0.0)]
+    d = j.decide(inputs(0.0, target, samples_j))
+    assert j.predict_ms(d.level, d.cpu_freq_khz, d.gpu_freq_hz, slowdown=1.0) <= target * 0.9
+    assert d.level == 0  # level 0 (41.2 ms) is the only one within 45 ms (target - 10 %) at maximum clocks
+    assert j.predict_ms(1, CPU[-1], GPU[-1], slowdown=1.0) > target * 0.9
+    steps, t = 0, 0.0
+    while True:
+        lvl = s.state.level
+        lat = LEVELS[lvl].latency_ms
+        d_s = s.decide(inputs(t, target, [LatencySample(lat, lvl, t)]))
+        steps += 1
+        t += 0.2
+        if LEVELS[d_s.level].latency_ms <= target:
+            break
+        assert steps < 10
+    assert steps >= 3  # 5 -> 4 -> 3 -> 2 (49.4 ms): several decisions
+
+
+def test_joint_picks_the_cheapest_clocks_predicted_to_meet_the_target():
+    j = joint()
+    d = j.decide(inputs(0.0, 100.0, []))
+    budget = 90.0
+    assert d.level == 5
+    assert j.predict_ms(d.level, d.cpu_freq_khz, d.gpu_freq_hz) <= budget
+    assert d.cpu_freq_khz < CPU[-1] and d.gpu_freq_hz < GPU[-1]
+    chosen = j.power_w(d.cpu_freq_khz, d.gpu_freq_hz)
+    for c, g in itertools.product(CPU, GPU):  # brute force: nothing feasible is cheaper
+        if j.predict_ms(5, c, g) <= budget:
+            assert j.power_w(c, g) >= chosen - 1e-12
+
+
+def test_joint_learns_the_slowdown_from_latency_measured_at_reduced_clocks():
+    j = joint(slowdown_smoothing=1.0, slowdown_rise=1.0)
+    d0 = j.decide(inputs(0.0, 100.0, []))
+    assert d0.cpu_freq_khz < CPU[-1]
+    # the platform is 1.5x slower than profiled: measured at the clocks commanded at t=0
+    d1 = j.decide(inputs(1.0, 100.0, [measured(j, d0.level, 1.5, 0.9)]))
+    assert d1.slowdown == pytest.approx(1.5, rel=1e-6)
+    # level 5 still meets 100 ms at maximum clocks (92.6 ms): kept (hysteresis), clocks raised at once
+    assert (d1.level, d1.cpu_freq_khz, d1.gpu_freq_hz) == (5, CPU[-1], GPU[-1])
+    assert d1.predicted_latency_ms <= 100.0 and "hysteresis" in d1.reason
+    # a tighter target: it drops to a level predicted within the margin, in one decision
+    d2 = j.decide(inputs(3.0, 80.0, [measured(j, 5, 1.5, 2.9)]))
+    assert j.predict_ms(d2.level, d2.cpu_freq_khz, d2.gpu_freq_hz) <= 72.0 and d2.level < 5
+
+
+def test_alternating_load_never_changes_level_faster_than_the_dwell_time():
+    dwell = 2.0
+    j = joint(min_dwell_s=dwell)
+    changes = []
+    level = j.state.level
+    for k in range(200):  # 20 s of decisions at 10 Hz, the load flips every 0.3 s
+        t = k * 0.1
+        slow = 1.6 if (k // 3) % 2 else 1.0
+        d = j.decide(inputs(t, 60.0, [measured(j, level, slow, t - 0.05)]))
+        if d.level != level:
+            changes.append(t)
+            level = d.level
+    assert len(changes) >= 2, "the load must make the policy want to switch, or the test proves nothing"
+    for a, b in itertools.pairwise(changes):
+        assert b - a >= dwell - 1e-9, changes
+    # the naive policy (no dwell, no hysteresis) flaps on the same load
+    naive = joint(min_dwell_s=0.0, up_hysteresis=0.0, slowdown_smoothing=1.0, slowdown_rise=1.0)
+    naive_changes, level = 0, naive.state.level
+    for k in range(200):
+        t = k * 0.1
+        slow = 1.6 if (k // 3) % 2 else 1.0
+        d = naive.decide(inputs(t, 60.0, [measured(naive, level, slow, t - 0.05)]))
+        naive_changes += d.level != level
+        level = d.level
+    assert naive_changes > 3 * len(changes)
+
+
+def test_up_hysteresis_keeps_a_level_that_just_fits():
+    j = joint(min_dwell_s=0.0, up_hysteresis=0.1)
+    j.state.level = 2
+    # level 3 (51.1 ms) fits 54 ms (target 60 - 10 %) but not 48 ms (with hysteresis): stay at 2
+    d = j.decide(inputs(0.0, 60.0, []))
+    assert d.level == 2
+
+
+def test_accuracy_floor_and_no_target():
+    j = joint()
+    d = j.decide(inputs(0.0, 45.0, [], min_accuracy=77.0))
+    assert d.level == 3 and d.mode == "infeasible"  # floor wins over the target in normal mode
+    j2 = joint()
+    d = j2.decide(inputs(0.0, None, []))
+    assert d.level == 5 and d.mode == "no_target" and d.gpu_freq_hz == GPU[-1]
+
+
+# ------------------------------------------------------------------------------------------- safety
+@pytest.mark.parametrize("kind", ["joint", "step"])
+@pytest.mark.parametrize("target", [None, 30.0, 60.0, 1000.0])
+@pytest.mark.parametrize("floor", [None, 79.0])
+def test_thermal_hard_limit_wins_over_every_target(kind, target, floor):
+    p = joint() if kind == "joint" else step()
+    hot = Reading(95.0, 0.0)
+    d = p.decide(inputs(0.0, target, [LatencySample(30.0, 5, 0.0)], min_accuracy=floor, gpu_temp_c=hot,
+                        battery_soc=Reading(0.9, 0.0)))
+    assert (d.level, d.cpu_freq_khz, d.gpu_freq_hz) == (0, CPU[0], GPU[0])
+    assert d.mode == "thermal_hard" and "GPU 95.0 °C" in d.reason
+
+
+def test_thermal_hard_limit_is_held_until_below_the_hysteresis():
+    j = joint(thermal_hard_c=90.0, thermal_hysteresis_c=5.0, min_dwell_s=0.0)
+    assert j.decide(inputs(0.0, cpu_temp_c=Reading(91.0, 0.0))).mode == "thermal_hard"
+    assert j.decide(inputs(1.0, cpu_temp_c=Reading(87.0, 1.0))).mode == "thermal_hard"
+    d = j.decide(inputs(2.0, cpu_temp_c=Reading(84.0, 2.0)))
+    assert d.mode != "thermal_hard"
+
+
+def test_thermal_soft_limit_caps_the_clocks():
+    j = joint(thermal_soft_c=80.0, thermal_soft_freq_fraction=0.7)
+    d = j.decide(inputs(0.0, None, cpu_temp_c=Reading(82.0, 0.0)))
+    assert d.mode == "thermal_soft"
+    assert d.cpu_freq_khz <= 0.7 * CPU[-1] and d.gpu_freq_hz <= 0.7 * GPU[-1]
+    assert "soft limit" in d.reason
+
+
+def test_battery_low_enters_energy_saving_mode_and_leaves_with_hysteresis():
+    j = joint(battery_low=0.2, battery_hysteresis=0.05, saver_freq_fraction=0.6, min_dwell_s=0.0)
+    normal = j.decide(inputs(0.0, 100.0, [], min_accuracy=79.0, battery_soc=Reading(0.5, 0.0)))
+    assert normal.level == 5 and normal.mode == "normal"
+    d = j.decide(inputs(1.0, 100.0, [], min_accuracy=79.0, battery_soc=Reading(0.15, 1.0)))
+    assert d.mode == "saver" and "energy saving" in d.reason
+    assert d.cpu_freq_khz <= 0.6 * CPU[-1] and d.gpu_freq_hz <= 0.6 * GPU[-1]
+    assert j.power_w(d.cpu_freq_khz, d.gpu_freq_hz) < j.power_w(normal.cpu_freq_khz, normal.gpu_freq_hz)
+    # floor relaxed: a level below 79 % is now allowed when the capped clocks cannot run level 5 in time
+    d = j.decide(inputs(2.0, 60.0, [], min_accuracy=79.0, battery_soc=Reading(0.15, 2.0)))
+    assert d.level < 5 and d.predicted_latency_ms <= 54.0
+    assert j.decide(inputs(3.0, 60.0, battery_soc=Reading(0.22, 3.0))).mode == "saver"   # inside hysteresis
+    assert j.decide(inputs(4.0, 60.0, battery_soc=Reading(0.26, 4.0))).mode != "saver"
+
+
+@pytest.mark.parametrize("kind", ["joint", "step"])
+def test_stale_inputs_give_the_safe_default_with_a_reason(kind):
+    p = joint(stale_timeout_s=2.0, safe_level=1) if kind == "joint" else step(stale_timeout_s=2.0, safe_level=1)
+    p.decide(inputs(0.0, 60.0, [LatencySample(50.0, 5, 0.0)], battery_soc=Reading(0.9, 0.0)))
+    d = p.decide(inputs(3.0, 60.0, [], battery_soc=Reading(0.9, 3.0)))
+    assert (d.level, d.cpu_freq_khz, d.gpu_freq_hz) == (1, CPU[-1], GPU[-1])
+    assert d.mode == "stale" and "latency feedback 3.0 s old" in d.reason
+    d = p.decide(inputs(3.2, 60.0, [LatencySample(45.0, 1, 3.1)], battery_soc=Reading(0.9, 0.5)))
+    assert d.mode == "stale" and "battery" in d.reason
+    d = p.decide(inputs(3.4, 60.0, [LatencySample(45.0, 1, 3.3)], battery_soc=Reading(0.9, 3.4)))
+    assert d.mode != "stale"
+
+
+def test_never_received_inputs_are_not_stale():
+    d = joint().decide(inputs(1000.0, 60.0, []))
+    assert d.mode == "normal"
+
+
+def test_decisions_are_deterministic():
+    def run() -> list:
+        j = joint()
+        out = []
+        for k in range(50):
+            t = k * 0.2
+            out.append(j.decide(inputs(t, 55.0 + (k % 7), [measured(j, j.state.level, 1.0 + 0.05 * (k % 5), t)],
+                                       cpu_temp_c=Reading(70.0 + k * 0.3, t))))
+        return out
+    assert run() == run()
+
+
+def test_bad_samples_are_ignored_by_the_policy():
+    j = joint()
+    d = j.decide(inputs(0.0, 60.0, [LatencySample(math.nan, 5, 0.0), LatencySample(-1.0, 5, 0.0),
+                                    LatencySample(50.0, 17, 0.0)]))
+    assert d.slowdown == 1.0
+
+
+@pytest.mark.parametrize("bad, rule", [
+    ({"thermal_soft_c": 95.0, "thermal_hard_c": 90.0}, "thermal_soft_c"),
+    ({"cpu_fraction": 0.5, "gpu_fraction": 0.6}, "must not exceed 1"),
+    ({"slowdown_smoothing": 0.0}, "slowdown_smoothing"),
+    ({"latency_margin": math.nan}, "finite"),
+    ({"safe_level": 6}, "safe_level"),
+])
+def test_config_errors_name_the_rule(bad, rule):
+    with pytest.raises(PolicyConfigError, match=rule):
+        make_policy("joint", LEVELS, CPU, GPU, PolicyConfig(**bad))
+
+
+def test_unknown_policy_and_empty_family():
+    with pytest.raises(PolicyConfigError, match="allowed"):
+        make_policy("fastest", LEVELS)
+    with pytest.raises(PolicyConfigError):
+        make_policy("step", [])
+
+
+def test_clocks_not_controlled_without_frequency_lists():
+    j = make_policy("joint", [LevelSpec(70.0, 10.0), LevelSpec(75.0, 20.0)])
+    d = j.decide(inputs(0.0, 15.0, []))
+    assert (d.level, d.cpu_freq_khz, d.gpu_freq_hz) == (0, None, None)
+
+
+# ------------------------------------------------------------------------------------------- simulator
+def test_simulated_joint_meets_deadlines_at_least_as_well_as_step_with_less_energy():
+    results = {r.name: r for r in sim.run_table(sim.default_trace())}
+    j, s = results["joint (ours)"], results["step + performance"]
+    assert j.miss_rate <= s.miss_rate
+    assert j.energy_j < s.energy_j
+    assert j.switches < s.switches
+
+
+def test_governor_rules():
+    f = list(GPU)
+    assert sim.governor_freq("performance", f, f[0], 0.0) == f[-1]
+    assert sim.governor_freq("powersave", f, f[-1], 1.0) == f[0]
+    assert sim.governor_freq("ondemand", f, f[0], 0.9) == f[-1]
+    assert sim.governor_freq("schedutil", f, f[-1], 0.4) == sim._snap_up(f, 0.5 * f[-1])
+    with pytest.raises(ValueError):
+        sim.governor_freq("conservative", f, f[0], 0.5)
