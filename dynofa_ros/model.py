@@ -4,6 +4,12 @@ This is the online stage of Dynamic-OFA. The original runtime demo rebuilt the s
 a checkpoint to change sub-network; here every level is prepared once at start-up (see
 ``backends``), so ``switch(level)`` allocates nothing, copies no weights and reloads nothing
 (``bench/switch_cost.py`` measures the difference).
+
+Two backends prepare the levels: ``torch`` (static sub-networks or one re-configured supernet) and
+``onnxruntime`` (one session per level, exported once and cached on disk; 2–3× faster on a CPU,
+``bench/backends.py``). ``auto`` takes onnxruntime when it can be imported. Both start from a
+``LevelSource``: the supernet, its weights and the per-level BatchNorm statistics, built only when a
+backend actually needs tensors, so an onnxruntime start on a warm cache imports no torch and builds nothing.
 """
 
 from __future__ import annotations
@@ -14,21 +20,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from . import postprocess
-from . import supernet as sn
 from .backends import BackendError
-from .backends.torch_backend import STRATEGIES, prepare_levels
 from .family import Level, SubnetFamily
 from .postprocess import Prediction
 from .preprocess import preprocess
 
+if TYPE_CHECKING:
+    import torch
+
+    from . import supernet as sn
+
 log = logging.getLogger("dynofa_ros.model")
 
 DEVICES = ("cpu", "cuda", "auto")
+BACKENDS = ("torch", "onnxruntime", "auto")
+STRATEGIES = ("static", "supernet")  # torch backend; onnxruntime levels are always static graphs
+SYNTHETIC_FRAMES = 8
+SYNTHETIC_SIZE = 256
 RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS (no checkpoint): predictions are meaningless; accuracy figures come " \
                       "from the family file"
 
@@ -51,7 +64,19 @@ class InferenceResult:
         return self.preprocess_ms + self.inference_ms + self.postprocess_ms
 
 
+@dataclass(frozen=True)
+class RunDevice:
+    """Where an onnxruntime backend runs (``.type`` and ``str()`` like ``torch.device``, without importing torch)."""
+
+    type: str
+
+    def __str__(self) -> str:
+        return self.type
+
+
 def resolve_device(device: str) -> torch.device:
+    import torch
+
     if device not in DEVICES:
         raise BackendError(f"device {device!r}; allowed: {list(DEVICES)}")
     if device == "auto":
@@ -62,56 +87,105 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def choose_backend(backend: str, strategy: str | None = None) -> str:
+    """``torch`` or ``onnxruntime``; ``auto`` takes onnxruntime when importable and says which it took, and why."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r}; allowed: {list(BACKENDS)}")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise BackendError(f"strategy {strategy!r}; allowed: {list(STRATEGIES)}")
+    if backend == "torch":
+        return backend
+    if strategy == "supernet":
+        if backend == "onnxruntime":
+            raise BackendError("strategy 'supernet' re-configures one torch supernet; it exists only with backend "
+                               "'torch' (onnxruntime levels are static graphs)")
+        log.info("backend auto: torch (strategy 'supernet' is a torch strategy)")
+        return "torch"
+    from .backends import onnxruntime_backend as ob
+
+    if backend == "onnxruntime":
+        ob.import_onnxruntime()
+        return backend
+    try:
+        ob.import_onnxruntime()
+    except BackendError as exc:
+        log.warning("backend auto: using torch, because %s", str(exc).removeprefix("backend 'onnxruntime' "))
+        return "torch"
+    log.info("backend auto: onnxruntime (the fastest backend installed here; 'torch' is 2-3x slower on a CPU)")
+    return "onnxruntime"
+
+
 class DynamicOFA:
     """A family of OFA sub-networks, all prepared, one active.
 
     Thread safety: ``switch`` and ``infer`` may be called from different threads; a switch takes
     effect at the next ``infer`` (never in the middle of one).
+
+    ``backend``: ``torch``, ``onnxruntime`` or ``auto`` (onnxruntime when importable). ``providers``
+    (onnxruntime only): execution providers best first (``tensorrt``, ``cuda``, ``cpu``), default from
+    ``device``. ``cache_dir`` (onnxruntime only): where exported levels are kept (default
+    ``$DYNOFA_CACHE_DIR`` or ``~/.cache/dynofa_ros/onnx``). ``strategy`` (torch only): ``static`` (default)
+    or ``supernet``; asking for ``supernet`` makes ``auto`` choose torch.
     """
 
     def __init__(self, family: SubnetFamily, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", fp16: bool = False, threads: int | None = None,
-                 strategy: str = "static", top_k: int = 5, seed: int = 0):
-        if strategy not in STRATEGIES:
-            raise BackendError(f"strategy {strategy!r}; allowed: {list(STRATEGIES)}")
-        self.family = family
-        self.device = resolve_device(device)
-        if fp16 and self.device.type != "cuda":
-            raise BackendError("fp16 needs device 'cuda' (half precision on a CPU is slower and less accurate)")
-        self.fp16 = fp16
-        self.strategy = strategy
-        self.top_k = top_k
-        if threads:
-            torch.set_num_threads(int(threads))
+                 strategy: str | None = None, top_k: int = 5, seed: int = 0, backend: str = "auto",
+                 providers: list[str] | None = None, cache_dir: str | os.PathLike[str] | None = None):
         t0 = time.perf_counter()
-        net = sn.build_supernet(family.supernet, seed=seed)
-        if weights:
-            sn.load_weights(net, weights)
-            self.weights = str(Path(weights).resolve())
+        if device not in DEVICES:
+            raise BackendError(f"device {device!r}; allowed: {list(DEVICES)}")
+        self.backend = choose_backend(backend, strategy)
+        self.family = family
+        self.fp16 = fp16
+        self.strategy = strategy or "static"
+        self.top_k = top_k
+        source = LevelSource(family, weights, seed)
+        self.weights = source.weights
+        self.bn_source = source.bn_source
+        self._source = source
+        self._provider = ""
+        self._supernet = None
+        if self.backend == "torch":
+            self._levels: list[Any] = self._prepare_torch(source, device, fp16, threads)
         else:
-            self.weights = None
-            log.warning("%s", RANDOM_WEIGHTS_NOTE)
-        stats = load_bn_stats(family)
-        if stats[0] is None and weights is None:
-            # A random supernet evaluated with its initial statistics collapses to the same output for
-            # every frame and level, which would make every comparison between levels or backends
-            # vacuous. Re-estimating statistics per level on seeded synthetic frames (OFA's own
-            # procedure, on fake data) gives each level a distinct, input-dependent output.
-            stats = [level_bn_stats(net, lv, synthetic_frames(seed)) for lv in family.levels]
-            self.bn_source = f"synthetic frames (seed {seed}), random weights"
-        elif stats[0] is None:
-            log.warning("no per-level BatchNorm statistics for family %s: levels use the checkpoint's statistics; "
-                        "calibrate with `dynofa-profile --calibrate DIR` for best accuracy", family.name)
-            self.bn_source = "checkpoint"
-        else:
-            self.bn_source = str(family.bn_stats_path())
-        self._levels = prepare_levels(net, family.levels, stats, device=self.device, fp16=fp16, strategy=strategy)
-        self._supernet = net if strategy == "supernet" else None
+            self._levels = self._prepare_onnxruntime(source, device, fp16, threads, providers, cache_dir)
+        self._source = None  # drop the supernet and statistics: every level now holds what it needs
         self._lock = threading.Lock()
         self._active = 0
         self._pending: int | None = None
         self._levels[0].activate()
         self.prepare_s = time.perf_counter() - t0
+
+    def _prepare_torch(self, source: LevelSource, device: str, fp16: bool, threads: int | None) -> list[Any]:
+        import torch
+
+        from .backends.torch_backend import prepare_levels
+
+        self.device = resolve_device(device)
+        if fp16 and self.device.type != "cuda":
+            raise BackendError("fp16 needs device 'cuda' (half precision on a CPU is slower and less accurate)")
+        if threads:
+            torch.set_num_threads(int(threads))
+        net = source.net()
+        levels = prepare_levels(net, self.family.levels, source.all_stats(), device=self.device, fp16=fp16,
+                                strategy=self.strategy)
+        self._supernet = net if self.strategy == "supernet" else None
+        return levels
+
+    def _prepare_onnxruntime(self, source: LevelSource, device: str, fp16: bool, threads: int | None,
+                             providers: list[str] | None, cache_dir: str | os.PathLike[str] | None) -> list[Any]:
+        from .backends import onnxruntime_backend as ob
+
+        prepared = ob.prepare_levels([lv.r for lv in self.family.levels], source.materials(), source.static_level,
+                                     device=device, providers=providers, threads=threads, fp16=fp16,
+                                     cache_dir=cache_dir)
+        self.device = RunDevice("cuda" if prepared.running in ob.GPU_PROVIDERS else "cpu")
+        self.fp16 = prepared.fp16
+        self._provider = prepared.running
+        self.cache_dir = prepared.cache_dir
+        self.exported_levels = prepared.exported
+        return prepared.levels
 
     # ------------------------------------------------------------------ state
     @property
@@ -137,10 +211,18 @@ class DynamicOFA:
         return f"{acc} from family file; running RANDOM weights" if self.random_weights else acc
 
     def backend_label(self) -> str:
-        return f"torch/{self.strategy}/{self.device.type}{'/fp16' if self.fp16 else ''}"
+        """``backend/how/device[/fp16]``: what runs the levels, e.g. ``onnxruntime/CPUExecutionProvider/cpu``.
+
+        The first field is the backend name, used as the ``<device>/<backend>`` latency profile suffix.
+        """
+        how = self._provider if self.backend == "onnxruntime" else self.strategy
+        return f"{self.backend}/{how}/{self.device.type}{'/fp16' if self.fp16 else ''}"
 
     def memory_bytes(self) -> int:
-        """Bytes of parameters and buffers held for all levels (shared storage counted once)."""
+        """Bytes of weights held for all levels: torch parameters and buffers (shared storage counted once),
+        or the ONNX models the sessions were created from (onnxruntime's working arena is not counted)."""
+        if self.backend == "onnxruntime":
+            return sum(lv.nbytes for lv in self._levels)
         seen: set[int] = set()
         total = 0
         for lv in self._levels:
@@ -194,9 +276,118 @@ class DynamicOFA:
             return self._levels[self._active].run(batch)
 
 
+# ---------------------------------------------------------------------- what levels are built from
+class LevelSource:
+    """The supernet, its weights and each level's BatchNorm statistics, built lazily, plus cheap identities.
+
+    A backend that caches its prepared levels (onnxruntime) keys them by ``materials()``, which reads
+    file metadata and a few MiB but builds nothing; only on a cache miss does it call ``static_level``,
+    which builds the supernet (once) and the statistics of that level only.
+    """
+
+    def __init__(self, family: SubnetFamily, weights: str | os.PathLike[str] | None, seed: int):
+        self.family = family
+        self.seed = seed
+        if weights:
+            path = Path(weights)
+            if not path.is_file():  # the same error the checkpoint loader gives, before any cache lookup
+                raise _weights_error(f"{path}: checkpoint file not found")
+            self.weights: str | None = str(path.resolve())
+        else:
+            self.weights = None
+            log.warning("%s", RANDOM_WEIGHTS_NOTE)
+        self.bn_path = family.bn_stats_path()
+        if self.bn_path is not None:
+            self.bn_source = str(self.bn_path)
+        elif self.weights is None:
+            # A random supernet evaluated with its initial statistics collapses to the same output for
+            # every frame and level, which would make every comparison between levels or backends
+            # vacuous. Re-estimating statistics per level on seeded synthetic frames (OFA's own
+            # procedure, on fake data) gives each level a distinct, input-dependent output.
+            self.bn_source = f"synthetic frames (seed {seed}), random weights"
+        else:
+            log.warning("no per-level BatchNorm statistics for family %s: levels use the checkpoint's statistics; "
+                        "calibrate with `dynofa-profile --calibrate DIR` for best accuracy", family.name)
+            self.bn_source = "checkpoint"
+        self._net: torch.nn.Module | None = None
+        self._stats: dict[int, sn.BnStats | None] = {}
+        self._file_stats: list[sn.BnStats | None] | None = None
+
+    # ------------------------------------------------------------------ identities (cheap)
+    def materials(self) -> list[dict[str, Any]]:
+        """Per level: everything its exported graph depends on except the export settings, without tensors."""
+        from .backends.onnx_cache import file_identity
+
+        if self.weights is not None:
+            weights: dict[str, Any] = {"checkpoint": file_identity(self.weights)}
+        else:
+            weights = {"random_seed": self.seed}
+        if self.bn_path is not None:
+            if not self.bn_path.is_file():
+                raise _weights_error(f"{self.bn_path}: BatchNorm statistics file not found")
+            bn: dict[str, Any] = {"file": file_identity(self.bn_path)}
+        elif self.weights is None:
+            import cv2
+
+            bn = {"synthetic_seed": self.seed, "frames": SYNTHETIC_FRAMES, "size": SYNTHETIC_SIZE,
+                  "numpy": np.__version__, "cv2": cv2.__version__}
+        else:
+            bn = {"checkpoint": True}
+        return [{"supernet": self.family.supernet, "arch": lv.arch_key(), "weights": weights, "bn": bn}
+                for lv in self.family.levels]
+
+    # ------------------------------------------------------------------ tensors (built on demand)
+    def net(self) -> torch.nn.Module:
+        if self._net is None:
+            from . import supernet as sn
+
+            net = sn.build_supernet(self.family.supernet, seed=self.seed)
+            if self.weights is not None:
+                sn.load_weights(net, self.weights)
+            self._net = net
+        return self._net
+
+    def level_stats(self, index: int) -> sn.BnStats | None:
+        """Level ``index``'s BatchNorm statistics: calibration file, self-calibrated, or None (checkpoint's)."""
+        if index not in self._stats:
+            if self.bn_path is not None:
+                if self._file_stats is None:
+                    self._file_stats = load_bn_stats(self.family)
+                self._stats[index] = self._file_stats[index]
+            elif self.weights is None:
+                self._stats[index] = level_bn_stats(self.net(), self.family.levels[index],
+                                                    synthetic_frames(self.seed, SYNTHETIC_FRAMES, SYNTHETIC_SIZE))
+            else:
+                self._stats[index] = None
+        return self._stats[index]
+
+    def all_stats(self) -> list[sn.BnStats | None]:
+        return [self.level_stats(i) for i in range(len(self.family))]
+
+    def static_level(self, index: int) -> torch.nn.Module:
+        """Level ``index`` as a static sub-network carrying its own BatchNorm statistics."""
+        from . import supernet as sn
+
+        stats = self.level_stats(index)
+        sub = sn.extract_static(self.net(), self.family.levels[index])
+        if stats is not None:
+            sn.write_bn_stats(sn.active_batchnorms(sub), stats)
+        return sub
+
+
+def _weights_error(message: str) -> Exception:
+    from .supernet import WeightsError
+
+    return WeightsError(message)
+
+
 # ---------------------------------------------------------------------- per-level BatchNorm statistics
 def load_bn_stats(family: SubnetFamily) -> list[sn.BnStats | None]:
     """Calibrated statistics stored beside the family, checked against each level's architecture."""
+    import torch
+
+    from . import supernet as sn
+
     path = family.bn_stats_path()
     if path is None:
         return [None] * len(family)
@@ -221,6 +412,10 @@ def calibrate_bn(family: SubnetFamily, images: list[np.ndarray], *, weights: str
     A sub-network's BN statistics depend on its architecture; OFA re-estimates them per sub-network
     before evaluation. Storing them per level lets every level run with its own statistics.
     """
+    import torch
+
+    from . import supernet as sn
+
     if not images:
         raise ValueError("calibration needs at least one image")
     net = sn.build_supernet(family.supernet, seed=seed)
@@ -238,7 +433,10 @@ def calibrate_bn(family: SubnetFamily, images: list[np.ndarray], *, weights: str
 def level_bn_stats(net: torch.nn.Module, level: Level, images: list[np.ndarray], batch_size: int = 16
                    ) -> sn.BnStats:
     """One level's BatchNorm statistics re-estimated on ``images`` with OFA's ``set_running_statistics``."""
+    import torch
     from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
+
+    from . import supernet as sn
 
     sub = sn.extract_static(net, level)
     data = np.concatenate([preprocess(img, level.r) for img in images])
@@ -247,7 +445,7 @@ def level_bn_stats(net: torch.nn.Module, level: Level, images: list[np.ndarray],
     return [(b.running_mean.clone(), b.running_var.clone()) for b in sn.active_batchnorms(sub)]
 
 
-def synthetic_frames(seed: int, count: int = 8, size: int = 256) -> list[np.ndarray]:
+def synthetic_frames(seed: int, count: int = SYNTHETIC_FRAMES, size: int = SYNTHETIC_SIZE) -> list[np.ndarray]:
     """Seeded smooth-noise RGB frames: deterministic stand-ins for calibration images."""
     import cv2
 

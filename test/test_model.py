@@ -19,6 +19,15 @@ REFERENCE_FAMILIES = ["xavier_nx_six_levels.json", "xavier_nx_seven_levels.json"
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache_dir(tmp_path_factory):
+    """Models built with the default backend (auto → onnxruntime) export into a per-module cache, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("onnx_cache")
+        mp.setenv("DYNOFA_CACHE_DIR", str(path))
+        yield path
+
+
 def _frame(seed: int = 1, shape=(120, 160, 3)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
@@ -28,11 +37,17 @@ def family(request) -> fm.SubnetFamily:
     return fm.load(FAMILY_DIR / request.param)
 
 
-@pytest.mark.parametrize("strategy", ["static", "supernet"])
-def test_switch_equals_ofa_static_subnet_for_every_level(family: fm.SubnetFamily, strategy: str) -> None:
-    model = DynamicOFA(family, strategy=strategy, seed=0)
+@pytest.mark.parametrize(("backend", "strategy"), [("torch", "static"), ("torch", "supernet"),
+                                                   ("onnxruntime", "static")])
+def test_switch_equals_ofa_static_subnet_for_every_level(family: fm.SubnetFamily, backend: str, strategy: str) -> None:
+    model = DynamicOFA(family, strategy=strategy, seed=0, backend=backend)
+    assert model.backend_label().startswith(f"{backend}/")
     reference_net = sn.build_supernet(family.supernet, seed=0)
-    frame = _frame()
+    # torch runs the very kernels of the reference, so even white noise (far outside the calibration
+    # frames, where the deepest random-weight levels amplify fp32 rounding ~1000x) must match. A different
+    # fp32 engine (onnxruntime) is compared on a frame like the ones the levels were calibrated on; the
+    # white-noise case is bounded by torch's own fp32 error in test_backends.py.
+    frame = _frame() if backend == "torch" else synthetic_frames(11, 1, 240)[0]
     outputs = []
     # Visit levels out of order so every switch changes both directions.
     order = list(range(len(family)))[::2] + list(range(len(family)))[1::2]
