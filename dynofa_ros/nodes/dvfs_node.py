@@ -1,0 +1,132 @@
+"""dvfs_node: applies the manager's CPU/GPU frequency commands through cpufreq/devfreq sysfs, and restores.
+
+Only translation lives here: commands → :class:`~dynofa_ros.dvfs.DvfsController` calls, results → log and
+``/diagnostics``. Every rule about what may be written is in ``dynofa_ros/dvfs.py``. On the way out
+(Ctrl-C, SIGTERM, shutdown, or a crash in spin) the clocks are restored to what they were. Topics,
+parameters and safety: docs/manager.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterType
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import UInt32, UInt64
+
+from ..dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, ApplyResult, DvfsController
+from ..platforms import DEFAULT_GPU_DEVFREQ_DIRS
+from .rm_common import (
+    COMMAND_QOS,
+    DIAG_ERROR,
+    DIAG_OK,
+    DIAG_WARN,
+    OUTPUT_QOS,
+    BadInput,
+    ConfigError,
+    descriptor,
+    diagnostics,
+    run,
+    subscribe,
+)
+
+
+class DvfsNode(Node):
+    def __init__(self) -> None:
+        super().__init__("dvfs_node")
+        self.bad = BadInput(self)
+        p = self.declare_parameter
+        p("sysfs_root", "/", descriptor("root under which every sysfs path is taken (a test tree, or /)",
+                                        read_only=True))
+        p("cpufreq_dir", DEFAULT_CPUFREQ_DIR, descriptor("cpufreq directory holding policyN, relative to "
+                                                         "sysfs_root", read_only=True))
+        p("cpu_policies", Parameter.Type.STRING_ARRAY,
+          descriptor("cpufreq policies to drive (e.g. [policy0]); unset = all", read_only=True,
+                     type_=ParameterType.PARAMETER_STRING_ARRAY))
+        p("gpu_devfreq_dirs", list(DEFAULT_GPU_DEVFREQ_DIRS),
+          descriptor("GPU devfreq directories to try in order, relative to sysfs_root", read_only=True))
+        p("cpu_mode", "auto", descriptor(f"{list(CPU_MODES)}: auto = userspace governor where listed, else "
+                                         "min/max clamping", read_only=True))
+        p("dry_run", False, descriptor("decide and log, never write (robots where clocks must not be touched)",
+                                       read_only=True))
+        p("diagnostics_period_s", 1.0, descriptor("seconds between /diagnostics messages", read_only=True,
+                                                  float_range=(0.1, 60.0)))
+        gp = self.get_parameter
+        try:
+            policies = gp("cpu_policies").value or []
+        except ParameterUninitializedException:
+            policies = []
+        if gp("cpu_mode").value not in CPU_MODES:
+            raise ConfigError(f"cpu_mode {gp('cpu_mode').value!r} is unknown; allowed: {list(CPU_MODES)}")
+        self.ctl = DvfsController(gp("sysfs_root").value, cpufreq_dir=gp("cpufreq_dir").value,
+                                  cpu_policies=policies, gpu_devfreq_dirs=gp("gpu_devfreq_dirs").value,
+                                  cpu_mode=gp("cpu_mode").value, dry_run=gp("dry_run").value)
+        for note in self.ctl.notes:
+            self.get_logger().info(note)
+        self.errors: list[str] = []
+        self.last_messages: list[str] = []
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        subscribe(self, UInt32, "dynofa/cpu_freq_cmd", self._on_cpu, COMMAND_QOS)
+        subscribe(self, UInt64, "dynofa/gpu_freq_cmd", self._on_gpu, COMMAND_QOS)
+        self.create_timer(gp("diagnostics_period_s").value, self._publish_diagnostics)
+
+    def _report(self, results: list[ApplyResult]) -> None:
+        for r in results:
+            for m in r.messages:
+                self.get_logger().info(m, throttle_duration_sec=5.0)
+            for e in r.errors:
+                self.get_logger().warning(e, throttle_duration_sec=5.0)
+            self.errors = (self.errors + r.errors)[-10:]
+            self.last_messages = r.messages[-3:]
+        self._publish_diagnostics()
+
+    def _check(self, topic: str, value: int, rng: tuple[int, int] | None, unit: str) -> bool:
+        if rng is None:
+            self.bad.drop(topic, f"{value} {unit} requested, but this machine has no controllable domain for it")
+            return False
+        if not rng[0] <= value <= rng[1]:
+            self.bad.drop(topic, f"{value} {unit} is outside the available range {rng[0]}..{rng[1]} {unit}")
+            return False
+        return True
+
+    def _on_cpu(self, msg: UInt32) -> None:
+        if self._check("dynofa/cpu_freq_cmd", int(msg.data), self.ctl.cpu_range(), "kHz"):
+            self._report(self.ctl.set_cpu_khz(int(msg.data)))
+
+    def _on_gpu(self, msg: UInt64) -> None:
+        if self._check("dynofa/gpu_freq_cmd", int(msg.data), self.ctl.gpu_range(), "Hz"):
+            res = self.ctl.set_gpu_hz(int(msg.data))
+            self._report([res] if res else [])
+
+    def _publish_diagnostics(self) -> None:
+        values: dict[str, Any] = self.ctl.status()
+        values["bad_commands_dropped"] = self.bad.total
+        for i, e in enumerate(self.errors[-3:]):
+            values[f"error {i}"] = e
+        if self.errors:
+            level, msg = DIAG_WARN, f"last write failed: {self.errors[-1]}"
+        elif not self.ctl.cpu and self.ctl.gpu is None:
+            level, msg = DIAG_ERROR, "no controllable CPU or GPU frequency domain under " + str(self.ctl.fs.root)
+        else:
+            level, msg = DIAG_OK, "dry run: nothing written" if self.ctl.dry_run else "clocks applied"
+        self.pub_diag.publish(diagnostics(self, "dynofa dvfs", level, msg, values))
+
+    def restore(self) -> list[str]:
+        return self.ctl.restore()
+
+
+def _restore(node: Node) -> None:
+    errors = node.restore()  # type: ignore[attr-defined]
+    # the context may already be shut down: print, rclpy logging may be gone
+    print("dvfs_node: clocks restored" if not errors else f"dvfs_node: restore failed: {errors}", flush=True)
+
+
+def main() -> int:
+    return run("dvfs_node", DvfsNode, on_exit=_restore)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""manager_node: runs the runtime policy on a timer and publishes level and CPU/GPU frequency commands.
+
+Only translation lives here: messages and parameters → :class:`~dynofa_ros.policy.PolicyInputs`,
+:class:`~dynofa_ros.policy.Decision` → commands and ``/diagnostics``. The level is chosen in
+``dynofa_ros/policy.py``. Topics, QoS and parameters: docs/manager.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterType, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import BatteryState, Temperature
+from std_msgs.msg import Float32, UInt8, UInt32, UInt64
+
+from .. import family as fm
+from ..platforms import BOARDS
+from ..policy import (
+    POLICIES,
+    LatencySample,
+    PolicyConfig,
+    PolicyConfigError,
+    PolicyInputs,
+    Reading,
+    levels_from_family,
+    make_policy,
+)
+from .rm_common import (
+    COMMAND_QOS,
+    DIAG_OK,
+    DIAG_WARN,
+    INPUT_QOS,
+    OUTPUT_QOS,
+    SENSOR_QOS,
+    BadInput,
+    ConfigError,
+    check_number,
+    descriptor,
+    diagnostics,
+    run,
+    subscribe,
+)
+
+MAX_LATENCY_MS = 60000.0
+MAX_TARGET_MS = 10000.0
+
+#: Policy tunables exposed as parameters: name -> (description, range). Defaults come from PolicyConfig.
+TUNABLES: dict[str, tuple[str, tuple[float, float]]] = {
+    "latency_margin": ("joint: plan for target·(1 - margin)", (0.0, 0.9)),
+    "up_hysteresis": ("joint: a more accurate level must fit target·(1 - margin - up_hysteresis)", (0.0, 0.9)),
+    "min_dwell_s": ("joint: minimum seconds between level changes (safety rules excepted)", (0.0, 3600.0)),
+    "freq_min_dwell_s": ("joint: seconds before clocks may be lowered again (raising is immediate)", (0.0, 3600.0)),
+    "slowdown_smoothing": ("joint: EWMA weight of a measured/predicted ratio below the estimate", (0.01, 1.0)),
+    "slowdown_rise": ("joint: EWMA weight of a ratio above the estimate (react fast to slowdowns)", (0.01, 1.0)),
+    "stale_timeout_s": ("an input received once but not for this long → safe default", (0.01, 3600.0)),
+    "battery_low": ("state of charge (0..1) below which the energy-saving mode starts", (0.0, 1.0)),
+    "battery_hysteresis": ("energy-saving mode ends above battery_low + this", (0.0, 1.0)),
+    "saver_freq_fraction": ("energy-saving mode: clocks capped at this fraction of maximum", (0.05, 1.0)),
+    "thermal_soft_c": ("°C: at or above, clocks capped at thermal_soft_freq_fraction", (-50.0, 200.0)),
+    "thermal_hard_c": ("°C: at or above, level 0 at the lowest clocks, over every target", (-50.0, 200.0)),
+    "thermal_hysteresis_c": ("°C below a limit a reading must fall before the limit is released", (0.0, 100.0)),
+    "thermal_soft_freq_fraction": ("clock cap at the soft thermal limit, fraction of maximum", (0.05, 1.0)),
+    "cpu_fraction": ("latency model: share of a level's latency that scales with 1/f_cpu", (0.0, 1.0)),
+    "gpu_fraction": ("latency model: share of a level's latency that scales with 1/f_gpu", (0.0, 1.0)),
+}
+
+
+def _share_path(path: str) -> str:
+    """A relative family path: the CWD first, then the package's share directory (colcon install)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidate = os.path.join(get_package_share_directory("dynofa_ros"), path)
+        return candidate if os.path.exists(candidate) else path
+    except Exception:
+        return path
+
+
+class ManagerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("manager_node")
+        self.bad = BadInput(self)
+        dflt = PolicyConfig()
+        p = self.declare_parameter
+        p("family_file", "config/families/xavier_nx_six_levels.json",
+          descriptor("family JSON (relative: CWD, then share/dynofa_ros)", read_only=True))
+        p("latency_profile", "", descriptor("latency profile of the family to plan with; empty = the family's "
+                                            "reference_profile", read_only=True))
+        p("board", "xavier_nx", descriptor(f"frequency tables and power model: {sorted(BOARDS)} or 'generic' "
+                                           "(then only the frequency lists given below)", read_only=True))
+        p("cpu_frequencies_khz", Parameter.Type.INTEGER_ARRAY,
+          descriptor("CPU frequencies (kHz) the policy may choose; unset = the board's table, [0] = CPU not "
+                     "controlled", read_only=True, type_=ParameterType.PARAMETER_INTEGER_ARRAY))
+        p("gpu_frequencies_hz", Parameter.Type.INTEGER_ARRAY,
+          descriptor("GPU frequencies (Hz) the policy may choose; unset = the board's table, [0] = GPU not "
+                     "controlled", read_only=True, type_=ParameterType.PARAMETER_INTEGER_ARRAY))
+        p("policy", "joint", descriptor(f"runtime policy: {list(POLICIES)}"))
+        p("decision_rate_hz", 5.0, descriptor("decisions per second", read_only=True, float_range=(0.5, 100.0)))
+        p("target_latency_ms", 0.0, descriptor("latency target in ms, 0 = none (also settable on the "
+                                               "dynofa/target_latency_ms topic; the latest wins)",
+                                               float_range=(0.0, MAX_TARGET_MS)))
+        p("min_accuracy", 0.0, descriptor("accuracy floor in % top-1, 0 = none (also on dynofa/min_accuracy)",
+                                          float_range=(0.0, 100.0)))
+        p("safe_level", dflt.safe_level, descriptor("level used when inputs go stale", int_range=(0, 255)))
+        for name, (text, rng) in TUNABLES.items():
+            p(name, float(getattr(dflt, name)), descriptor(text, float_range=rng))
+
+        self.family = self._load_family()
+        self.levels = levels_from_family(self.family, self.get_parameter("latency_profile").value or None)
+        cpu_f, gpu_f, cpu_pw, gpu_pw = self._frequency_tables()
+        self.freq_tables = (cpu_f, gpu_f, cpu_pw, gpu_pw)
+        try:
+            self.policy = make_policy(self.get_parameter("policy").value, self.levels, cpu_f, gpu_f,
+                                      self._config(), cpu_pw, gpu_pw)
+        except PolicyConfigError as exc:
+            raise ConfigError(str(exc)) from None
+
+        self.target: float | None = self.get_parameter("target_latency_ms").value or None
+        self.target_source = "parameter"
+        self.min_accuracy: float | None = self.get_parameter("min_accuracy").value or None
+        self.samples: list[LatencySample] = []
+        self.active_level: int | None = None
+        self.readings: dict[str, Reading | None] = dict.fromkeys(
+            ("cpu_load", "gpu_load", "cpu_temp_c", "gpu_temp_c", "battery_soc"))
+        self.last = None
+        self._published: dict[str, int | None] = {"level": None, "cpu": None, "gpu": None}
+        self._last_diag = -math.inf
+
+        self.pub_level = self.create_publisher(UInt8, "dynofa/subnet_cmd", COMMAND_QOS)
+        self.pub_cpu = self.create_publisher(UInt32, "dynofa/cpu_freq_cmd", COMMAND_QOS)
+        self.pub_gpu = self.create_publisher(UInt64, "dynofa/gpu_freq_cmd", COMMAND_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        subscribe(self, Float32, "dynofa/inference_latency_ms", self._on_latency, INPUT_QOS)
+        subscribe(self, UInt8, "dynofa/active_level", self._on_active_level, COMMAND_QOS)
+        subscribe(self, Float32, "dynofa/target_latency_ms", self._on_target, INPUT_QOS)
+        subscribe(self, Float32, "dynofa/min_accuracy", self._on_min_accuracy, INPUT_QOS)
+        subscribe(self, BatteryState, "battery_state", self._on_battery, SENSOR_QOS)
+        subscribe(self, Temperature, "thermal/cpu", lambda m: self._on_temp("cpu_temp_c", "thermal/cpu", m),
+                  SENSOR_QOS)
+        subscribe(self, Temperature, "thermal/gpu", lambda m: self._on_temp("gpu_temp_c", "thermal/gpu", m),
+                  SENSOR_QOS)
+        subscribe(self, Float32, "load/cpu", lambda m: self._on_load("cpu_load", "load/cpu", m), SENSOR_QOS)
+        subscribe(self, Float32, "load/gpu", lambda m: self._on_load("gpu_load", "load/gpu", m), SENSOR_QOS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(1.0 / self.get_parameter("decision_rate_hz").value, self._tick)
+        cpu_txt = f"{cpu_f[0]}..{cpu_f[-1]} kHz" if cpu_f else "not controlled"
+        gpu_txt = f"{gpu_f[0]}..{gpu_f[-1]} Hz" if gpu_f else "not controlled"
+        self.get_logger().info(f"family {self.family.name} ({len(self.levels)} levels), policy {self.policy.name}, "
+                               f"CPU {cpu_txt}, GPU {gpu_txt}")
+
+    # ------------------------------------------------------------------ configuration
+    def _load_family(self) -> fm.SubnetFamily:
+        try:
+            return fm.load(_share_path(self.get_parameter("family_file").value))
+        except fm.FamilyError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _frequency_tables(self) -> tuple[list[int], list[int], Any, Any]:
+        board_name = self.get_parameter("board").value
+        board = BOARDS.get(board_name)
+        if board is None and board_name != "generic":
+            raise ConfigError(f"board {board_name!r} is unknown; allowed: {[*sorted(BOARDS), 'generic']}")
+        out: list[Any] = []
+        for key, table, power in (("cpu_frequencies_khz", board.cpu_khz if board else (), board.cpu if board else None),
+                                  ("gpu_frequencies_hz", board.gpu_hz if board else (), board.gpu if board else None)):
+            try:
+                given = self.get_parameter(key).value
+            except ParameterUninitializedException:
+                given = None
+            if given is None:
+                out.append((list(table), power))
+            elif any(f < 0 for f in given):
+                raise ConfigError(f"{key}: frequencies must be positive, got {list(given)}")
+            else:
+                freqs = sorted({int(f) for f in given if f > 0})
+                out.append((freqs, power if board and tuple(freqs) == tuple(table) else None))
+        return out[0][0], out[1][0], out[0][1], out[1][1]
+
+    def _config(self, overrides: dict[str, Any] | None = None) -> PolicyConfig:
+        values = {f.name: self.get_parameter(f.name).value for f in fields(PolicyConfig)}
+        values.update(overrides or {})
+        try:
+            return PolicyConfig(**values).validate(len(self.levels))
+        except PolicyConfigError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        tunables = {k: v for k, v in changes.items() if k in {f.name for f in fields(PolicyConfig)}}
+        try:
+            config = self._config(tunables) if tunables else None
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if "policy" in changes and changes["policy"] not in POLICIES:
+            return SetParametersResult(successful=False, reason=f"policy {changes['policy']!r} is unknown; "
+                                                                f"allowed: {list(POLICIES)}")
+        if "policy" in changes and changes["policy"] != self.policy.name:
+            cpu_f, gpu_f, cpu_pw, gpu_pw = self.freq_tables
+            self.policy = make_policy(changes["policy"], self.levels, cpu_f, gpu_f, config or self.policy.config,
+                                      cpu_pw, gpu_pw)
+        elif config is not None:
+            self.policy.reconfigure(config)
+        if "target_latency_ms" in changes:
+            self.target, self.target_source = (changes["target_latency_ms"] or None), "parameter"
+        if "min_accuracy" in changes:
+            self.min_accuracy = changes["min_accuracy"] or None
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds / 1e9
+
+    def _on_latency(self, msg: Float32) -> None:
+        why = check_number(msg.data, 1e-6, MAX_LATENCY_MS, "latency", "ms")
+        if why:
+            return self.bad.drop("dynofa/inference_latency_ms", why)
+        level = self.active_level if self.active_level is not None else self.policy.state.level
+        self.samples.append(LatencySample(float(msg.data), level, self._now()))
+        del self.samples[:-200]
+
+    def _on_active_level(self, msg: UInt8) -> None:
+        if msg.data >= len(self.levels):
+            return self.bad.drop("dynofa/active_level", f"level {msg.data} is unknown (family has levels "
+                                                        f"0..{len(self.levels) - 1})")
+        self.active_level = int(msg.data)
+
+    def _on_target(self, msg: Float32) -> None:
+        why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
+        if why:
+            return self.bad.drop("dynofa/target_latency_ms", f"{why} (0 clears the target)")
+        self.target, self.target_source = (float(msg.data) or None), "topic"
+
+    def _on_min_accuracy(self, msg: Float32) -> None:
+        why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")
+        if why:
+            return self.bad.drop("dynofa/min_accuracy", why)
+        self.min_accuracy = float(msg.data) or None
+
+    def _on_battery(self, msg: BatteryState) -> None:
+        if math.isnan(msg.percentage):
+            return  # BatteryState: NaN means unknown, a legal value
+        why = check_number(msg.percentage, 0.0, 1.0, "battery percentage", "(fraction, REP BatteryState 0..1)")
+        if why:
+            return self.bad.drop("battery_state", why)
+        self.readings["battery_soc"] = Reading(float(msg.percentage), self._now())
+
+    def _on_temp(self, key: str, topic: str, msg: Temperature) -> None:
+        why = check_number(msg.temperature, -50.0, 200.0, "temperature", "°C")
+        if why:
+            return self.bad.drop(topic, why)
+        self.readings[key] = Reading(float(msg.temperature), self._now())
+
+    def _on_load(self, key: str, topic: str, msg: Float32) -> None:
+        why = check_number(msg.data, 0.0, 100.0, "load", "%")
+        if why:
+            return self.bad.drop(topic, why)
+        self.readings[key] = Reading(float(msg.data), self._now())
+
+    # ------------------------------------------------------------------ decisions
+    def _tick(self) -> None:
+        now = self._now()
+        inp = PolicyInputs(now=now, target_latency_ms=self.target, min_accuracy=self.min_accuracy,
+                           latencies=tuple(self.samples), active_level=self.active_level, **self.readings)
+        self.samples = []
+        d = self.policy.decide(inp)
+        changed = self.last is None or (d.level, d.cpu_freq_khz, d.gpu_freq_hz, d.mode) != \
+            (self.last.level, self.last.cpu_freq_khz, self.last.gpu_freq_hz, self.last.mode)
+        self.last = d
+        if self._published["level"] != d.level:
+            self.pub_level.publish(UInt8(data=d.level))
+            self._published["level"] = d.level
+        if d.cpu_freq_khz is not None and self._published["cpu"] != d.cpu_freq_khz:
+            self.pub_cpu.publish(UInt32(data=int(d.cpu_freq_khz)))
+            self._published["cpu"] = d.cpu_freq_khz
+        if d.gpu_freq_hz is not None and self._published["gpu"] != d.gpu_freq_hz:
+            self.pub_gpu.publish(UInt64(data=int(d.gpu_freq_hz)))
+            self._published["gpu"] = d.gpu_freq_hz
+        if changed:
+            self.get_logger().info(f"level {d.level}, {d.reason}")
+        if changed or now - self._last_diag >= 1.0:
+            self._last_diag = now
+            level = DIAG_WARN if d.mode in ("stale", "infeasible", "thermal_hard") else DIAG_OK
+            self.pub_diag.publish(diagnostics(self, "dynofa manager", level, d.reason, {
+                "policy": self.policy.name, "mode": d.mode, "level": d.level,
+                "cpu_freq_khz": d.cpu_freq_khz, "gpu_freq_hz": d.gpu_freq_hz,
+                "predicted_latency_ms": "" if d.predicted_latency_ms is None else f"{d.predicted_latency_ms:.2f}",
+                "slowdown": f"{d.slowdown:.3f}", "target_latency_ms": self.target or 0.0,
+                "target_source": self.target_source, "min_accuracy": self.min_accuracy or 0.0,
+                "active_level": "" if self.active_level is None else self.active_level,
+                "bad_inputs_dropped": self.bad.total}))
+
+
+def main() -> int:
+    return run("manager_node", ManagerNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
