@@ -57,6 +57,16 @@ def remap(topic: str, remaps: dict[str, str]) -> str:
     return remaps.get(topic.lstrip("/"), topic)
 
 
+def parse_wait_for(spec: str) -> tuple[str, int]:
+    """``TOPIC[:COUNT]`` → (topic, count ≥ 1)."""
+    topic, sep, count = spec.rpartition(":")
+    if not sep or not count.isdigit():
+        return spec, 1
+    if int(count) < 1 or not topic:
+        raise RemapError(f"--wait-for {spec!r}: expected TOPIC[:COUNT] with COUNT >= 1")
+    return topic, int(count)
+
+
 def due_offset_s(t_ns: int, t0_ns: int, rate: float) -> float:
     """Seconds after playback start at which a message recorded at ``t_ns`` is due (``rate`` × speed)."""
     if rate <= 0:

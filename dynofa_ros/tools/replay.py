@@ -14,6 +14,7 @@ and checked before anything is published, so a truncated bag fails with one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import threading
@@ -32,8 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic")
     p.add_argument("--topics", nargs="*", default=None, help="only these topics (names as in the bag)")
     p.add_argument("--exclude", nargs="*", default=[], help="skip these topics")
-    p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
-                   help="before playing, wait until this (output) topic has a subscriber")
+    p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC[:COUNT]",
+                   help="before playing, wait until this topic has COUNT (default 1) subscribers, e.g. the node "
+                        "under test and a recorder: nothing is published before they listen")
     p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for subscribers")
     p.add_argument("--restamp", action="store_true", help="set header stamps to the publish time")
     p.add_argument("--dry-run", action="store_true", help="read and check the bag, print the plan, publish nothing")
@@ -43,6 +45,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _msg_class(msgtype: str) -> type:
     module, name = pb.split_type(msgtype)
     return getattr(importlib.import_module(module), name)
+
+
+def _spin(executor: Any) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    with contextlib.suppress(ExternalShutdownException):
+        executor.spin()
 
 
 def load(args: argparse.Namespace) -> list[BagMessage]:
@@ -63,7 +72,7 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
     node = rclpy.create_node("replay")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = threading.Thread(target=lambda: _spin(executor), daemon=True)
     spin.start()
     log = node.get_logger()
     try:
@@ -79,15 +88,17 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
                              else DurabilityPolicy.VOLATILE)
             classes[m.topic] = _msg_class(m.msgtype)
             pubs[m.topic] = node.create_publisher(classes[m.topic], pb.remap(m.topic, remaps), qos)
-        for topic in args.wait_for:
+        deadline = time.monotonic() + args.wait_timeout
+        for spec in args.wait_for:
+            topic, count = pb.parse_wait_for(spec)
             name = pb.remap(topic, remaps)
             pub = next((p for t, p in pubs.items() if pb.remap(t, remaps).lstrip("/") == name.lstrip("/")), None)
             if pub is None:
                 raise BagError(f"--wait-for {topic}: not a topic of {args.bag}")
-            deadline = time.monotonic() + args.wait_timeout
-            while pub.get_subscription_count() == 0:
+            while pub.get_subscription_count() < count:
                 if time.monotonic() > deadline:
-                    log.error(f"no subscriber on {pub.topic_name} after {args.wait_timeout:g} s; playing anyway")
+                    log.error(f"{pub.get_subscription_count()} of {count} subscribers on {pub.topic_name} after "
+                              f"{args.wait_timeout:g} s; playing anyway")
                     break
                 time.sleep(0.05)
         t0 = msgs[0].t_ns
@@ -120,7 +131,9 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Stop and join the spinning thread before the node and context go, or rcl aborts on exit.
         executor.shutdown()
+        spin.join(5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

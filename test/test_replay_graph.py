@@ -1,0 +1,119 @@
+"""CI replay: scenario bag → running perception + manager nodes → recorded outputs → report.
+
+Real node processes over real DDS in a loopback-only namespace (``scripts/test.sh``), started with the
+generic_cpu params file exactly as ``launch/dynofa.launch.py`` would (``launch_config.node_specs``), a
+rosbag2 bag written by ``make_scenario_bag``, played by ``replay`` and recorded by ``record``.
+
+The scenario (config/scenarios/ci_short.yaml) encodes the contention step as a latency-target drop at
+6 s (1000 ms → 0.5 ms), so the level switch it must cause does not depend on how busy the CI machine
+is; the demo (scripts/demo.sh) uses real competing processes instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynofa_ros import bagio, scoring
+from dynofa_ros import launch_config as lc
+from dynofa_ros import scenario as scn
+from dynofa_ros.tools import make_scenario_bag as msb
+from dynofa_ros.tools import report
+from dynofa_ros.tools.demo import Graph, Proc, find_executable
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = REPO / "config/scenarios/ci_short.yaml"
+STEP_S = 6.0  # the scenario's target drop
+
+
+def tiny_family(path: Path) -> Path:
+    """Two levels of the Xavier NX family (smallest, largest): a fast start and a real latency gap."""
+    raw = json.loads((REPO / "config/families/xavier_nx_six_levels.json").read_text())
+    raw["name"] = "ci_tiny"
+    raw["levels"] = [raw["levels"][0], raw["levels"][-1]]
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@pytest.mark.usefixtures("isolated_network")
+def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
+    sc = scn.load_scenario(SCENARIO)
+    bag = tmp_path / "scenario"
+    msb.write_bag(sc, bag, "mcap")
+    frame_stamps = {bagio.stamp_ns(m) for t, _, m in bagio.read_messages(bag, ["image_raw"])}
+    family = tiny_family(tmp_path / "tiny.json")
+
+    args = lc.LaunchArgs(platform="generic_cpu", family_file=str(family), use_dvfs=False, use_monitor=False)
+    common = {"threads": 1, "diagnostics_period_s": 0.5}
+    graph = Graph(args, domain_id=domain_id, log_dir=tmp_path / "logs",
+                  overrides={"perception_node": common})
+    assert [s.name for s in graph.specs] == ["perception_node", "manager_node"]
+    out = tmp_path / "recorded"
+    topics = ["dynofa/inference_latency_ms", "dynofa/active_level", "dynofa/classification", "dynofa/subnet_cmd",
+              "dynofa/target_latency_ms", "battery_state", "load/cpu", "thermal/cpu"]
+    record = replay = None
+    try:
+        graph.start()
+        perception = graph.proc("perception_node")
+        assert perception.wait_for_output("ready:", 150), perception.output()[-3000:]
+        record = Proc("record", [find_executable("record"), "-o", str(out), "--topics", *topics], graph.env,
+                      tmp_path / "logs")
+        assert record.wait_for_output("record: subscribed dynofa/subnet_cmd", 60), record.output()
+        assert record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 30), record.output()
+        # Play only once perception, manager and recorder all listen, so no replayed message is missed.
+        waits = ["image_raw:1", "battery_state:2", "load/cpu:2", "thermal/cpu:2", "dynofa/target_latency_ms:2"]
+        replay = Proc("replay", [find_executable("replay"), str(bag), *[f"--wait-for={w}" for w in waits]],
+                      graph.env, tmp_path / "logs")
+        rc = replay.wait(sc.duration_s + 60)
+        assert rc == 0, replay.output()
+        assert not graph.dead(), [(p.name, p.output()[-2000:]) for p in graph.dead()]
+    finally:
+        if replay is not None:
+            replay.stop()
+        if record is not None:
+            assert record.stop() == 0, record.output()
+        graph.stop()
+
+    # Recorded inputs: exactly what the bag holds (reliable replay → reliable recorder).
+    info = bagio.bag_info(out)["topics"]
+    expected = scn.expected_counts(sc)
+    for topic in ("battery_state", "load/cpu", "thermal/cpu", "dynofa/target_latency_ms"):
+        assert info[topic]["count"] == expected[topic], (topic, info)
+
+    # Outputs: one latency per result, a result for most frames (depth-1 input may drop a few under load).
+    results = [json.loads(m.data) for t, _, m in bagio.read_messages(out, ["dynofa/classification"])]
+    n_frames = expected["image_raw"]
+    assert n_frames // 2 <= len(results) <= n_frames, len(results)
+    assert info["dynofa/inference_latency_ms"]["count"] == len(results)
+
+    # Every result carries the stamp of a frame the replay published (never an invented or reused one).
+    stamps = [r["stamp"]["sec"] * 1_000_000_000 + r["stamp"]["nanosec"] for r in results]
+    assert set(stamps) <= frame_stamps
+    assert len(set(stamps)) == len(stamps)
+    assert all(r["frame_id"] == "ci_camera" for r in results)
+
+    # The step: the manager's level before it is above the level after it, and the switch follows the step.
+    run = report.load_run(out, "ci")
+    before = scoring.value_at(run.active_level, STEP_S - 0.01)
+    after = run.active_level[-1][1]
+    assert before is not None and after < before, run.active_level
+    switch_times = [t for (t, v), (_, prev) in zip(run.active_level[1:], run.active_level, strict=False)
+                    if v != prev]
+    assert any(t >= STEP_S for t in switch_times), run.active_level
+    assert run.subnet_cmd, "the manager published no command"
+
+    # The report scores the run and draws it.
+    png = tmp_path / "timeline.png"
+    rc = report.main([str(out), "--family", str(family), "--png", str(png), "--json", str(tmp_path / "r.json")])
+    assert rc == 0 and png.stat().st_size > 10_000
+    scores = json.loads((tmp_path / "r.json").read_text())
+    assert scores[0]["frames"] == len(results) and scores[0]["switches"] >= 1
+    # After the drop to 0.5 ms, every frame misses: the miss rate counts them against the target in force.
+    assert scores[0]["misses"] >= sum(1 for t, _ in run.latency_ms if t >= STEP_S + 0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
