@@ -19,6 +19,9 @@ class PreparedLevel(Protocol):
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def activate(self) -> None:
+        """Called when the level becomes the active one (a no-op where each level holds its own weights)."""
+
 
 class BackendError(RuntimeError):
     """A backend that cannot run here (missing library, device, provider)."""
