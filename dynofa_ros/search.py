@@ -1,0 +1,400 @@
+"""Offline stage of Dynamic-OFA: find the few sub-networks on *this device's* accuracy/latency Pareto front.
+
+Steps (``build_family``):
+
+1. split the latency range the model predicts (smallest to largest sub-network) into geometric bins;
+2. per bin, run OFA's regularised evolution (``ofa.nas.search_algorithm.EvolutionFinder``) with the
+   bin's upper edge as latency constraint, accuracy from the OFA predictor (``accuracy.py``) and
+   latency from the chosen model (``latency_model.py``); every candidate evaluated is archived;
+3. the best few archived candidates of each bin are re-measured on the device, interleaved
+   (``device_latency.py``), and the Pareto front of (measured latency, predicted accuracy) is taken;
+4. K levels spanning the front (geometric latency targets, fastest and most accurate always kept)
+   are measured once more, longer, and written as a family whose reference profile is what was measured.
+
+Reused from ``ofa``: the architecture encoding, random sampling, mutation (``MobileNetArchEncoder``) and
+the evolution loop with its crossover (``EvolutionFinder``). Wrapped where they do not fit:
+
+* they draw from the global ``random`` / ``np.random`` state: ``_seeded`` seeds both around the search
+  and restores them after, so the same seed gives the same family and the caller's RNGs are untouched;
+* their samplers loop ``while True`` until a candidate meets the constraint, which never ends (or
+  takes very long) for constraints near the smallest sub-network: ``_BoundedEvolutionFinder`` bounds
+  the tries and then shrinks a sample step by step until it fits (or keeps the valid parent);
+* the loop prints progress to stdout: silenced, progress goes through the ``log`` callback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from ofa.nas.accuracy_predictor.arch_encoder import MobileNetArchEncoder
+from ofa.nas.search_algorithm.evolution import EvolutionFinder
+
+from .accuracy import AccuracyPredictor
+from .family import (
+    DEPTH_CHOICES,
+    EXPAND_CHOICES,
+    KERNEL_CHOICES,
+    MAX_DEPTH,
+    NUM_BLOCKS,
+    NUM_STAGES,
+    Accuracy,
+    Level,
+    SubnetFamily,
+    pareto_front,
+    validate,
+)
+from .latency_model import SEARCH_RESOLUTIONS, Arch, LatencyModel, relative_errors
+
+DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.2"
+PREDICTED_NOTE = "OFA accuracy predictor (OFA held-out split, reads ~4-6 points above ImageNet val top-1)"
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on (for example a latency constraint below the smallest sub-network)."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How hard to search. ``budget`` is generations of evolution per latency bin."""
+
+    levels: int = 6
+    seed: int = 0
+    budget: int = 60
+    population: int = 64
+    bins: int | None = None  # default: 2 x levels
+    per_bin: int = 3  # candidates per bin re-measured on the device
+    resolutions: tuple[int, ...] = SEARCH_RESOLUTIONS
+
+    @property
+    def n_bins(self) -> int:
+        return self.bins or 2 * self.levels
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A searched architecture with predicted accuracy, predicted and (once known) measured latency."""
+
+    arch: Arch
+    top1: float
+    predicted_ms: float
+    measured_ms: float | None = None
+
+    @property
+    def key(self) -> str:
+        return arch_key(self.arch)
+
+
+# ---------------------------------------------------------------------- architectures
+def canonical(arch: Arch) -> Arch:
+    """The same network with kernel/expand of blocks its depth skips set to the smallest choice.
+
+    Blocks beyond a stage's depth do not exist in the network, so their values only make equal networks
+    look different; canonical form makes equal networks equal keys (and tidy family files).
+    """
+    ks, e = list(arch["ks"]), list(arch["e"])
+    for stage, depth in enumerate(arch["d"]):
+        for i in range(stage * MAX_DEPTH + depth, (stage + 1) * MAX_DEPTH):
+            ks[i], e[i] = KERNEL_CHOICES[0], EXPAND_CHOICES[0]
+    return {"ks": ks, "e": e, "d": list(arch["d"]), "r": int(arch["r"])}
+
+
+def arch_key(arch: Arch) -> str:
+    return json.dumps(canonical(arch), sort_keys=True, separators=(",", ":"))
+
+
+def smallest_arch(r: int = SEARCH_RESOLUTIONS[0]) -> Arch:
+    return {"ks": [min(KERNEL_CHOICES)] * NUM_BLOCKS, "e": [min(EXPAND_CHOICES)] * NUM_BLOCKS,
+            "d": [min(DEPTH_CHOICES)] * NUM_STAGES, "r": r}
+
+
+def largest_arch(r: int = SEARCH_RESOLUTIONS[-1]) -> Arch:
+    return {"ks": [max(KERNEL_CHOICES)] * NUM_BLOCKS, "e": [max(EXPAND_CHOICES)] * NUM_BLOCKS,
+            "d": [max(DEPTH_CHOICES)] * NUM_STAGES, "r": r}
+
+
+def _to_arch(sample: dict[str, Any]) -> Arch:
+    """OFA encoder sample (``image_size``) → our arch dict (``r``)."""
+    return {"ks": list(sample["ks"]), "e": list(sample["e"]), "d": list(sample["d"]), "r": int(sample["image_size"])}
+
+
+def _to_sample(arch: Arch) -> dict[str, Any]:
+    return {"ks": list(arch["ks"]), "e": list(arch["e"]), "d": list(arch["d"]), "image_size": int(arch["r"])}
+
+
+# ---------------------------------------------------------------------- ofa adapters
+class _Archive:
+    """Every candidate the evolution evaluated: key → (arch, accuracy, latency)."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, float] = {}
+        self.top1: dict[str, float] = {}
+        self.arch: dict[str, Arch] = {}
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(self.arch[k], self.top1[k], self.latency[k]) for k in self.top1 if k in self.latency]
+
+
+class _LatencyAdapter:
+    """``efficiency_predictor`` for OFA's EvolutionFinder, memoised by architecture."""
+
+    def __init__(self, model: LatencyModel, archive: _Archive):
+        self.model = model
+        self.archive = archive
+
+    def get_efficiency(self, sample: dict[str, Any]) -> float:
+        arch = _to_arch(sample)
+        key = arch_key(arch)
+        ms = self.archive.latency.get(key)
+        if ms is None:
+            ms = self.archive.latency[key] = float(self.model.predict(arch))
+            self.archive.arch[key] = canonical(arch)
+        return ms
+
+
+class _AccuracyAdapter:
+    """``accuracy_predictor`` for OFA's EvolutionFinder: the arch encoder plus ``predict_acc``."""
+
+    def __init__(self, predictor: AccuracyPredictor, archive: _Archive, resolutions: Sequence[int]):
+        self.predictor = predictor
+        self.archive = archive
+        self.arch_encoder = MobileNetArchEncoder(image_size_list=list(resolutions), ks_list=list(KERNEL_CHOICES),
+                                                 expand_list=list(EXPAND_CHOICES), depth_list=list(DEPTH_CHOICES))
+
+    def predict_acc(self, samples: list[dict[str, Any]]) -> torch.Tensor:
+        archs = [_to_arch(s) for s in samples]
+        keys = [arch_key(a) for a in archs]
+        todo = [i for i, k in enumerate(keys) if k not in self.archive.top1]
+        for i, acc in zip(todo, self.predictor.predict([archs[i] for i in todo]), strict=True):
+            self.archive.top1[keys[i]] = acc
+        return torch.tensor([self.archive.top1[k] for k in keys])
+
+
+class _BoundedEvolutionFinder(EvolutionFinder):
+    """OFA's EvolutionFinder with bounded sampling (its ``while True`` loops can hang near the minimum)."""
+
+    max_tries = 40
+
+    def random_valid_sample(self, constraint: float) -> tuple[dict[str, Any], float]:
+        for _ in range(self.max_tries):  # each try is OFA's own sampler with an always-met constraint
+            sample, eff = EvolutionFinder.random_valid_sample(self, math.inf)
+            if eff <= constraint:
+                return sample, eff
+        return _shrink(sample, self.efficiency_predictor.get_efficiency, constraint, self.arch_manager)
+
+    def mutate_sample(self, sample: dict[str, Any], constraint: float) -> tuple[dict[str, Any], float]:
+        for _ in range(self.max_tries):
+            new, eff = EvolutionFinder.mutate_sample(self, sample, math.inf)
+            if eff <= constraint:
+                return new, eff
+        return copy.deepcopy(sample), self.efficiency_predictor.get_efficiency(sample)
+
+    def crossover_sample(self, sample1: dict[str, Any], sample2: dict[str, Any], constraint: float
+                         ) -> tuple[dict[str, Any], float]:
+        for _ in range(self.max_tries):
+            new, eff = EvolutionFinder.crossover_sample(self, sample1, sample2, math.inf)
+            if eff <= constraint:
+                return new, eff
+        return copy.deepcopy(sample1), self.efficiency_predictor.get_efficiency(sample1)
+
+
+def _shrink(sample: dict[str, Any], efficiency: Callable[[dict[str, Any]], float], constraint: float,
+            encoder: MobileNetArchEncoder) -> tuple[dict[str, Any], float]:
+    """Lower one random dimension at a time (resolution, a depth, a kernel, an expand) until it fits."""
+    sample = copy.deepcopy(sample)
+    sizes = sorted(encoder.image_size_list)
+    while True:
+        eff = efficiency(sample)
+        if eff <= constraint:
+            return sample, eff
+        options: list[tuple[str, int]] = []
+        if sample["image_size"] > sizes[0]:
+            options.append(("image_size", -1))
+        options += [("d", i) for i, v in enumerate(sample["d"]) if v > min(DEPTH_CHOICES)]
+        options += [("ks", i) for i, v in enumerate(sample["ks"]) if v > min(KERNEL_CHOICES)]
+        options += [("e", i) for i, v in enumerate(sample["e"]) if v > min(EXPAND_CHOICES)]
+        if not options:
+            raise SearchError(f"latency constraint {constraint:.3f} ms is below the smallest sub-network "
+                              f"({eff:.3f} ms)")
+        field, i = random.choice(options)
+        if field == "image_size":
+            sample["image_size"] = sizes[sizes.index(sample["image_size"]) - 1]
+        else:
+            choices = {"d": DEPTH_CHOICES, "ks": KERNEL_CHOICES, "e": EXPAND_CHOICES}[field]
+            sample[field][i] = choices[choices.index(sample[field][i]) - 1]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the global RNGs OFA's search code draws from, and give the caller's state back afterwards."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+# ---------------------------------------------------------------------- search
+def latency_bounds(model: LatencyModel, resolutions: Sequence[int] = SEARCH_RESOLUTIONS) -> tuple[float, float]:
+    """Predicted latency of the smallest and the largest sub-network of the space."""
+    return model.predict(smallest_arch(min(resolutions))), model.predict(largest_arch(max(resolutions)))
+
+
+def bin_edges(lo: float, hi: float, n: int) -> list[float]:
+    """n geometric bins from lo to hi (latency scales multiplicatively across the space)."""
+    return [lo * (hi / lo) ** (i / n) for i in range(n + 1)]
+
+
+def evolve(predictor: AccuracyPredictor, latency_model: LatencyModel, settings: SearchSettings,
+           log: Callable[[str], None] = lambda _msg: None) -> tuple[list[Candidate], int]:
+    """Evolution per latency bin: the best ``per_bin`` archived candidates of each bin, and how many
+    distinct architectures were evaluated."""
+    archive = _Archive()
+    acc = _AccuracyAdapter(predictor, archive, settings.resolutions)
+    lat = _LatencyAdapter(latency_model, archive)
+    lo, hi = latency_bounds(latency_model, settings.resolutions)
+    if not 0 < lo < hi:
+        raise SearchError(f"latency model {latency_model.name} gives no usable range: smallest {lo}, largest {hi}")
+    edges = bin_edges(lo, hi, settings.n_bins)
+    finder = _BoundedEvolutionFinder(lat, acc, population_size=settings.population,
+                                     max_time_budget=settings.budget)
+    with _seeded(settings.seed), contextlib.redirect_stdout(io.StringIO()):
+        for b in range(settings.n_bins):
+            _, best = finder.run_evolution_search(edges[b + 1], verbose=False)
+            if best is not None:
+                log(f"bin {b + 1}/{settings.n_bins} ≤ {edges[b + 1]:.2f} ms: best predicted top-1 {best[0]:.2f} % "
+                    f"({len(archive.top1)} candidates evaluated so far)")
+    pool = archive.candidates()
+    chosen: list[Candidate] = []
+    for b in range(settings.n_bins):
+        low = -math.inf if b == 0 else edges[b]
+        inside = [c for c in pool if low < c.predicted_ms <= edges[b + 1] * (1 + 1e-9)]
+        inside.sort(key=lambda c: (-c.top1, c.predicted_ms, c.key))
+        chosen += inside[:settings.per_bin]
+    return chosen, len(pool)
+
+
+def pareto(cands: Sequence[Candidate], measured: bool = True) -> list[Candidate]:
+    """Candidates not dominated in (latency, predicted accuracy), sorted by latency."""
+    def ms(c: Candidate) -> float:
+        return c.measured_ms if measured and c.measured_ms is not None else c.predicted_ms
+
+    ranked = sorted(cands, key=lambda c: (ms(c), -c.top1, c.key))
+    front: list[Candidate] = []
+    for c in ranked:
+        if not front or c.top1 > front[-1].top1:
+            front.append(c)
+    return front
+
+
+def select_levels(front: Sequence[Candidate], k: int, measured: bool = True) -> list[Candidate]:
+    """K front points spanning its latency range: geometric targets, fastest and most accurate kept."""
+    front = list(front)
+    if len(front) <= k:
+        return front
+    lat = [math.log(c.measured_ms if measured and c.measured_ms is not None else c.predicted_ms) for c in front]
+    chosen = {0, len(front) - 1}
+    for j in range(1, k - 1):
+        target = lat[0] + (lat[-1] - lat[0]) * j / (k - 1)
+        free = [i for i in range(len(front)) if i not in chosen]
+        chosen.add(min(free, key=lambda i: (abs(lat[i] - target), i)))
+    return [front[i] for i in sorted(chosen)]
+
+
+def to_levels(cands: Sequence[Candidate], profile: str, accuracy: Sequence[Accuracy] | None = None) -> list[Level]:
+    """Family levels; latency from the measurement if there is one, else from the prediction."""
+    out = []
+    for i, c in enumerate(cands):
+        a = canonical(c.arch)
+        acc = accuracy[i] if accuracy is not None else Accuracy(round(c.top1, 3), "predicted", PREDICTED_NOTE)
+        ms = c.measured_ms if c.measured_ms is not None else c.predicted_ms
+        out.append(Level(tuple(a["ks"]), tuple(a["e"]), tuple(a["d"]), a["r"], acc, {profile: round(ms, 3)}))
+    return out
+
+
+def make_family(name: str, supernet: str, cands: Sequence[Candidate], profile: str, provenance: str,
+                accuracy: Sequence[Accuracy] | None = None, log: Callable[[str], None] = lambda _msg: None
+                ) -> SubnetFamily:
+    """A validated family sorted by ``profile``; levels another level dominates are dropped (and logged).
+
+    After the final, longer re-measurement, noise can swap two close levels, and measured accuracy can
+    disagree with the predictor's ranking (once-for-all #53); a dominated level is never worth switching to.
+    """
+    levels = to_levels(cands, profile, accuracy)
+    front = pareto_front(levels, profile)
+    for lv in levels:
+        if lv not in front:
+            log(f"dropped a dominated level: r={lv.r}, {lv.latency_ms[profile]:.2f} ms, {lv.accuracy.label()}")
+    fam = SubnetFamily(name=name, supernet=supernet, levels=front, reference_profile=profile, provenance=provenance)
+    validate(fam, name)
+    return fam
+
+
+@dataclass
+class BuildResult:
+    """A built family and what it took: the numbers ``build_family`` prints."""
+
+    family: SubnetFamily
+    evaluated: int
+    remeasured: int
+    front: int
+    final: list[Candidate] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def model_errors(self) -> list[float]:
+        """Relative error of the search's latency model on the final levels (measured ones only)."""
+        return relative_errors([c.predicted_ms for c in self.final if c.measured_ms],
+                               [c.measured_ms for c in self.final if c.measured_ms])
+
+
+class Meter(Protocol):
+    """Measures architectures on the device (``device_latency.DeviceMeter``)."""
+
+    def measure(self, archs: Sequence[Arch], *, warmup: int = 3, runs: int = 15) -> list[Any]: ...
+
+
+def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, settings: SearchSettings, *,
+                 name: str, supernet: str, profile: str, provenance: str, meter: Meter | None = None,
+                 remeasure_runs: int = 10, final_runs: int = 30,
+                 accuracy_fn: Callable[[list[Arch]], list[Accuracy]] | None = None,
+                 log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
+    """Search, re-measure per bin, take the front, pick K levels, measure them again, make the family.
+
+    Without a ``meter`` nothing is measured: latencies are the model's (for a device one only has a
+    table for), and ``profile`` should say so.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cands, evaluated = evolve(predictor, latency_model, settings, log)
+    seconds["search"] = time.perf_counter() - t0
+    measured = meter is not None
+    if meter is not None:
+        t0 = time.perf_counter()
+        log(f"re-measuring {len(cands)} candidates on this device ({remeasure_runs} interleaved runs each)")
+        timings = meter.measure([c.arch for c in cands], runs=remeasure_runs)
+        cands = [replace(c, measured_ms=t.p50_ms) for c, t in zip(cands, timings, strict=True)]
+        seconds["remeasure"] = time.perf_counter() - t0
+    front = pareto(cands, measured=measured)
+    chosen = select_levels(front, settings.levels, measured=measured)
+    if meter is not None:
+        t0 = time.perf_counter()
+        log(f"final measurement of {len(chosen)} levels ({final_runs} interleaved runs each)")
+        timings = meter.measure([c.arch for c in chosen], runs=final_runs)
+        chosen = [replace(c, measured_ms=t.p50_ms) for c, t in zip(chosen, timings, strict=True)]
+        seconds["final"] = time.perf_counter() - t0
+    accuracy = accuracy_fn([c.arch for c in chosen]) if accuracy_fn else None
+    fam = make_family(name, supernet, chosen, profile, provenance, accuracy, log)
+    return BuildResult(fam, evaluated, len(cands) if measured else 0, len(front), chosen, seconds)

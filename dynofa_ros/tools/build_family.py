@@ -1,0 +1,247 @@
+"""``build_family``: the offline stage, a sub-network family for the device this runs on.
+
+    build_family --latency-model lut-measured --levels 6 --seed 0 --out config/families/generic_cpu.json
+    build_family --latency-model lut-xavier-nx-gpu --no-measure --out nx_gpu.json   # a table, no device
+    build_family --latency-model measure --budget 4 --population 16 --out f.json     # slow, no table
+
+Latency models: ``lut-xavier-nx-cpu`` / ``lut-xavier-nx-gpu`` (the Dynamic-OFA authors' per-layer tables),
+``lut-measured`` (a per-layer table measured here, each distinct layer once, saved to --lut-dir and
+reused next time), ``measure`` (every candidate run on this device). Table models are fitted to a few
+whole networks measured here (--calibrate N) unless --no-measure. Accuracy is the OFA predictor's
+(labelled ``predicted``) unless --weights and --val-dir are given (then ``measured``).
+See docs/offline_stage.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import family as fm
+from ..accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError, measure_top1
+from ..device_latency import BACKENDS, DeviceMeter, MeasureError, onnxruntime_offered
+from ..latency_model import (
+    LUT_SUPERNET,
+    SEARCH_RESOLUTIONS,
+    SHIPPED_LUTS,
+    CachedLatencyModel,
+    LatencyModel,
+    LatencyModelError,
+    LutLatencyModel,
+    calibrate,
+    lut_file,
+    relative_errors,
+    write_lut,
+)
+from ..search import DEFAULT_SUPERNET, SearchError, SearchSettings, arch_key, build_family
+
+LATENCY_MODELS = ("lut-xavier-nx-cpu", "lut-xavier-nx-gpu", "lut-measured", "measure")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="build_family", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--latency-model", choices=LATENCY_MODELS, default="lut-measured")
+    p.add_argument("--levels", type=int, default=6, help="K, levels in the family (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=60, help="evolution generations per latency bin (default 60)")
+    p.add_argument("--population", type=int, default=64, help="evolution population (default 64)")
+    p.add_argument("--bins", type=int, default=None, help="latency bins (default 2 x levels)")
+    p.add_argument("--per-bin", type=int, default=3, help="best candidates per bin re-measured (default 3)")
+    p.add_argument("--out", required=True, help="family JSON file to write")
+    p.add_argument("--name", default=None, help="family name (default: the --out file stem)")
+    p.add_argument("--supernet", default=DEFAULT_SUPERNET, choices=sorted(fm.SUPERNETS))
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="what runs the measurements (auto: onnxruntime if dynofa_ros.backends offers it)")
+    p.add_argument("--profile-name", default=None, help="latency profile name (default generic_cpu/<backend>)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--lut", default=None, metavar="DIR",
+                   help="use this per-layer table directory (<r>_lookup_table.json) instead of the named model's")
+    p.add_argument("--lut-dir", default=None, metavar="DIR",
+                   help="lut-measured: where the measured table is read from / written to "
+                        "(default cache/latency_lut/<profile device>)")
+    p.add_argument("--calibrate", type=int, default=8, metavar="N",
+                   help="fit table models to N whole networks measured here (0: raw table; default 8)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="table models only: measure nothing here, latencies are the table's (profile '<name>/lut')")
+    p.add_argument("--remeasure-runs", type=int, default=10)
+    p.add_argument("--final-runs", type=int, default=30)
+    p.add_argument("--predictor", default=str(PREDICTOR_FILE), help="accuracy predictor state dict (.pth)")
+    p.add_argument("--weights", default=None, help="supernet checkpoint: with --val-dir, accuracy is measured")
+    p.add_argument("--val-dir", default=None, help="labelled images, ImageFolder layout (needs --weights)")
+    p.add_argument("--val-limit", type=int, default=None, help="at most this many validation images")
+    args = p.parse_args(argv)
+    if (args.weights is None) != (args.val_dir is None):
+        p.error("--weights and --val-dir go together (measured accuracy needs both)")
+    if args.no_measure and args.latency_model in ("lut-measured", "measure"):
+        p.error(f"--no-measure cannot be used with --latency-model {args.latency_model}")
+    if args.levels < 2:
+        p.error("--levels must be at least 2")
+    return args
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_text() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
+    try:
+        return _run(args, log, t_start)
+    except (LatencyModelError, PredictorError, MeasureError, SearchError, fm.FamilyError, OSError, ValueError) as exc:
+        print(f"build_family: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -> int:
+    predictor = AccuracyPredictor(args.predictor)
+    table_model = args.latency_model != "measure"
+    if table_model and args.supernet != LUT_SUPERNET:
+        raise LatencyModelError(f"per-layer tables hold the layer shapes of {LUT_SUPERNET}; for {args.supernet} use "
+                                "--latency-model measure")
+    backend = args.backend
+    if backend == "auto":
+        backend = "onnxruntime" if onnxruntime_offered() else "torch"
+    device = "generic_cpu"
+    meter = None
+    if not args.no_measure:
+        meter = DeviceMeter(args.supernet, backend=backend, threads=args.threads, seed=args.seed)
+        log(f"measuring with {backend}, {meter.threads} threads on {cpu_name()} ({load_text()})")
+    profile = args.profile_name or (f"{args.latency_model.removeprefix('lut-')}/lut" if args.no_measure
+                                    else f"{device}/{backend}")
+    notes: list[str] = []
+
+    # ------------------------------------------------------------- latency model
+    model: LatencyModel
+    if args.latency_model == "measure":
+        assert meter is not None
+        model = CachedLatencyModel(lambda a: meter.measure_one(a), f"direct measurement ({backend})", arch_key)
+        notes.append(f"latency model: every candidate measured directly ({backend}, median of 7)")
+    else:
+        if args.lut:
+            lut_dir = Path(args.lut)
+            lut_name = lut_dir.name
+        elif args.latency_model == "lut-measured":
+            lut_dir = Path(args.lut_dir or Path("cache/latency_lut") / device)
+            lut_name = f"{device} (measured here)"
+            missing = [r for r in SEARCH_RESOLUTIONS if not lut_file(lut_dir, r).is_file()]
+            if missing:
+                assert meter is not None
+                log(f"profiling each distinct layer once at {len(missing)} resolutions → {lut_dir}")
+                meter_t = DeviceMeter(args.supernet, backend="torch", threads=args.threads, seed=args.seed) \
+                    if meter.backend != "torch" else meter
+                tables = meter_t.profile_layers(missing, progress=log)
+                for r, table in tables.items():
+                    write_lut(lut_file(lut_dir, r), table)
+            else:
+                log(f"re-using the per-layer table measured earlier in {lut_dir}")
+        else:
+            lut_dir = SHIPPED_LUTS[args.latency_model]
+            lut_name = lut_dir.name
+        base = LutLatencyModel.from_dir(lut_dir, lut_name)
+        model = base
+        notes.append(f"latency model: per-layer table {lut_name} ({lut_dir})")
+        if meter is not None and args.calibrate > 0:
+            log(f"calibrating the table on {args.calibrate} whole networks measured here")
+            model, raw, measured = calibrate(base, meter, args.calibrate, seed=args.seed)
+            cal = model.calibration
+            err = statistics.median(relative_errors(raw, measured)) * 100
+            log(f"calibration: measured ≈ {cal.scale:.4f} x table + {cal.offset:.3f} ms "
+                f"(raw table median error {err:.1f} % on those networks)")
+            notes.append(f"calibrated: ms = {cal.scale:.4f} x table + {cal.offset:.3f} on {cal.points} networks")
+
+    # ------------------------------------------------------------- accuracy
+    accuracy_fn = None
+    if args.weights:
+        def accuracy_fn(archs: list[dict]) -> list[fm.Accuracy]:
+            results = measure_top1(args.supernet, args.weights, archs, args.val_dir, limit=args.val_limit)
+            return [fm.Accuracy(round(top1, 3), "measured", note) for top1, note in results]
+
+    settings = SearchSettings(levels=args.levels, seed=args.seed, budget=args.budget, population=args.population,
+                              bins=args.bins, per_bin=args.per_bin)
+    log(f"search: {settings.n_bins} latency bins x {settings.budget} generations x population "
+        f"{settings.population}, seed {settings.seed}")
+    name = args.name or Path(args.out).stem
+    result = build_family(predictor, model, settings, name=name, supernet=args.supernet, profile=profile,
+                          provenance="", meter=meter, remeasure_runs=args.remeasure_runs,
+                          final_runs=args.final_runs, accuracy_fn=accuracy_fn, log=log)
+    fam = result.family
+    total = time.perf_counter() - t_start
+
+    # ------------------------------------------------------------- report
+    print()
+    print(f"{'level':>5} {'res':>4} {'depths':>15} {'top-1 %':>8} {'source':>9} {'predicted ms':>12} "
+          f"{'measured ms':>11} {'error':>6}")
+    by_key = {arch_key(c.arch): c for c in result.final}
+    for i, lv in enumerate(fam.levels):
+        c = by_key[arch_key(lv.arch())]
+        meas = f"{c.measured_ms:11.2f}" if c.measured_ms else f"{'-':>11}"
+        err = f"{abs(c.predicted_ms - c.measured_ms) / c.measured_ms * 100:5.1f}%" if c.measured_ms else f"{'-':>6}"
+        print(f"{i:>5} {lv.r:>4} {lv.d!s:>15} {lv.accuracy.top1:8.2f} {lv.accuracy.source:>9} "
+              f"{c.predicted_ms:12.2f} {meas} {err}")
+    lat = fam.latencies()
+    errors = result.model_errors()
+    print()
+    print(f"latency range {lat[0]:.2f} → {lat[-1]:.2f} ms ({lat[-1] / lat[0]:.2f}x) on profile {profile}")
+    if errors:
+        print(f"latency model error on the final levels: median {statistics.median(errors) * 100:.1f} %, "
+              f"max {max(errors) * 100:.1f} % ({model.name})")
+    print(f"{result.evaluated} architectures evaluated, {result.remeasured} re-measured, front of {result.front}; "
+          f"built in {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())}); {load_text()}")
+
+    import torch
+
+    prov = [f"Built by `build_family` (dynofa_ros offline stage) on {cpu_name()}, {platform.system()} "
+            f"{platform.machine()}, torch {torch.__version__}" + (f", {meter.threads} threads" if meter else "") + ".",
+            f"Search: OFA regularised evolution, {settings.n_bins} geometric latency bins x {settings.budget} "
+            f"generations x population {settings.population}, seed {settings.seed}; {result.evaluated} "
+            f"architectures evaluated, best {settings.per_bin} per bin re-measured, Pareto front of "
+            f"{result.front}, {len(fam)} levels spanning it.",
+            *[n + "." for n in notes]]
+    if meter is not None:
+        prov.append(f"Latency {profile}: median of {args.final_runs} interleaved runs per level, batch 1, "
+                    f"{backend} static sub-networks, random weights ({load_text()} at the end of the build).")
+        if errors:
+            prov.append(f"Latency model error on these levels: median {statistics.median(errors) * 100:.1f} %.")
+    else:
+        prov.append(f"Latency {profile}: PREDICTED from the per-layer table, not measured on a device.")
+    if args.weights:
+        prov.append("Accuracy: measured top-1 on the given validation images (see each level's note).")
+    else:
+        prov.append("Accuracy: PREDICTED by the OFA accuracy predictor (OFA held-out split; reads about 4-6 "
+                    "points above ImageNet val top-1). Use it to rank levels, not as ImageNet accuracy.")
+    fam.provenance = " ".join(prov)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fam.save(out)
+    print(f"wrote {len(fam)} levels to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
