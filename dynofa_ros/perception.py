@@ -158,6 +158,7 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
         raise ConfigError(f"parameter weights_path: {cfg.weights_path!r} is not a file ('' runs random weights)")
     try:
         model = DynamicOFA(family, **kwargs)
+        warm_up(model)
         model.switch(cfg.initial_level)
     except WeightsError as exc:
         raise ConfigError(f"parameter weights_path: {exc}") from None
@@ -166,6 +167,17 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     except (fm.FamilyError, LevelError) as exc:
         raise ConfigError(f"parameter family_file: {exc}") from None
     return model
+
+
+def warm_up(model: Any) -> None:
+    """One inference per level on a blank frame: the first frame pays no one-off cost (class-name table,
+    allocator and backend arenas), so the first camera frames are not dropped behind it."""
+    import numpy as np
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    for level in range(model.num_levels):
+        model.switch(level)
+        model.infer(frame)
 
 
 # ---------------------------------------------------------------------- messages

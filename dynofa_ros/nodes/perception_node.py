@@ -19,6 +19,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -313,7 +314,7 @@ def run(node_factory: Callable[[], Node]) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ConfigError as exc:
+    except (ConfigError, ParameterException) as exc:
         (node.get_logger() if node else rclpy.logging.get_logger("perception_node")).fatal(
             f"configuration error: {exc}")
         print(f"perception_node: configuration error: {exc}", file=sys.stderr)
