@@ -1,0 +1,205 @@
+"""manager_node + dvfs_node + monitor_node as real processes over real DDS, on a Xavier NX sysfs tree.
+
+Run through ``scripts/test.sh test/test_manager_graph.py`` (loopback-only network namespace). The test plays
+the perception node: it publishes the level it "runs" (the manager's last command) and a latency 1.5× the
+profile at the commanded clocks. Expected commands come from the pure policy fed the same story, so the
+test checks the wiring (topics, QoS, parameters, units) and that the processes agree with the core. Every
+wait is bounded; nothing asserts on wall-clock durations.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
+from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
+
+from dynofa_ros import sim
+from dynofa_ros.platforms import XAVIER_NX
+from dynofa_ros.policy import LatencySample, PolicyConfig, PolicyInputs, make_policy
+
+WAIT = 30.0
+SLOWDOWN = 1.5
+MANAGER_PARAMS = {"min_dwell_s": 0.0, "freq_min_dwell_s": 0.0, "slowdown_smoothing": 1.0, "slowdown_rise": 1.0,
+                  "stale_timeout_s": 600.0, "decision_rate_hz": 10.0}
+
+
+def _policy():
+    cfg = PolicyConfig(**{k: v for k, v in MANAGER_PARAMS.items() if k != "decision_rate_hz"})
+    return make_policy("joint", sim.reference_levels(), XAVIER_NX.cpu_khz, XAVIER_NX.gpu_hz, cfg, XAVIER_NX.cpu,
+                       XAVIER_NX.gpu)
+
+
+def settle(p, target: float, t0: float) -> tuple[tuple[int, int, int], float]:
+    """Feed the pure policy SLOWDOWN× latencies at its own commanded clocks until its decision is stable."""
+    last = None
+    for k in range(1, 50):
+        t = t0 + k
+        s = LatencySample(p.predict_ms(p.state.level, p.state.cpu, p.state.gpu, slowdown=SLOWDOWN), p.state.level, t)
+        d = p.decide(PolicyInputs(now=t + 0.5, target_latency_ms=target, latencies=(s,)))
+        if (d.level, d.cpu_freq_khz, d.gpu_freq_hz) == last:
+            return last, t + 1
+        last = (d.level, d.cpu_freq_khz, d.gpu_freq_hz)
+    raise AssertionError("the pure policy does not settle; the graph test would prove nothing")
+
+
+def _commands(level_cmd: Any, cpu_cmd: Any, gpu_cmd: Any) -> tuple[Any, Any, Any]:
+    return _last(level_cmd), _last(cpu_cmd), _last(gpu_cmd)
+
+
+def _wait_commands(cols: tuple[Any, Any, Any], want: tuple[int, int, int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _commands(*cols) == want:
+            return True
+        time.sleep(0.05)
+    return _commands(*cols) == want
+
+
+def _read(root: Path, rel: str) -> str:
+    return (root / rel).read_text().strip()
+
+
+def _wait_file(root: Path, rel: str, value: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _read(root, rel) == value:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _last(col: Any) -> Any:
+    msgs = col.snapshot()
+    return msgs[-1].data if msgs else None
+
+
+def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import BatteryState, Temperature
+    from std_msgs.msg import Float32, UInt8, UInt32, UInt64
+
+    root = make_xavier_nx(tmp_path / "sysfs")
+    original = snapshot(root)
+    env = ros_env(domain_id)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    manager_args = [a for k, v in MANAGER_PARAMS.items() for a in ("-p", f"{k}:={v}")]
+    dvfs = NodeProcess("dvfs_node", ["-p", f"sysfs_root:={root}"], env=env, name="dvfs_node")
+    monitor = NodeProcess("monitor_node", ["-p", f"sysfs_root:={root}", "-p", "rate_hz:=5.0"], env=env,
+                          name="monitor_node")
+    manager = NodeProcess("manager_node", manager_args, env=env, name="manager_node")
+    with dvfs, monitor, manager, RosProbe(domain_id, "manager_probe") as probe:
+        level_cmd = probe.collect("dynofa/subnet_cmd", UInt8, latched)
+        cpu_cmd = probe.collect("dynofa/cpu_freq_cmd", UInt32, latched)
+        gpu_cmd = probe.collect("dynofa/gpu_freq_cmd", UInt64, latched)
+        diags = probe.collect("/diagnostics", DiagnosticArray, 50)
+        cpu_temp = probe.collect("thermal/cpu", Temperature, 10)
+        target = probe.publisher("dynofa/target_latency_ms", Float32, 10)
+        latency = probe.publisher("dynofa/inference_latency_ms", Float32, 10)
+        active = probe.publisher("dynofa/active_level", UInt8, latched)
+        battery = probe.publisher("battery_state", BatteryState, 10)
+        latched10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                               durability=DurabilityPolicy.TRANSIENT_LOCAL)  # a burst of bad messages, none lost
+        cpu_bad = probe.publisher("dynofa/cpu_freq_cmd", UInt32, latched10)
+        active_bad = probe.publisher("dynofa/active_level", UInt8, latched10)
+        temp_bad = probe.publisher("thermal/gpu", Temperature, 10)
+        for pub in (target, latency, active, battery):
+            assert probe.wait_for_subscribers(pub, 1, WAIT), f"manager never subscribed {pub.topic_name}\n" \
+                                                             f"{manager.output()}"
+
+        # 1. a target: level and clocks from the profile (no feedback yet), applied to sysfs by dvfs_node
+        p = _policy()
+        exp1 = p.decide(PolicyInputs(now=0.0, target_latency_ms=100.0))
+        assert exp1.level == 5 and exp1.cpu_freq_khz < XAVIER_NX.cpu_khz[-1]
+        target.publish(Float32(data=100.0))
+        cols = (level_cmd, cpu_cmd, gpu_cmd)
+        want1 = (exp1.level, exp1.cpu_freq_khz, exp1.gpu_freq_hz)
+        assert _wait_commands(cols, want1, WAIT), f"want {want1}, got {_commands(*cols)}\n{manager.output()}"
+        assert _wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(exp1.cpu_freq_khz), WAIT), dvfs.output()
+        assert _read(root, f"{CPUFREQ}/policy4/scaling_governor") == "userspace"
+        assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
+        assert _read(root, f"{GPU_DEVFREQ}/min_freq") == str(exp1.gpu_freq_hz)
+
+        # 2. latency feedback: the platform runs 1.5x slower than profiled. The test plays perception, and
+        # reports a latency only once the clocks it ran under have been stable for a while (as a real frame
+        # would), so the manager and the pure policy see the same story.
+        stop = threading.Event()
+
+        def perception() -> None:
+            fam = sim.reference_levels()
+            seen, since = None, time.monotonic()
+            while not stop.wait(0.05):
+                now_cmds = _commands(*cols)
+                if now_cmds != seen:
+                    seen, since = now_cmds, time.monotonic()
+                    continue
+                lvl, c, g = now_cmds
+                if lvl is None or c is None or g is None or time.monotonic() - since < 0.4:
+                    continue
+                f = 0.1 + 0.2 * XAVIER_NX.cpu_khz[-1] / c + 0.7 * XAVIER_NX.gpu_hz[-1] / g
+                active.publish(UInt8(data=lvl))
+                latency.publish(Float32(data=SLOWDOWN * fam[lvl].latency_ms * f))
+
+        feeder = threading.Thread(target=perception, daemon=True)
+        feeder.start()
+        try:
+            want2, t = settle(p, 100.0, 1.0)
+            assert _wait_commands(cols, want2, WAIT), f"want {want2}, got {_commands(*cols)}\n{manager.output()}"
+            want2, t = settle(p, 80.0, t)   # a tighter target, same slowdown
+            assert want2[0] < 5
+            target.publish(Float32(data=80.0))
+            assert _wait_commands(cols, want2, WAIT), f"want {want2}, got {_commands(*cols)}\n{manager.output()}"
+
+            # 3. bad input on every subscriber, in the same run: dropped with a warning, nodes keep running
+            n_diag = len(diags.snapshot())
+            for bad in (math.nan, -5.0, 1e9):
+                latency.publish(Float32(data=bad))
+                target.publish(Float32(data=bad))
+            assert probe.wait_for_subscribers(active_bad, 1, WAIT)
+            active_bad.publish(UInt8(data=200))
+            battery.publish(BatteryState(percentage=57.0))  # 0..100 instead of 0..1
+            temp_bad.publish(Temperature(temperature=math.nan))
+            assert probe.wait_for_subscribers(cpu_bad, 1, WAIT)
+            cpu_bad.publish(UInt32(data=4_000_000_000))  # far above the Xavier NX range
+            assert manager.wait_for_output("'dynofa/target_latency_ms': latency target nan", WAIT), manager.output()
+            assert manager.wait_for_output("'dynofa/active_level': level 200 is unknown", WAIT)
+            assert manager.wait_for_output("'battery_state': battery percentage 57", WAIT)
+            assert manager.wait_for_output("'thermal/gpu': temperature nan", WAIT)
+            assert dvfs.wait_for_output("'dynofa/cpu_freq_cmd': 4000000000 kHz is outside", WAIT), dvfs.output()
+            assert diags.wait_until(lambda m: len(m) > n_diag + 2, WAIT)
+            # the targets that were dropped did not change the decision
+            assert _wait_commands(cols, want2, WAIT), f"want {want2}, got {_commands(*cols)}"
+            assert manager.alive() and dvfs.alive() and monitor.alive()
+
+            # 4. thermal hard limit through the monitor: the CPU zone file reads 95 °C
+            assert cpu_temp.wait_for(1, WAIT), monitor.output()
+            assert cpu_temp.snapshot()[-1].temperature == pytest.approx(45.5)
+            put(root, "sys/class/thermal/thermal_zone1/temp", 95000)
+            want3 = (0, XAVIER_NX.cpu_khz[0], XAVIER_NX.gpu_hz[0])
+            assert _wait_commands(cols, want3, WAIT), f"want {want3}, got {_commands(*cols)}\n{manager.output()}"
+            assert _wait_file(root, f"{CPUFREQ}/policy2/scaling_setspeed", str(XAVIER_NX.cpu_khz[0]), WAIT)
+            assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(XAVIER_NX.gpu_hz[0]), WAIT)
+            assert diags.wait_until(lambda m: any(
+                diagnostic_values(a, "dynofa manager").get("mode") == "thermal_hard" for a in m), WAIT)
+        finally:
+            stop.set()
+            feeder.join(5.0)
+
+        # 5. SIGINT: dvfs_node exits cleanly and puts every file back
+        assert dvfs.stop() == 0, dvfs.output()
+        assert "clocks restored" in dvfs.output()
+        after = snapshot(root)
+        for n in (0, 2, 4):  # the kernel resets scaling_setspeed itself when the governor changes back
+            after.pop(f"{CPUFREQ}/policy{n}/scaling_setspeed")
+            original.pop(f"{CPUFREQ}/policy{n}/scaling_setspeed")
+        after.pop("sys/class/thermal/thermal_zone1/temp")
+        original.pop("sys/class/thermal/thermal_zone1/temp")
+        assert after == original
+        assert manager.stop() == 0, manager.output()
+        assert monitor.stop() == 0, monitor.output()
