@@ -1,0 +1,201 @@
+"""The perception node's pure parts, without rclpy: slots, fairness, stage timing, config checks, the worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dynofa_ros.frame_slots import FrameSlots
+from dynofa_ros.image_codec import encode_image
+from dynofa_ros.perception import (
+    ConfigError,
+    KeyedThrottle,
+    PerceptionConfig,
+    Pipeline,
+    camera_topic,
+    check_cameras,
+    classification_json,
+    incompatible_qos_message,
+    load_family,
+    resolve_family_path,
+)
+from dynofa_ros.stage_timing import STAGES, StageTiming
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_slot_keeps_only_the_newest_frame_and_counts_drops() -> None:
+    slots = FrameSlots(["a"])
+    assert slots.put(0, "f1") is False
+    assert slots.put(0, "f2") is True
+    assert slots.put(0, "f3") is True
+    frame = slots.take(threading.Event(), timeout=0.01)
+    assert frame is not None and frame.payload == "f3"
+    assert slots.take(threading.Event(), timeout=0.01) is None
+    st = slots.stats()[0]
+    assert (st.received, st.dropped) == (3, 2)
+
+
+def test_stream_waiting_longest_is_served_first_so_a_slow_stream_is_never_starved() -> None:
+    clock = FakeClock()
+    slots = FrameSlots(["fast", "slow"], clock=clock)
+    stop = threading.Event()
+    served = []
+    for tick in range(60):
+        clock.t = tick / 60
+        slots.put(0, f"fast{tick}")          # fast stream: a frame every tick
+        if tick % 6 == 0:
+            slots.put(1, f"slow{tick}")      # slow stream: every 6th tick
+        if tick % 2 == 0:                    # the worker takes one frame every other tick
+            frame = slots.take(stop, timeout=0)
+            served.append(frame.payload)
+    slow_sent = 10
+    assert sum(p.startswith("slow") for p in served) == slow_sent
+    # The fast stream still gets the rest, always its newest frame.
+    assert all(p == f"fast{int(p[4:])}" for p in served if p.startswith("fast"))
+
+
+def test_take_returns_on_stop() -> None:
+    slots = FrameSlots(["a"])
+    stop = threading.Event()
+    stop.set()
+    assert slots.take(stop, timeout=5.0) is None
+
+
+def test_stage_timing_percentiles_and_age_is_the_sum() -> None:
+    timing = StageTiming(window=100)
+    for i in range(100):
+        timing.add({s: float(i) for s in STAGES})
+    table = timing.percentiles()
+    assert set(table) == {*STAGES, "age"}
+    assert table["inference"][0] == pytest.approx(49.5)
+    assert table["age"][0] == pytest.approx(49.5 * len(STAGES))
+    assert "p90" in timing.table().splitlines()[0]
+
+
+def test_keyed_throttle_logs_first_then_suppresses_with_count() -> None:
+    clock = FakeClock()
+    throttle = KeyedThrottle(period_s=10, clock=clock)
+    assert throttle.check("a") == 0
+    assert throttle.check("a") is None
+    assert throttle.check("b") == 0
+    clock.t = 11
+    assert throttle.check("a") == 1
+
+
+def test_config_checks_name_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="parameter device: 'tpu'; allowed"):
+        PerceptionConfig(device="tpu").check()
+    with pytest.raises(ConfigError, match="parameter backend"):
+        PerceptionConfig(backend="tensorflow").check()
+    with pytest.raises(ConfigError, match="parameter fp16"):
+        PerceptionConfig(device="cpu", fp16=True).check()
+    with pytest.raises(ConfigError, match="duplicate"):
+        check_cameras(["a", "a"])
+    with pytest.raises(ConfigError, match="not a valid name"):
+        check_cameras(["front/left"])
+    assert camera_topic("", "image_raw") == "image_raw"
+    assert camera_topic("rear", "dynofa/classification") == "rear/dynofa/classification"
+
+
+def test_family_path_resolution_and_initial_level(tmp_path: Path) -> None:
+    rel = "config/families/xavier_nx_six_levels.json"
+    assert resolve_family_path(rel, None, REPO) == REPO / rel
+    assert resolve_family_path(rel, str(REPO), "/nonexistent") == REPO / rel
+    with pytest.raises(ConfigError, match=r"parameter family_file: 'nope.json' not found"):
+        resolve_family_path("nope.json", str(tmp_path), tmp_path)
+    with pytest.raises(ConfigError, match=r"parameter initial_level: 9 .* allowed: 0\.\.5"):
+        load_family(PerceptionConfig(family_file=str(REPO / rel), initial_level=9), None)
+
+
+def test_classification_json_carries_stamp_frame_and_topk() -> None:
+    res = SimpleNamespace(level=2, total_ms=3.5,
+                          predictions=[SimpleNamespace(index=7, name="cock", probability=0.5)])
+    out = json.loads(classification_json(12, 34, "cam", "front", res, True))
+    assert out == {"stamp": {"sec": 12, "nanosec": 34}, "frame_id": "cam", "camera": "front", "level": 2,
+                   "weights": "random", "model_ms": 3.5, "top_k": [{"index": 7, "name": "cock", "prob": 0.5}]}
+    assert "publish with reliability RELIABLE" in incompatible_qos_message("/x", "RELIABILITY", "reliable")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real DynamicOFA on two levels (smallest and largest of the Xavier NX six), one thread."""
+    from dynofa_ros import family as fm
+    from dynofa_ros.model import DynamicOFA
+
+    raw = json.loads((REPO / "config/families/xavier_nx_six_levels.json").read_text(encoding="utf-8"))
+    raw["levels"] = [raw["levels"][0], raw["levels"][5]]
+    path = tmp_path_factory.mktemp("fam") / "tiny.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return DynamicOFA(fm.load(path), threads=1)
+
+
+def _until(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.results: list[tuple[int, dict]] = []
+        self.levels: list[int] = []
+        self.done = threading.Condition()
+
+    def publish_result(self, stream: int, classification: str, model_ms: float) -> None:
+        with self.done:
+            self.results.append((stream, json.loads(classification)))
+            self.done.notify_all()
+
+    def publish_level(self, level: int) -> None:
+        self.levels.append(level)
+
+
+def _image(frame_id: str, **override: Any) -> Any:
+    fields = encode_image(np.zeros((4, 6, 3), np.uint8), "bgr8")
+    fields.update(override)
+    return SimpleNamespace(header=SimpleNamespace(frame_id=frame_id, stamp=SimpleNamespace(sec=1, nanosec=2)),
+                           **fields)
+
+
+def test_pipeline_holds_level_until_ready_and_survives_bad_frames(tiny_model: Any) -> None:
+    logs: list[tuple[str, str]] = []
+    tiny_model.switch(0)
+    pipeline = Pipeline(["", "rear"], 2, logger=lambda sev, msg: logs.append((sev, msg)))
+    assert pipeline.request_level(7)[0] is False
+    ok, text = pipeline.request_level(1)
+    assert ok and "held" in text
+    sink = Sink()
+    pipeline.set_sink(sink)
+    pipeline.start(lambda: tiny_model)
+    try:
+        pipeline.submit(0, _image("bad", encoding="weird"), 0)
+        assert _until(lambda: pipeline.slots.stats()[0].rejected == 1)
+        pipeline.submit(1, _image("good"), 0)
+        assert _until(lambda: sink.results)
+    finally:
+        assert pipeline.stop()
+    assert sink.levels[0] == 1, "held level must be announced (and applied) before the first frame"
+    assert [(s, r["frame_id"], r["level"]) for s, r in sink.results] == [(1, "good", 1)]
+    assert any("unknown encoding 'weird'" in msg for sev, msg in logs if sev == "warning")
+    _, _, values = pipeline.diagnostics()
+    keys = dict(values)
+    assert keys["rear/image_raw.processed"] == "1" and keys["image_raw.rejected"] == "1"
