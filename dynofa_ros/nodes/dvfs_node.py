@@ -119,9 +119,14 @@ class DvfsNode(Node):
 
 
 def _restore(node: Node) -> None:
+    ctl = node.ctl  # type: ignore[attr-defined]
+    changed = any(d.saved for d in [*ctl.cpu, *([ctl.gpu] if ctl.gpu else [])])
     errors = node.restore()  # type: ignore[attr-defined]
     # the context may already be shut down: print, rclpy logging may be gone
-    print("dvfs_node: clocks restored" if not errors else f"dvfs_node: restore failed: {errors}", flush=True)
+    if errors:
+        print(f"dvfs_node: restore failed: {errors}", flush=True)
+    else:
+        print("dvfs_node: clocks restored" if changed else "dvfs_node: no clock was changed", flush=True)
 
 
 def main() -> int:
