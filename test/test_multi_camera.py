@@ -112,6 +112,8 @@ def test_two_cameras_one_model(isolated_network: None, domain_id: int, tmp_path:
 
         rss_two = _rss_after_traffic(node, probe, [(pubs[c], results[c], c) for c in ("front", "rear")])
 
+    print(f"RSS one stream {rss_one / 2**20:.0f} MiB, two streams {rss_two / 2**20:.0f} MiB, "
+          f"model {model_bytes / 2**20:.0f} MiB")
     assert abs(rss_two - rss_one) <= 0.10 * rss_one, (rss_one, rss_two)
     # Sharper than 10 % (the runtime libraries dominate RSS): far less than a second model's memory.
     assert rss_two - rss_one < 0.5 * model_bytes, (

@@ -130,6 +130,8 @@ def test_lifecycle_transitions(isolated_network: None, domain_id: int, tmp_path:
         assert node.wait_for_output("model freed", WAIT)
         rss_clean = _rss(node)
         freed = rss_active - rss_clean
+        print(f"RSS unconfigured {rss_unconfigured / 2**20:.0f} MiB, active {rss_active / 2**20:.0f} MiB, after "
+              f"cleanup {rss_clean / 2**20:.0f} MiB, model {model_bytes / 2**20:.0f} MiB")
         assert freed >= 0.5 * model_bytes, (
             f"cleanup freed {freed / 2**20:.0f} MiB of a {model_bytes / 2**20:.0f} MiB model "
             f"(unconfigured {rss_unconfigured / 2**20:.0f}, active {rss_active / 2**20:.0f}, "
