@@ -139,8 +139,9 @@ def check_params_accepted(install: Install, platform: str, domain_id: int, log_d
                     if not Path(f).is_file() or not str(f).startswith(str(install.share_dir)):
                         problems[spec.name] = {"params file": f"{f} is not in the installed share directory"}
                 want = expected_parameters(Path(spec.params_files[0]), spec.name, spec.overrides)
-                got = read_parameters(probe, f"/{spec.namespace}/{spec.name}", list(want))
                 proc = graph.proc(spec.name)
+                got = None if not proc.alive() else read_parameters(probe, f"/{spec.namespace}/{spec.name}",
+                                                                    list(want), timeout=45)
                 if got is None:
                     problems[spec.name] = {"no answer": proc.output()[-1500:]}
                     continue

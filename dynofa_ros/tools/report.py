@@ -26,8 +26,8 @@ from ..bagio import BagError, read_messages
 INPUT_TOPICS = ("dynofa/target_latency_ms", "dynofa/min_accuracy", "battery_state", "thermal/cpu", "thermal/gpu",
                 "load/cpu", "load/gpu", "image_raw")
 #: A diagnostics value that is a board's total power (a total only where the board has one: no summing of
-#: rails, which double-counts on Jetsons, jetson_stats #51).
-TOTAL_POWER_KEY = re.compile(r"(?i)^(power[ _/.-]*)?total([ _/.-]*power)?[ _]*(\((m?w)\)|_(m?w)| (m?w))$")
+#: rails, which double-counts on Jetsons, jetson_stats #51). monitor_node writes "power total (VDD_IN) mW".
+TOTAL_POWER_KEY = re.compile(r"(?i)^(?:power[ _]*)?total(?:[ _]*power)?(?:[ _]*\([^)]*\))?[ _]*\(?(m?w)\)?$")
 
 
 def power_from_diagnostics(msg: Any) -> float | None:
@@ -37,7 +37,7 @@ def power_from_diagnostics(msg: Any) -> float | None:
             m = TOTAL_POWER_KEY.match(kv.key.strip())
             if not m:
                 continue
-            unit = (m.group(4) or m.group(5) or m.group(6) or "w").lower()
+            unit = m.group(1).lower()
             try:
                 v = float(kv.value.split()[0])
             except (ValueError, IndexError):

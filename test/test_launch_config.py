@@ -1,0 +1,169 @@
+"""launch_config (what the launch files start) and playback/scoring rules: pure, no ROS graph needed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynofa_ros import launch_config as lc
+from dynofa_ros import playback as pb
+from dynofa_ros import scoring
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_NAMES = ("perception_node", "perception_lifecycle_node", "manager_node", "dvfs_node", "monitor_node")
+
+
+# ------------------------------------------------------------------------------------- launch_config
+def test_defaults_start_every_node_with_the_platform_params() -> None:
+    specs = lc.node_specs(lc.LaunchArgs(), REPO)
+    assert [s.executable for s in specs] == ["perception_node", "manager_node", "dvfs_node", "monitor_node"]
+    for s in specs:
+        assert s.params_files == (str(REPO / "config/generic_cpu.yaml"),)
+    assert [s.respawn for s in specs] == [True, True, False, False]
+    assert specs[2].overrides == {"dry_run": False}
+
+
+@pytest.mark.parametrize("platform", lc.PLATFORMS)
+def test_platform_selects_its_params_file(platform: str) -> None:
+    specs = lc.node_specs(lc.LaunchArgs(platform=platform), REPO)
+    assert {s.params_files for s in specs} == {(str(REPO / "config" / f"{platform}.yaml"),)}
+    assert (REPO / specs[0].overrides["family_file"]).is_file()
+
+
+def test_arguments_become_overrides_and_remaps() -> None:
+    args = lc.LaunchArgs.from_strings({"namespace": "/robot1", "camera_topic": "/front/image_raw",
+                                       "platform": "xavier_nx", "weights_path": "/w.pth", "device": "cpu",
+                                       "use_dvfs": "False", "use_monitor": "0", "dry_run": "true"})
+    specs = lc.node_specs(args, REPO)
+    assert [s.name for s in specs] == ["perception_node", "manager_node"]
+    p = specs[0]
+    assert p.namespace == "robot1" and p.remaps == (("image_raw", "/front/image_raw"),)
+    assert p.overrides["weights_path"] == "/w.pth" and p.overrides["device"] == "cpu"
+    assert p.overrides["fp16"] is False  # the Jetson file's fp16 would be refused on a CPU
+    cmd = lc.command_line(p, "/x/perception_node")
+    assert cmd[:4] == ["/x/perception_node", "--ros-args", "-r", "__node:=perception_node"]
+    assert cmd[4:6] == ["-r", "__ns:=/robot1"]
+    assert cmd[cmd.index("--params-file") + 1].endswith("config/xavier_nx.yaml")
+    assert "weights_path:=/w.pth" in cmd and "fp16:=false" in cmd and "image_raw:=/front/image_raw" in cmd
+    # overrides come after the params file, as launch_ros passes them, so they win
+    assert cmd.index("--params-file") < cmd.index("-p")
+
+
+def test_fixed_level_baseline_has_no_manager() -> None:
+    specs = lc.node_specs(lc.LaunchArgs(use_manager=False, use_dvfs=False, use_monitor=False), REPO)
+    assert [s.name for s in specs] == ["perception_node"]
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"platform": "raspberry"}, "platform"),
+    ({"device": "tpu"}, "device"),
+    ({"use_dvfs": "maybe"}, "use_dvfs"),
+    ({"bogus": "1"}, "unknown launch arguments"),
+    ({"camera_topic": ""}, "camera_topic"),
+])
+def test_bad_arguments_are_refused_by_name(values: dict, needle: str) -> None:
+    with pytest.raises(lc.LaunchConfigError, match=needle):
+        lc.node_specs(lc.LaunchArgs.from_strings(values), REPO)
+
+
+def test_ros_values_survive_the_command_line() -> None:
+    assert lc.ros_value(True) == "true"
+    assert lc.ros_value(3) == "3"
+    assert lc.ros_value("config/f.json") == "config/f.json"
+    assert lc.ros_value("123") == '"123"' and lc.ros_value("true") == '"true"' and lc.ros_value("") == '""'
+    assert yaml.safe_load(lc.ros_value("a: b")) == "a: b"
+
+
+def test_replay_specs() -> None:
+    specs = lc.replay_specs(lc.ReplayArgs.from_strings({"bag": "/b", "out": "/o", "rate": "2", "loop": "true",
+                                                        "camera_topic": "cam/image_raw"}))
+    assert [s.executable for s in specs] == ["record", "replay"]
+    assert specs[0].arguments == ("-o", "/o")
+    assert specs[1].arguments[:3] == ("/b", "--rate", "2.0")
+    assert "--loop" in specs[1].arguments and "image_raw:=cam/image_raw" in specs[1].arguments
+    with pytest.raises(lc.LaunchConfigError, match="bag"):
+        lc.replay_specs(lc.ReplayArgs())
+    with pytest.raises(lc.LaunchConfigError, match="rate"):
+        lc.ReplayArgs.from_strings({"bag": "/b", "rate": "0"})
+
+
+def _launch_calls(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {f"{n.value.id}.{n.attr}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name)}
+
+
+@pytest.mark.parametrize("name, needed", [
+    ("dynofa.launch.py", {"lc.ARGUMENTS", "lc.ARGUMENT_NAMES", "lc.node_specs", "lc.LaunchArgs"}),
+    ("replay.launch.py", {"lc.REPLAY_ARGUMENTS", "lc.replay_specs", "lc.ReplayArgs"}),
+])
+def test_launch_files_only_wire_launch_config(name: str, needed: set[str]) -> None:
+    """The launch files hold no logic of their own: their nodes come from launch_config (tested here)."""
+    path = REPO / "launch" / name
+    assert needed <= _launch_calls(path)
+    tree = ast.parse(path.read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.If, ast.While, ast.Try))], "logic in a launch file"
+
+
+# ------------------------------------------------------------------------------------- params files
+@pytest.mark.parametrize("platform", lc.PLATFORMS)
+def test_params_files_layout(platform: str) -> None:
+    data = yaml.safe_load((REPO / "config" / f"{platform}.yaml").read_text())
+    assert set(data) == {f"/**/{n}" for n in NODE_NAMES}
+    for section in data.values():
+        assert set(section) == {"ros__parameters"} and section["ros__parameters"]
+    # the lifecycle node takes exactly the plain node's parameters
+    assert data["/**/perception_node"] == data["/**/perception_lifecycle_node"]
+
+
+# ------------------------------------------------------------------------------------- playback / scoring
+def test_record_qos_is_compatible_with_every_publisher() -> None:
+    assert pb.record_qos([(True, True), (True, True)]) == pb.QosChoice(True, True, 100)
+    assert pb.record_qos([(True, True), (True, False)]).transient_local is False
+    assert pb.record_qos([(False, False), (True, False)]).reliable is False
+
+
+def test_remaps_and_timing() -> None:
+    r = pb.parse_remaps(["image_raw:=/cam/image_raw"])
+    assert pb.remap("/image_raw", r) == "/cam/image_raw" and pb.remap("load/cpu", r) == "load/cpu"
+    with pytest.raises(pb.RemapError):
+        pb.parse_remaps(["image_raw=/x"])
+    assert pb.due_offset_s(3_000_000_000, 1_000_000_000, 2.0) == 1.0
+    assert pb.replay_qos("sensor_msgs/msg/Image").transient_local is False
+    assert pb.replay_qos("std_msgs/msg/Float32").transient_local is True
+    assert pb.split_type("std_msgs/msg/Float32") == ("std_msgs.msg", "Float32")
+    assert pb.parse_wait_for("load/cpu:2") == ("load/cpu", 2) and pb.parse_wait_for("image_raw") == ("image_raw", 1)
+    with pytest.raises(pb.RemapError):
+        pb.parse_wait_for("x:0")
+
+
+def test_scoring_against_the_target_in_force() -> None:
+    run = scoring.RunData(label="r", latency_ms=[(0.5, 30), (1.5, 30), (2.5, 30), (3.5, 10)],
+                          target_ms=[(1.0, 50), (2.0, 20)], active_level=[(0.0, 2), (3.0, 0)],
+                          power_w=[(0, 10), (2, 10), (4, 20)], results=4)
+    s = scoring.score(run, [60.0, 65.0, 70.0], "measured", phases=[("before", 0, 2), ("after", 2, 5)])
+    assert s.no_target == 1 and s.misses == 1 and s.miss_rate == pytest.approx(1 / 3)
+    assert s.mean_accuracy == pytest.approx((70 + 70 + 70 + 60) / 4) and s.accuracy_source == "measured"
+    assert s.switches == 1 and s.level_counts == {2: 3, 0: 1}
+    assert s.energy_j == pytest.approx(20 + 30)
+    assert list(s.phase_miss_rates.values()) == [0.0, 0.5]
+    assert scoring.score(run, default_target_ms=25).misses == 2
+    assert scoring.accuracy_source(["measured", "predicted"]) == "mixed: measured/predicted"
+
+
+def test_total_power_key_only() -> None:
+    from types import SimpleNamespace as NS
+
+    from dynofa_ros.tools.report import power_from_diagnostics
+
+    def diag(**kv: str) -> NS:
+        return NS(status=[NS(values=[NS(key=k, value=v) for k, v in kv.items()])])
+
+    assert power_from_diagnostics(diag(**{"VDD_CPU power_mw": "900", "total_power_mW": "4500"})) == 4.5
+    assert power_from_diagnostics(diag(**{"power total (W)": "7.5"})) == 7.5
+    assert power_from_diagnostics(diag(**{"power VDD_IN mW": "900", "power total (VDD_IN) mW": "5100"})) == 5.1
+    assert power_from_diagnostics(diag(**{"VDD_IN_mw": "900"})) is None  # a rail is not a total
+    assert power_from_diagnostics(diag(**{"power VDD_CPU mW": "900"})) is None
