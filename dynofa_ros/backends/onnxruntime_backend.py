@@ -111,7 +111,7 @@ def provider_options(chain: list[str], *, fp16: bool, cache_dir: Path) -> list[t
     for p in chain:
         if p == TENSORRT:
             out.append((p, {"trt_fp16_enable": bool(fp16), "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(cache_dir / "tensorrt"), "trt_timing_cache_enable": True}))
+                            "trt_engine_cache_path": str(cache_dir / "tensorrt")}))
         elif p == CUDA:
             out.append((p, {"device_id": 0}))
         else:
