@@ -12,9 +12,10 @@ their shapes are exactly what the networks run.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,18 +45,27 @@ def level_of(arch: Arch) -> Level:
     return Level(tuple(arch["ks"]), tuple(arch["e"]), tuple(arch["d"]), int(arch["r"]))
 
 
-def set_threads(threads: int | None) -> int:
-    """Fix torch's intra-op threads (None: leave torch's default); returns the count in effect."""
-    if threads:
-        torch.set_num_threads(int(threads))
-    return torch.get_num_threads()
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's thread count is process-wide: set it for one measurement and put it back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def onnxruntime_offered() -> bool:
-    """Whether the package's backend layer offers ONNX Runtime (the lead's ``dynofa_ros.backends``)."""
+    """Whether the package's backend layer offers ONNX Runtime and onnxruntime imports here."""
     try:
-        from .backends import onnx_backend  # noqa: F401
+        from .backends import BackendError
+        from .backends.onnxruntime_backend import import_onnxruntime
     except ImportError:
+        return False
+    try:
+        import_onnxruntime()
+    except BackendError:
         return False
     return True
 
@@ -71,15 +81,18 @@ def _torch_runner(module: nn.Module, resolution: int) -> Callable[[], None]:
 
 
 def _onnx_runner(module: nn.Module, resolution: int, threads: int) -> Callable[[], None]:
-    if not onnxruntime_offered():
-        raise MeasureError("backend 'onnxruntime' is not offered by dynofa_ros.backends in this build; use 'torch'")
+    """The static sub-network exported and run exactly as the package's ONNX Runtime backend runs a level."""
     import numpy as np
 
-    from .backends import onnx_backend
+    from .backends.onnx_cache import export_static
+    from .backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
 
-    prepared = onnx_backend.prepare_module(module, resolution, threads=threads)
+    ort = import_onnxruntime()
+    session = ort.InferenceSession(export_static(module, resolution), sess_options=session_options(ort, threads),
+                                   providers=[CPU])
+    name = session.get_inputs()[0].name
     batch = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution)).astype(np.float32)
-    return lambda: prepared.run(batch)
+    return lambda: session.run(None, {name: batch})
 
 
 def time_interleaved(runners: Sequence[Callable[[], Any]], *, warmup: int = 3, runs: int = 15) -> list[Timing]:
@@ -112,7 +125,7 @@ class DeviceMeter:
                                "use 'torch'")
         self.supernet = supernet
         self.backend = backend
-        self.threads = set_threads(threads)
+        self.threads = int(threads or torch.get_num_threads())
         self.net = sn.build_supernet(supernet, seed=seed)
 
     def static(self, arch: Arch) -> nn.Module:
@@ -120,21 +133,26 @@ class DeviceMeter:
         return sn.extract_static(self.net, level_of(arch))
 
     def runner(self, arch: Arch) -> Callable[[], None]:
-        module = self.static(arch)
+        return self.module_runner(self.static(arch), int(arch["r"]))
+
+    def module_runner(self, module: nn.Module, resolution: int) -> Callable[[], None]:
+        """Any image classifier (1, 3, r, r) → logits run by this meter's backend (for comparisons)."""
         if self.backend == "torch":
-            return _torch_runner(module, int(arch["r"]))
-        return _onnx_runner(module, int(arch["r"]), self.threads)
+            return _torch_runner(module.eval(), resolution)
+        return _onnx_runner(module.eval(), resolution, self.threads)
 
     def measure(self, archs: Sequence[Arch], *, warmup: int = 3, runs: int = 15, chunk: int = 12) -> list[Timing]:
         """Interleaved timings of ``archs``, ``chunk`` sub-networks held in memory at a time."""
         out: list[Timing] = []
-        for i in range(0, len(archs), chunk):
-            runners = [self.runner(a) for a in archs[i:i + chunk]]
-            out += time_interleaved(runners, warmup=warmup, runs=runs)
+        with torch_threads(self.threads):
+            for i in range(0, len(archs), chunk):
+                runners = [self.runner(a) for a in archs[i:i + chunk]]
+                out += time_interleaved(runners, warmup=warmup, runs=runs)
         return out
 
     def measure_one(self, arch: Arch, *, warmup: int = 2, runs: int = 7) -> float:
-        return time_interleaved([self.runner(arch)], warmup=warmup, runs=runs)[0].p50_ms
+        with torch_threads(self.threads):
+            return time_interleaved([self.runner(arch)], warmup=warmup, runs=runs)[0].p50_ms
 
     # ------------------------------------------------------------------ per-layer lookup table
     def profile_layers(self, resolutions: Iterable[int], *, warmup: int = 3, runs: int = 15,
@@ -145,9 +163,6 @@ class DeviceMeter:
         distinct layer of the space: the first block of each stage (stride, channel change) and the
         following ones, at every kernel and expand choice, plus stem and head.
         """
-        if self.backend != "torch":
-            raise MeasureError("per-layer profiling times torch modules; use --latency-model measure for "
-                               f"backend {self.backend!r}, or calibrate a torch table against it")
         tables: dict[int, dict[str, dict[str, float]]] = {}
         for r in resolutions:
             t0 = time.perf_counter()
@@ -158,8 +173,10 @@ class DeviceMeter:
                     for key, module, inp in _layers_with_inputs(self.static(arch), r):
                         layers.setdefault(key, (module, inp))
             keys = sorted(layers)
-            runners = [_layer_runner(*layers[k]) for k in keys]
-            timings = time_interleaved(runners, warmup=warmup, runs=runs)
+            runners = [_layer_runner(*layers[k]) if self.backend == "torch" else
+                       _onnx_layer_runner(*layers[k], threads=self.threads) for k in keys]
+            with torch_threads(self.threads):
+                timings = time_interleaved(runners, warmup=warmup, runs=runs)
             # "mean" (the field OFA's estimator reads) holds the fastest run: interference from other
             # processes only ever adds time, and a layer takes well under a millisecond, so on a shared
             # machine the median of a short burst can be inflated many times while the minimum stays put.
@@ -216,3 +233,25 @@ def _layer_runner(module: nn.Module, inp: torch.Tensor) -> Callable[[], None]:
             module(inp)
 
     return run
+
+
+def _onnx_layer_runner(module: nn.Module, inp: torch.Tensor, threads: int) -> Callable[[], None]:
+    """One layer exported alone (same exporter and session options as the backend) and run on its input."""
+    import inspect
+    import io
+    import warnings
+
+    from .backends.onnx_cache import OPSET
+    from .backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
+
+    kwargs: dict[str, Any] = {"opset_version": OPSET, "input_names": ["x"], "do_constant_folding": True}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (inp,), buf, **kwargs)
+    ort = import_onnxruntime()
+    session = ort.InferenceSession(buf.getvalue(), sess_options=session_options(ort, threads), providers=[CPU])
+    feed = {"x": inp.numpy()}
+    return lambda: session.run(None, feed)

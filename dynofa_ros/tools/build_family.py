@@ -66,8 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="use this per-layer table directory (<r>_lookup_table.json) instead of the named model's")
     p.add_argument("--lut-dir", default=None, metavar="DIR",
                    help="lut-measured: where the measured table is read from / written to "
-                        "(default cache/latency_lut/<profile device>)")
-    p.add_argument("--calibrate", type=int, default=8, metavar="N",
+                        "(default cache/latency_lut/generic_cpu_<lut backend>)")
+    p.add_argument("--lut-backend", default="torch", choices=BACKENDS,
+                   help="lut-measured: what times each layer (torch: a minute or two here; onnxruntime exports "
+                        "every layer, about half an hour here); the table is then calibrated to --backend")
+    p.add_argument("--lut-threads", type=int, default=1,
+                   help="lut-measured: torch threads while timing layers (default 1: sub-millisecond layers timed "
+                        "with several threads on a loaded machine slow down many times over; the calibration "
+                        "maps the table to --threads)")
+    p.add_argument("--calibrate", type=int, default=12, metavar="N",
                    help="fit table models to N whole networks measured here (0: raw table; default 8)")
     p.add_argument("--no-measure", action="store_true",
                    help="table models only: measure nothing here, latencies are the table's (profile '<name>/lut')")
@@ -147,19 +154,21 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
             lut_dir = Path(args.lut)
             lut_name = lut_dir.name
         elif args.latency_model == "lut-measured":
-            lut_dir = Path(args.lut_dir or Path("cache/latency_lut") / device)
-            lut_name = f"{device} (measured here)"
+            lut_dir = Path(args.lut_dir or Path("cache/latency_lut") / f"{device}_{args.lut_backend}"
+                                                                        f"_{args.lut_threads}t")
+            lut_name = f"{device} per-layer, {args.lut_backend}, {args.lut_threads} thread(s) (measured here)"
             missing = [r for r in SEARCH_RESOLUTIONS if not lut_file(lut_dir, r).is_file()]
             if missing:
                 assert meter is not None
-                log(f"profiling each distinct layer once at {len(missing)} resolutions → {lut_dir}")
-                meter_t = DeviceMeter(args.supernet, backend="torch", threads=args.threads, seed=args.seed) \
-                    if meter.backend != "torch" else meter
-                tables = meter_t.profile_layers(missing, progress=log)
+                log(f"profiling each distinct layer once with {args.lut_backend} at {len(missing)} resolutions "
+                    f"→ {lut_dir}")
+                layer_meter = DeviceMeter(args.supernet, backend=args.lut_backend, threads=args.lut_threads,
+                                          seed=args.seed)
+                tables = layer_meter.profile_layers(missing, progress=log)
                 for r, table in tables.items():
                     write_lut(lut_file(lut_dir, r), table)
             else:
-                log(f"re-using the per-layer table measured earlier in {lut_dir}")
+                log(f"re-using the per-layer table measured earlier on this device in {lut_dir}")
         else:
             lut_dir = SHIPPED_LUTS[args.latency_model]
             lut_name = lut_dir.name
