@@ -104,7 +104,8 @@ def test_two_cameras_one_model(isolated_network: None, domain_id: int, tmp_path:
         assert len(rear_done) >= len(sent["rear"]) - 2, f"rear served {len(rear_done)} of {len(sent['rear'])}"
         assert len(results["front"].snapshot()) >= len(rear_done), "fast stream starved instead"
 
-        assert diagnostics.wait_until(lambda ms: "rear/image_raw.fps" in diagnostic_values(ms[-1], "dynofa"), WAIT)
+        assert diagnostics.wait_until(
+            lambda ms: bool(ms) and "rear/image_raw.fps" in diagnostic_values(ms[-1], "dynofa"), WAIT)
         values = diagnostic_values(diagnostics.snapshot()[-1], "dynofa")
         for c in ("front", "rear"):
             assert {f"{c}/image_raw.{k}" for k in ("fps", "dropped", "age_ms_p50", "age_ms_p90")} <= set(values)

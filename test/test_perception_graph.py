@@ -372,4 +372,4 @@ def test_cuda_fp16_node_classifies(isolated_network: None, domain_id: int, tmp_p
         res = _good_frame_processed(g, "cuda")
         assert res["level"] == 0
         assert g.diagnostics.wait_until(
-            lambda ms: "fp16" in diagnostic_values(ms[-1], "dynofa").get("backend", ""), WAIT)
+            lambda ms: bool(ms) and "fp16" in diagnostic_values(ms[-1], "dynofa").get("backend", ""), WAIT)

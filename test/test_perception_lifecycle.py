@@ -110,7 +110,8 @@ def test_lifecycle_transitions(isolated_network: None, domain_id: int, tmp_path:
         assert _change(probe, Transition.TRANSITION_ACTIVATE)
         assert _state(probe) == "active"
         assert _results_after_frames(probe, images, results, "active"), node.output()[-2000:]
-        assert diagnostics.wait_until(lambda ms: "model_memory_mb" in diagnostic_values(ms[-1], "dynofa"), WAIT)
+        assert diagnostics.wait_until(lambda ms: bool(ms) and "model_memory_mb" in diagnostic_values(ms[-1], "dynofa"),
+                                     WAIT)
         model_bytes = float(diagnostic_values(diagnostics.snapshot()[-1], "dynofa")["model_memory_mb"]) * 2**20
         rss_active = _rss(node)
 
