@@ -82,7 +82,7 @@ class Score:
                f"  deadline-miss rate      {pct(self.miss_rate)} ({self.misses} of {self.frames - self.no_target} "
                f"frames with a target" + (f"; {self.no_target} without one" if self.no_target else "") + ")"]
         for name, rate in self.phase_miss_rates.items():
-            out.append(f"    {name:<22}{pct(rate)}")
+            out.append(f"    {name}: {pct(rate)}")
         out += [f"  latency p50 / p90       {ms(self.latency_p50_ms)} / {ms(self.latency_p90_ms)}",
                 "  mean accuracy           " + ("n/a" if self.mean_accuracy is None
                                                 else f"{self.mean_accuracy:.2f} % top-1 ({self.accuracy_source})"),

@@ -154,8 +154,10 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
     rec_bag = out / f"run_{label}"
     if rec_bag.exists():
         shutil.rmtree(rec_bag)
+    # The monitor runs in both runs: load/cpu is then this machine's real load (the contention shows in it),
+    # so the replayed load/* of the scenario is left out.
     args = lc.LaunchArgs(platform="generic_cpu", use_manager=use_manager, use_dvfs=use_manager,
-                         use_monitor=use_manager, dry_run=True)
+                         use_monitor=True, dry_run=True)
     overrides: dict[str, dict[str, Any]] = {}
     if fixed_level is not None:
         overrides["perception_node"] = {"initial_level": fixed_level}
@@ -178,8 +180,10 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
                       env, log_dir)
         if not record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 60):
             raise RuntimeError(f"record did not subscribe; see {record.log_path}")
-        replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), "--wait-for", "image_raw"], env,
-                      log_dir)
+        listeners = 2 if use_manager else 1  # (manager +) recorder
+        waits = ["image_raw:1", f"battery_state:{listeners}", f"dynofa/target_latency_ms:{listeners}"]
+        replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), "--exclude", "load/cpu", "load/gpu",
+                                 *[f"--wait-for={w}" for w in waits]], env, log_dir)
         if not replay.wait_for_output("playing", 60):
             raise RuntimeError(f"replay did not start; see {replay.log_path}")
         started = time.monotonic()
