@@ -341,6 +341,8 @@ def test_level_command_before_ready_is_held_then_applied(isolated_network: None,
         assert g.levels.snapshot()[0].data == 4, "the first level announced is not the held one"
         assert _good_frame_processed(g, "first")["level"] == 4
         assert g.node.alive()
+        assert g.node.stop() == 0, "SIGINT must be a normal exit (STYLE.md #13)"
+        assert "Traceback" not in g.node.output(), g.node.output()[-2000:]
 
 
 def test_bad_family_file_fails_fast_naming_the_parameter(isolated_network: None, domain_id: int,
