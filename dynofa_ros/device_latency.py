@@ -95,7 +95,8 @@ def _onnx_runner(module: nn.Module, resolution: int, threads: int) -> Callable[[
     return lambda: session.run(None, {name: batch})
 
 
-def time_interleaved(runners: Sequence[Callable[[], Any]], *, warmup: int = 3, runs: int = 15) -> list[Timing]:
+def time_interleaved(runners: Sequence[Callable[[], Any]], *, warmup: int = 3, runs: int = 15,
+                     untimed: bool = True) -> list[Timing]:
     """Median and p90 per runner, measured round-robin (untimed + timed call per runner per round)."""
     for run in runners:
         for _ in range(warmup):
@@ -103,7 +104,8 @@ def time_interleaved(runners: Sequence[Callable[[], Any]], *, warmup: int = 3, r
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(runs):
         for i, run in enumerate(runners):
-            run()  # untimed: refills caches after the previous runner, as in steady running
+            if untimed:
+                run()  # refills caches after the previous runner, as in steady running
             t0 = time.perf_counter()
             run()
             samples[i].append((time.perf_counter() - t0) * 1e3)
@@ -155,7 +157,7 @@ class DeviceMeter:
             return time_interleaved([self.runner(arch)], warmup=warmup, runs=runs)[0].p50_ms
 
     # ------------------------------------------------------------------ per-layer lookup table
-    def profile_layers(self, resolutions: Iterable[int], *, warmup: int = 3, runs: int = 15,
+    def profile_layers(self, resolutions: Iterable[int], *, warmup: int = 2, runs: int = 10,
                        progress: Callable[[str], None] | None = None) -> dict[int, dict[str, dict[str, float]]]:
         """A lookup table per resolution for this device, each distinct layer timed once.
 
@@ -176,7 +178,8 @@ class DeviceMeter:
             runners = [_layer_runner(*layers[k]) if self.backend == "torch" else
                        _onnx_layer_runner(*layers[k], threads=self.threads) for k in keys]
             with torch_threads(self.threads):
-                timings = time_interleaved(runners, warmup=warmup, runs=runs)
+                # no untimed call in between: in a network a layer also runs right after another one
+                timings = time_interleaved(runners, warmup=warmup, runs=runs, untimed=False)
             # "mean" (the field OFA's estimator reads) holds the fastest run: interference from other
             # processes only ever adds time, and a layer takes well under a millisecond, so on a shared
             # machine the median of a short burst can be inflated many times while the minimum stays put.

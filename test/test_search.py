@@ -261,3 +261,28 @@ def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "no.pth" in err and "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_measured_accuracy_path_runs_a_checkpoint_on_labelled_images(tmp_path):
+    import cv2
+    import numpy as np
+
+    from dynofa_ros import supernet as sn
+    from dynofa_ros.accuracy import labelled_images, measure_top1
+
+    rng = np.random.default_rng(0)
+    for cls in ("n01", "n02"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "val" / cls / f"{i}.png"), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    assert [label for _, label in labelled_images(tmp_path / "val")] == [0, 1, 0, 1]
+    ckpt = tmp_path / "w.pth"
+    torch.save(sn.build_supernet(DEFAULT_SUPERNET, seed=3).state_dict(), ckpt)
+    [(top1, note)] = measure_top1(DEFAULT_SUPERNET, ckpt, [smallest_arch()], tmp_path / "val", calib_images=4)
+    assert 0.0 <= top1 <= 100.0 and top1 in (0.0, 25.0, 50.0, 75.0, 100.0)
+    assert "4 images" in note and "w.pth" in note
+
+
+def test_cli_needs_weights_and_images_together(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--weights", "w.pth", "--out", str(tmp_path / "x.json")])
