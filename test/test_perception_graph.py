@@ -116,8 +116,8 @@ def _good_frame_processed(g: Graph, frame_id: str, seed: int = 7) -> dict:
 def test_every_result_carries_a_published_frames_stamp_and_frame_id(graph: Graph) -> None:
     graph.results.clear()
     sent = publish_paced(graph.probe, graph.images, frame_rgb(1), 60, 30.0, "stamp")
-    assert graph.results.wait_until(lambda ms: any(result(m)["frame_id"] == sent[-1][2] for m in ms), 10.0) or \
-        graph.results.wait_for(5, 1.0)
+    # The last frame is normally processed (it is the newest); bounded, in case best effort lost it.
+    graph.results.wait_until(lambda ms: any(result(m)["frame_id"] == sent[-1][2] for m in ms), 10.0)
     got = [result_key(result(m)) for m in graph.results.snapshot()]
     assert len(got) >= 3, f"only {len(got)} results for 60 frames"
     unknown = [k for k in got if k not in set(sent)]
@@ -171,13 +171,18 @@ def test_same_frame_and_level_give_the_same_classification(graph: Graph) -> None
 # ---------------------------------------------------------------------- no backlog
 def test_result_age_stays_bounded_with_input_faster_than_inference(graph: Graph) -> None:
     _set_level(graph, 1)  # largest level
-    _good_frame_processed(graph, "age_warm")
+    graph.latency.clear()
+    for i in range(3):
+        _good_frame_processed(graph, f"age_warm{i}")
+    # 60 Hz, or faster on a machine where the largest level keeps up with 60 Hz: input must outrun inference.
+    warm_ms = float(np.median([m.data for m in graph.latency.snapshot()]))
+    hz = min(500.0, max(60.0, 2.5 * 1000.0 / warm_ms))
     assert graph.diagnostics.wait_for(1, WAIT)
     before = diagnostic_values(graph.diagnostics.snapshot()[-1], "dynofa")
     graph.results.clear()
     graph.latency.clear()
     offset = ros_minus_monotonic(graph.probe)
-    sent = publish_paced(graph.probe, graph.images, frame_rgb(3), 300, 60.0, "age")
+    sent = publish_paced(graph.probe, graph.images, frame_rgb(3), 300, hz, "age")
     last = sent[-1][2]
     graph.results.wait_until(lambda ms: any(result(m)["frame_id"] == last for m in ms), 10.0)
     msgs, stamps = graph.results.snapshot(), list(graph.results.stamps)
