@@ -301,16 +301,23 @@ def pareto(cands: Sequence[Candidate], measured: bool = True) -> list[Candidate]
 
 
 def select_levels(front: Sequence[Candidate], k: int, measured: bool = True) -> list[Candidate]:
-    """K front points spanning its latency range: geometric targets, fastest and most accurate kept."""
+    """Up to K front points spanning its latency range: geometric targets, fastest and most accurate kept.
+
+    A point closer than half a step (in log latency) to one already chosen is not taken: two levels that
+    far apart differ by less than measurement noise, and switching between them would buy nothing.
+    """
     front = list(front)
-    if len(front) <= k:
+    if len(front) <= 2:
         return front
     lat = [math.log(c.measured_ms if measured and c.measured_ms is not None else c.predicted_ms) for c in front]
+    step = (lat[-1] - lat[0]) / (k - 1)
     chosen = {0, len(front) - 1}
     for j in range(1, k - 1):
-        target = lat[0] + (lat[-1] - lat[0]) * j / (k - 1)
-        free = [i for i in range(len(front)) if i not in chosen]
-        chosen.add(min(free, key=lambda i: (abs(lat[i] - target), i)))
+        target = lat[0] + step * j
+        free = [i for i in range(len(front)) if i not in chosen
+                and all(abs(lat[i] - lat[c]) >= 0.5 * step for c in chosen)]
+        if free:
+            chosen.add(min(free, key=lambda i: (abs(lat[i] - target), i)))
     return [front[i] for i in sorted(chosen)]
 
 
