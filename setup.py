@@ -14,7 +14,7 @@ setup(
     name=PACKAGE,
     version=VERSION,
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["data/*"]},
+    package_data={PACKAGE: ["data/*", "data/*/*", "data/*/*/*/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
