@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--family", default="config/families/generic_cpu.json")
     ap.add_argument("--reference", default="config/families/xavier_nx_six_levels.json")
     ap.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for every network (default 1, as config/families/generic_cpu.json was measured)")
     ap.add_argument("--runs", type=int, default=30, help="interleaved timed runs per network")
     ap.add_argument("--out", default="out/pareto.png")
     return ap.parse_args(argv)

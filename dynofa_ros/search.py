@@ -332,6 +332,26 @@ def to_levels(cands: Sequence[Candidate], profile: str, accuracy: Sequence[Accur
     return out
 
 
+def _add_cover(front: list[Candidate], chosen: list[Candidate], cover_ms: list[float], cover_top1: list[float],
+               measured: bool, log: Callable[[str], None]) -> list[Candidate]:
+    """``chosen`` plus, per covered architecture, the fastest front point at least as fast and accurate."""
+    def ms(c: Candidate) -> float:
+        return c.measured_ms if measured and c.measured_ms is not None else c.predicted_ms
+
+    keys = {c.key for c in chosen}
+    out = list(chosen)
+    for i, (lat, top1) in enumerate(zip(cover_ms, cover_top1, strict=True)):
+        ok = [c for c in front if c.top1 >= top1 and ms(c) <= lat]
+        if not ok:
+            log(f"cover {i}: no front point is as fast ({lat:.2f} ms) and as accurate ({top1:.2f} %, predicted)")
+            continue
+        best = min(ok, key=ms)
+        if best.key not in keys:
+            keys.add(best.key)
+            out.append(best)
+    return sorted(out, key=ms)
+
+
 def make_family(name: str, supernet: str, cands: Sequence[Candidate], profile: str, provenance: str,
                 accuracy: Sequence[Accuracy] | None = None, log: Callable[[str], None] = lambda _msg: None
                 ) -> SubnetFamily:
@@ -377,11 +397,16 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
                  name: str, supernet: str, profile: str, provenance: str, meter: Meter | None = None,
                  remeasure_runs: int = 10, final_runs: int = 30,
                  accuracy_fn: Callable[[list[Arch]], list[Accuracy]] | None = None,
+                 cover: Sequence[Arch] = (),
                  log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
     """Search, re-measure per bin, take the front, pick K levels, measure them again, make the family.
 
     Without a ``meter`` nothing is measured: latencies are the model's (for a device one only has a
-    table for), and ``profile`` should say so.
+    table for), and ``profile`` should say so. ``cover``: architectures (e.g. the family this one
+    replaces) that the new family must match at every latency: they are measured in the same interleaved
+    run as the candidates, and for each the fastest front point at least as fast and as accurate
+    (predicted) is kept as a level besides the K spanning ones (the covered architecture itself where
+    the search found nothing better).
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -391,11 +416,19 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
     if meter is not None:
         t0 = time.perf_counter()
         log(f"re-measuring {len(cands)} candidates on this device ({remeasure_runs} interleaved runs each)")
-        timings = meter.measure([c.arch for c in cands], runs=remeasure_runs)
-        cands = [replace(c, measured_ms=t.p50_ms) for c, t in zip(cands, timings, strict=True)]
+        timings = meter.measure([c.arch for c in cands] + list(cover), runs=remeasure_runs)
+        cands = [replace(c, measured_ms=t.p50_ms) for c, t in zip(cands, timings, strict=False)]
+        cover_ms = [t.p50_ms for t in timings[len(cands):]]
         seconds["remeasure"] = time.perf_counter() - t0
-    front = pareto(cands, measured=measured)
+    else:
+        cover_ms = [latency_model.predict(a) for a in cover]
+    # covered architectures join the pool: where the search found nothing better, they are the front
+    cover_top1 = predictor.predict(list(cover))
+    pool = cands + [Candidate(canonical(a), t, latency_model.predict(a), m if measured else None)
+                    for a, t, m in zip(cover, cover_top1, cover_ms, strict=True)]
+    front = pareto(pool, measured=measured)
     chosen = select_levels(front, settings.levels, measured=measured)
+    chosen = _add_cover(front, chosen, cover_ms, cover_top1, measured, log)
     if meter is not None:
         t0 = time.perf_counter()
         log(f"final measurement of {len(chosen)} levels ({final_runs} interleaved runs each)")

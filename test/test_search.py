@@ -286,3 +286,18 @@ def test_measured_accuracy_path_runs_a_checkpoint_on_labelled_images(tmp_path):
 def test_cli_needs_weights_and_images_together(tmp_path):
     with pytest.raises(SystemExit):
         cli.parse_args(["--weights", "w.pth", "--out", str(tmp_path / "x.json")])
+
+
+def test_cover_keeps_the_family_at_least_as_good_as_the_covered_one_at_every_latency(predictor, gpu_lut):
+    ref = fm.load("config/families/xavier_nx_six_levels.json")
+    cover = [lv.arch() for lv in ref.levels]
+    settings = SearchSettings(levels=3, seed=0, budget=10, population=24, bins=6, per_bin=2)
+    fam = build_family(predictor, gpu_lut, settings, name="c", supernet=DEFAULT_SUPERNET, profile="p",
+                       provenance="t", cover=cover).family
+    plain = build_family(predictor, gpu_lut, settings, name="c", supernet=DEFAULT_SUPERNET, profile="p",
+                         provenance="t").family
+    assert len(fam) > len(plain)
+    for arch, top1 in zip(cover, predictor.predict(cover), strict=True):
+        lat = gpu_lut.predict(arch)
+        assert any(lv.latency_ms["p"] <= round(lat, 3) and lv.accuracy.top1 >= round(top1, 3) - 1e-9
+                   for lv in fam.levels), arch

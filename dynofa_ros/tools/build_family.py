@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fit table models to N whole networks measured here (0: raw table; default 8)")
     p.add_argument("--no-measure", action="store_true",
                    help="table models only: measure nothing here, latencies are the table's (profile '<name>/lut')")
+    p.add_argument("--cover", action="append", default=[], metavar="FAMILY",
+                   help="a family (same supernet) the new one must match at every latency: for each of its "
+                        "levels the fastest front point at least as fast and accurate (predicted) is kept too")
     p.add_argument("--remeasure-runs", type=int, default=10)
     p.add_argument("--final-runs", type=int, default=30)
     p.add_argument("--predictor", default=str(PREDICTOR_FILE), help="accuracy predictor state dict (.pth)")
@@ -191,6 +194,14 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
             results = measure_top1(args.supernet, args.weights, archs, args.val_dir, limit=args.val_limit)
             return [fm.Accuracy(round(top1, 3), "measured", note) for top1, note in results]
 
+    cover = []
+    for path in args.cover:
+        cov = fm.load(path)
+        if cov.supernet != args.supernet:
+            raise fm.FamilyError(f"{path}: supernet {cov.supernet} differs from --supernet {args.supernet}")
+        cover += [lv.arch() for lv in cov.levels]
+        notes.append(f"covers {cov.name}: for each of its levels the fastest front point at least as fast and "
+                     "as accurate (predicted) is a level too")
     settings = SearchSettings(levels=args.levels, seed=args.seed, budget=args.budget, population=args.population,
                               bins=args.bins, per_bin=args.per_bin)
     log(f"search: {settings.n_bins} latency bins x {settings.budget} generations x population "
@@ -198,7 +209,7 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     name = args.name or Path(args.out).stem
     result = build_family(predictor, model, settings, name=name, supernet=args.supernet, profile=profile,
                           provenance="", meter=meter, remeasure_runs=args.remeasure_runs,
-                          final_runs=args.final_runs, accuracy_fn=accuracy_fn, log=log)
+                          final_runs=args.final_runs, accuracy_fn=accuracy_fn, cover=cover, log=log)
     fam = result.family
     total = time.perf_counter() - t_start
 
@@ -230,7 +241,8 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
             f"Search: OFA regularised evolution, {settings.n_bins} geometric latency bins x {settings.budget} "
             f"generations x population {settings.population}, seed {settings.seed}; {result.evaluated} "
             f"architectures evaluated, best {settings.per_bin} per bin re-measured, Pareto front of "
-            f"{result.front}, {len(fam)} levels spanning it.",
+            f"{result.front}, {settings.levels} levels spanning it" + (" plus the covering ones" if cover else "")
+            + f": {len(fam)} levels.",
             *[n + "." for n in notes]]
     if meter is not None:
         prov.append(f"Latency {profile}: median of {args.final_runs} interleaved runs per level, batch 1, "
