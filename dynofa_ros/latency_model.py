@@ -236,9 +236,9 @@ def calibration_archs(model: LatencyModel, n: int, seed: int, resolutions: Seque
 
 
 def calibrate(model: LatencyModel, meter: _Measures, n: int = 8, seed: int = 0, runs: int = 10
-              ) -> tuple[CalibratedLatencyModel, list[float], list[float]]:
-    """Fit ``model`` to ``n`` whole networks measured on this device; returns (model, raw, measured)."""
+              ) -> tuple[CalibratedLatencyModel, list[Arch], list[float], list[float]]:
+    """Fit ``model`` to ``n`` whole networks measured on this device; returns (model, archs, raw, measured)."""
     archs = calibration_archs(model, n, seed)
     raw = [model.predict(a) for a in archs]
     measured = [t.p50_ms for t in meter.measure(archs, runs=runs)]
-    return CalibratedLatencyModel(model, AffineCalibration.fit(raw, measured)), raw, measured
+    return CalibratedLatencyModel(model, AffineCalibration.fit(raw, measured)), archs, raw, measured

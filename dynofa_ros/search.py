@@ -342,6 +342,8 @@ def _add_cover(front: list[Candidate], chosen: list[Candidate], cover_ms: list[f
     out = list(chosen)
     for i, (lat, top1) in enumerate(zip(cover_ms, cover_top1, strict=True)):
         ok = [c for c in front if c.top1 >= top1 and ms(c) <= lat]
+        if any(c.key in keys for c in ok):  # a level already chosen covers it
+            continue
         if not ok:
             log(f"cover {i}: no front point is as fast ({lat:.2f} ms) and as accurate ({top1:.2f} %, predicted)")
             continue
@@ -380,6 +382,7 @@ class BuildResult:
     front: int
     final: list[Candidate] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    also_final_ms: list[float] = field(default_factory=list)
 
     def model_errors(self) -> list[float]:
         """Relative error of the search's latency model on the final levels (measured ones only)."""
@@ -390,14 +393,14 @@ class BuildResult:
 class Meter(Protocol):
     """Measures architectures on the device (``device_latency.DeviceMeter``)."""
 
-    def measure(self, archs: Sequence[Arch], *, warmup: int = 3, runs: int = 15) -> list[Any]: ...
+    def measure(self, archs: Sequence[Arch], *, warmup: int = 3, runs: int = 15, chunk: int = 12) -> list[Any]: ...
 
 
 def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, settings: SearchSettings, *,
                  name: str, supernet: str, profile: str, provenance: str, meter: Meter | None = None,
                  remeasure_runs: int = 10, final_runs: int = 30,
                  accuracy_fn: Callable[[list[Arch]], list[Accuracy]] | None = None,
-                 cover: Sequence[Arch] = (),
+                 cover: Sequence[Arch] = (), also_final: Sequence[Arch] = (),
                  log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
     """Search, re-measure per bin, take the front, pick K levels, measure them again, make the family.
 
@@ -406,7 +409,9 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
     replaces) that the new family must match at every latency: they are measured in the same interleaved
     run as the candidates, and for each the fastest front point at least as fast and as accurate
     (predicted) is kept as a level besides the K spanning ones (the covered architecture itself where
-    the search found nothing better).
+    the search found nothing better). ``also_final``: architectures measured in the same interleaved run
+    as the final levels (``BuildResult.also_final_ms``), e.g. the latency model's calibration networks, so
+    the model can be checked free of any drift in the machine's speed between phases.
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -432,9 +437,12 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
     if meter is not None:
         t0 = time.perf_counter()
         log(f"final measurement of {len(chosen)} levels ({final_runs} interleaved runs each)")
-        timings = meter.measure([c.arch for c in chosen], runs=final_runs)
-        chosen = [replace(c, measured_ms=t.p50_ms) for c, t in zip(chosen, timings, strict=True)]
+        timings = meter.measure([c.arch for c in chosen] + list(also_final), runs=final_runs, chunk=64)
+        chosen = [replace(c, measured_ms=t.p50_ms) for c, t in zip(chosen, timings, strict=False)]
+        also_final_ms = [t.p50_ms for t in timings[len(chosen):]]
         seconds["final"] = time.perf_counter() - t0
+    else:
+        also_final_ms = []
     accuracy = accuracy_fn([c.arch for c in chosen]) if accuracy_fn else None
     fam = make_family(name, supernet, chosen, profile, provenance, accuracy, log)
-    return BuildResult(fam, evaluated, len(cands) if measured else 0, len(front), chosen, seconds)
+    return BuildResult(fam, evaluated, len(cands) if measured else 0, len(front), chosen, seconds, also_final_ms)

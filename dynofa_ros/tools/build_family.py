@@ -30,6 +30,7 @@ from ..latency_model import (
     LUT_SUPERNET,
     SEARCH_RESOLUTIONS,
     SHIPPED_LUTS,
+    AffineCalibration,
     CachedLatencyModel,
     LatencyModel,
     LatencyModelError,
@@ -148,6 +149,8 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
 
     # ------------------------------------------------------------- latency model
     model: LatencyModel
+    base: LatencyModel | None = None
+    calib_archs: list[dict] = []
     if args.latency_model == "measure":
         assert meter is not None
         model = CachedLatencyModel(lambda a: meter.measure_one(a), f"direct measurement ({backend})", arch_key)
@@ -180,7 +183,7 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
         notes.append(f"latency model: per-layer table {lut_name} ({lut_dir})")
         if meter is not None and args.calibrate > 0:
             log(f"calibrating the table on {args.calibrate} whole networks measured here")
-            model, raw, measured = calibrate(base, meter, args.calibrate, seed=args.seed)
+            model, calib_archs, raw, measured = calibrate(base, meter, args.calibrate, seed=args.seed)
             cal = model.calibration
             err = statistics.median(relative_errors(raw, measured)) * 100
             log(f"calibration: measured ≈ {cal.scale:.4f} x table + {cal.offset:.3f} ms "
@@ -209,7 +212,8 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     name = args.name or Path(args.out).stem
     result = build_family(predictor, model, settings, name=name, supernet=args.supernet, profile=profile,
                           provenance="", meter=meter, remeasure_runs=args.remeasure_runs,
-                          final_runs=args.final_runs, accuracy_fn=accuracy_fn, cover=cover, log=log)
+                          final_runs=args.final_runs, accuracy_fn=accuracy_fn, cover=cover,
+                          also_final=calib_archs, log=log)
     fam = result.family
     total = time.perf_counter() - t_start
 
@@ -231,6 +235,18 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     if errors:
         print(f"latency model error on the final levels: median {statistics.median(errors) * 100:.1f} %, "
               f"max {max(errors) * 100:.1f} % ({model.name})")
+    refit_errors: list[float] = []
+    if calib_archs and result.also_final_ms and base is not None:
+        # the same table fitted again on the calibration networks, measured in the same interleaved run as the
+        # final levels: the error left is the table's, not a change in the machine's speed between phases
+        refit = AffineCalibration.fit([base.predict(a) for a in calib_archs], result.also_final_ms)
+        finals = [c for c in result.final if c.measured_ms]
+        refit_errors = relative_errors([refit(base.predict(c.arch)) for c in finals], [c.measured_ms for c in finals])
+        drift = statistics.median(m / model.predict(a) for a, m in zip(calib_archs, result.also_final_ms,
+                                                                         strict=True))
+        print(f"same table refitted on the {len(calib_archs)} calibration networks re-measured beside the final "
+              f"levels: median error {statistics.median(refit_errors) * 100:.1f} %, max "
+              f"{max(refit_errors) * 100:.1f} % (machine speed drift since calibration: x{drift:.2f})")
     print(f"{result.evaluated} architectures evaluated, {result.remeasured} re-measured, front of {result.front}; "
           f"built in {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in result.seconds.items())}); {load_text()}")
 
@@ -248,7 +264,9 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
         prov.append(f"Latency {profile}: median of {args.final_runs} interleaved runs per level, batch 1, "
                     f"{backend} static sub-networks, random weights ({load_text()} at the end of the build).")
         if errors:
-            prov.append(f"Latency model error on these levels: median {statistics.median(errors) * 100:.1f} %.")
+            prov.append(f"Latency model error on these levels: median {statistics.median(errors) * 100:.1f} %"
+                        + (f" ({statistics.median(refit_errors) * 100:.1f} % with the table refitted on networks "
+                           "measured in the same run)." if refit_errors else "."))
     else:
         prov.append(f"Latency {profile}: PREDICTED from the per-layer table, not measured on a device.")
     if args.weights:
