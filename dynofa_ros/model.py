@@ -111,7 +111,8 @@ def choose_backend(backend: str, strategy: str | None = None) -> str:
     except BackendError as exc:
         log.warning("backend auto: using torch, because %s", str(exc).removeprefix("backend 'onnxruntime' "))
         return "torch"
-    log.info("backend auto: onnxruntime (the fastest backend installed here; 'torch' is 2-3x slower on a CPU)")
+    log.info("backend auto: onnxruntime (the fastest backend installed here; torch runs about 2x slower on a CPU, "
+             "bench/backends.py)")
     return "onnxruntime"
 
 
@@ -146,6 +147,8 @@ class DynamicOFA:
         self._source = source
         self._provider = ""
         self._supernet = None
+        self.cache_dir: Path | None = None  # onnxruntime: where the exported levels are cached
+        self.exported_levels = 0  # onnxruntime: levels exported at this start-up (0 on a warm cache)
         if self.backend == "torch":
             self._levels: list[Any] = self._prepare_torch(source, device, fp16, threads)
         else:

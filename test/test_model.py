@@ -37,12 +37,19 @@ def family(request) -> fm.SubnetFamily:
     return fm.load(FAMILY_DIR / request.param)
 
 
+@pytest.fixture(scope="module")
+def reference_levels(family: fm.SubnetFamily) -> dict[int, torch.nn.Module]:
+    """ofa's own static sub-networks with their statistics, built once per family and shared by the backends."""
+    return {}
+
+
 @pytest.mark.parametrize(("backend", "strategy"), [("torch", "static"), ("torch", "supernet"),
                                                    ("onnxruntime", "static")])
-def test_switch_equals_ofa_static_subnet_for_every_level(family: fm.SubnetFamily, backend: str, strategy: str) -> None:
+def test_switch_equals_ofa_static_subnet_for_every_level(family: fm.SubnetFamily, backend: str, strategy: str,
+                                                         reference_levels: dict[int, torch.nn.Module]) -> None:
     model = DynamicOFA(family, strategy=strategy, seed=0, backend=backend)
     assert model.backend_label().startswith(f"{backend}/")
-    reference_net = sn.build_supernet(family.supernet, seed=0)
+    reference_net = None
     # torch runs the very kernels of the reference, so even white noise (far outside the calibration
     # frames, where the deepest random-weight levels amplify fp32 rounding ~1000x) must match. A different
     # fp32 engine (onnxruntime) is compared on a frame like the ones the levels were calibrated on; the
@@ -57,8 +64,12 @@ def test_switch_equals_ofa_static_subnet_for_every_level(family: fm.SubnetFamily
         assert model.level == i
         batch = preprocess(frame, level.r)
         got = model.logits(batch)
-        static = sn.extract_static(reference_net, level)
-        sn.write_bn_stats(sn.active_batchnorms(static), level_bn_stats(reference_net, level, synthetic_frames(0)))
+        if i not in reference_levels:
+            reference_net = reference_net or sn.build_supernet(family.supernet, seed=0)
+            static = sn.extract_static(reference_net, level)
+            sn.write_bn_stats(sn.active_batchnorms(static), level_bn_stats(reference_net, level, synthetic_frames(0)))
+            reference_levels[i] = static
+        static = reference_levels[i]
         with torch.inference_mode():
             want = static(torch.from_numpy(batch)).numpy()
         assert torch.allclose(torch.from_numpy(got), torch.from_numpy(want), rtol=1e-4, atol=1e-4), (

@@ -14,6 +14,7 @@ that onnxruntime drops while creating the session (e.g. TensorRT libraries missi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ CPU = "CPUExecutionProvider"
 #: Short names accepted wherever a provider is named (node parameter, CLI).
 PROVIDER_ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 GPU_PROVIDERS = (TENSORRT, CUDA)
+ENV_SPIN = "DYNOFA_ORT_SPIN"
 INSTALL_HINT = ("pip install onnxruntime (CPU), onnxruntime-gpu (x86 CUDA/TensorRT), or NVIDIA's JetPack build "
                 "on a Jetson: see docs/backends.md")
 
@@ -95,13 +97,26 @@ def choose_providers(requested: list[str], available: Sequence[str], *, quiet: b
     return ProviderChoice(chain, skipped)
 
 
-def session_options(ort: ModuleType, threads: int | None) -> Any:
-    """One intra-op pool of ``threads`` per session (0 = onnxruntime's default, the physical cores)."""
+def spinning_allowed() -> bool:
+    """``DYNOFA_ORT_SPIN=1`` lets idle intra-op threads busy-wait, as onnxruntime does by default."""
+    return os.environ.get(ENV_SPIN, "0").strip().lower() in ("1", "true", "yes")
+
+
+def session_options(ort: ModuleType, threads: int | None, *, spin: bool | None = None) -> Any:
+    """One intra-op pool of ``threads`` per session (0 = onnxruntime's default, the physical cores).
+
+    Spinning is off by default: onnxruntime's idle workers otherwise busy-wait for about 20 ms after
+    every frame, which on a robot's shared CPU burns a core between camera frames (energy the manager
+    is trying to save) and slows whatever else runs; measured on this loaded 2-core machine, the
+    non-spinning session was also the faster one (see docs/backends.md).
+    """
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or 0)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if (spinning_allowed() if spin is None
+                                                                          else spin) else "0")
     so.log_severity_level = 3  # provider fallbacks are reported by this module, once, not per node
     return so
 
