@@ -98,17 +98,18 @@ def choose_providers(requested: list[str], available: Sequence[str], *, quiet: b
 
 
 def spinning_allowed() -> bool:
-    """``DYNOFA_ORT_SPIN=1`` lets idle intra-op threads busy-wait, as onnxruntime does by default."""
-    return os.environ.get(ENV_SPIN, "0").strip().lower() in ("1", "true", "yes")
+    """``DYNOFA_ORT_SPIN=0`` stops idle intra-op threads from busy-waiting (onnxruntime's default is to spin)."""
+    return os.environ.get(ENV_SPIN, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def session_options(ort: ModuleType, threads: int | None, *, spin: bool | None = None) -> Any:
     """One intra-op pool of ``threads`` per session (0 = onnxruntime's default, the physical cores).
 
-    Spinning is off by default: onnxruntime's idle workers otherwise busy-wait for about 20 ms after
-    every frame, which on a robot's shared CPU burns a core between camera frames (energy the manager
-    is trying to save) and slows whatever else runs; measured on this loaded 2-core machine, the
-    non-spinning session was also the faster one (see docs/backends.md).
+    Spinning (onnxruntime's default) keeps idle workers busy-waiting for about 20 ms after each run: the
+    lowest latency when the cores are free (1.5x lower p50 than without it, measured here on a quiet
+    2-core machine), but it burns a core between camera frames and, on a CPU shared with other busy
+    processes, it was 2x slower and used 4x the CPU time per frame. ``DYNOFA_ORT_SPIN=0`` turns it off
+    for such robots (see docs/backends.md).
     """
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or 0)
