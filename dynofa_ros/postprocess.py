@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -17,10 +18,16 @@ class Prediction:
 
 @lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names, from torchvision's weight metadata (no download needed)."""
-    from torchvision.models import MobileNet_V3_Large_Weights
+    """The 1000 ImageNet-1k class names, in class-index order.
 
-    return tuple(MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta["categories"])
+    A data file (written once from torchvision's ``MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta``) rather
+    than a torchvision import, so the onnxruntime path never pays for importing torch.
+    """
+    names = tuple((Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines())
+    if len(names) != 1000:
+        raise RuntimeError(f"{Path(__file__).parent / 'data' / 'imagenet_classes.txt'}: expected 1000 class names, "
+                           f"found {len(names)}")
+    return names
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -179,3 +179,11 @@ def test_calibrated_bn_statistics_are_stored_and_restored_on_switch(tmp_path: Pa
         batch = preprocess(frame, fam[level].r)
         assert np.allclose(static.logits(batch), dynamic.logits(batch), atol=1e-4)
         assert [p.index for p in a.predictions] == [p.index for p in b.predictions]
+
+
+def test_class_names_file_matches_torchvision_metadata() -> None:
+    from torchvision.models import MobileNet_V3_Large_Weights
+
+    from dynofa_ros.postprocess import imagenet_class_names
+
+    assert list(imagenet_class_names()) == MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta["categories"]
