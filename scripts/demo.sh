@@ -8,12 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
-run_isolated() {
-  if [ "$(id -u)" = 0 ]; then
-    unshare --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
-  else
-    unshare --map-root-user --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
-  fi
-}
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+. scripts/isolated.sh
 run_isolated .venv/bin/python -m dynofa_ros.tools.demo "$@"

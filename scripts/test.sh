@@ -5,13 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 .venv/bin/ruff check .
-run_isolated() {
-  # Root (CI, these VMs): a plain new network namespace. Otherwise: an unprivileged user+net namespace.
-  if [ "$(id -u)" = 0 ]; then
-    unshare --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
-  else
-    unshare --map-root-user --net -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
-  fi
-}
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+. scripts/isolated.sh
 run_isolated .venv/bin/python -m pytest "$@"

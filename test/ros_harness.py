@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,41 +17,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dynofa_ros.processes import find_executable, graph_env, stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def network_is_isolated() -> bool:
-    """True inside a network namespace whose only interface is loopback (DESIGN.md §4)."""
-    with open("/proc/net/dev", encoding="ascii") as f:
-        names = [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
-    return names == ["lo"]
-
-
 def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a node process: this test's domain, localhost-only discovery, unbuffered output."""
-    env = dict(os.environ)
-    env.update({
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-        "PYTHONUNBUFFERED": "1",
-        "RCUTILS_COLORIZED_OUTPUT": "0",
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
-    })
-    if extra:
-        env.update(extra)
+    """A node process's environment (the graph's own), with one BLAS/OpenMP thread unless the test says more."""
+    env = graph_env(domain_id)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra or {})
     return env
-
-
-def find_executable(name: str) -> str:
-    """A console script of this package: next to the running interpreter first (the venv), then PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"executable {name!r} not found next to {sys.executable} or on PATH")
-    return found
 
 
 class NodeProcess:
@@ -109,17 +82,7 @@ class NodeProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT (a node's normal shutdown path), then SIGTERM, then SIGKILL, each with a bounded wait."""
-        if self.proc is None:
-            return None
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.proc.poll()
+        return None if self.proc is None else stop_process(self.proc, timeout)
 
 
 class Collector:

@@ -27,7 +27,9 @@ from perception_helpers import (
     ros_minus_monotonic,
     tiny_family,
 )
-from ros_harness import NodeProcess, RosProbe, diagnostic_values, network_is_isolated, ros_env
+from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
+
+from dynofa_ros.processes import network_is_isolated
 
 WAIT = 60.0  # generous bound for anything the node does once (model start-up included, on a loaded machine)
 

@@ -19,7 +19,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,32 +29,9 @@ from typing import Any
 from .. import launch_config as lc
 from .. import scenario as scn
 from .. import scoring
+from ..processes import find_executable, graph_env, network_is_isolated, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def network_is_isolated() -> bool:
-    with open("/proc/net/dev", encoding="ascii") as f:
-        return [ln.split(":", 1)[0].strip() for ln in f.readlines()[2:]] == ["lo"]
-
-
-def find_executable(name: str, exe_dir: str | Path | None = None) -> str:
-    """A console script: in ``exe_dir`` (e.g. install/dynofa_ros/lib/dynofa_ros), next to Python, on PATH."""
-    for d in ([Path(exe_dir)] if exe_dir else []) + [Path(sys.executable).parent]:
-        if (d / name).exists():
-            return str(d / name)
-    found = shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"executable {name!r} not found (run: pip install -e . or colcon build)")
-    return found
-
-
-def graph_env(domain_id: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"})
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    return env
 
 
 class Proc:
@@ -92,15 +68,7 @@ class Proc:
             return None
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.proc.poll()
+        return stop_process(self.proc, timeout)
 
 
 class Graph:

@@ -1,0 +1,54 @@
+"""Child processes of the graph: started from console scripts, ended by their own PID, kept off the network.
+
+Shared by the demo, ``scripts/run_graph.py`` and the graph tests, so there is one way to find an
+executable, one environment for a node, and one shutdown sequence (SIGINT: a node's normal exit path
+that restores clocks; then SIGTERM; then SIGKILL, each with a bounded wait).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def network_is_isolated() -> bool:
+    """True inside a network namespace whose only interface is loopback (DESIGN.md §4)."""
+    with open("/proc/net/dev", encoding="ascii") as f:
+        return [ln.split(":", 1)[0].strip() for ln in f.readlines()[2:]] == ["lo"]
+
+
+def find_executable(name: str, exe_dir: str | Path | None = None) -> str:
+    """A console script: in ``exe_dir`` (e.g. install/dynofa_ros/lib/dynofa_ros), next to Python, on PATH."""
+    for d in ([Path(exe_dir)] if exe_dir else []) + [Path(sys.executable).parent]:
+        if (d / name).exists():
+            return str(d / name)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"executable {name!r} not found (run: pip install -e . or colcon build)")
+    return found
+
+
+def graph_env(domain_id: int) -> dict[str, str]:
+    """A node's environment: this graph's domain, localhost-only discovery, unbuffered uncoloured logs."""
+    env = dict(os.environ)
+    env.update({"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"})
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    return env
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """SIGINT, then SIGTERM, then SIGKILL, each with a bounded wait; returns the exit status."""
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.poll()
