@@ -39,3 +39,10 @@ def test_profile_bad_family_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert profile.main(["--family", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"dynofa-profile: {bad}: supernet:") and err.count("\n") == 1
+
+
+def test_profile_names_separate_gpu_providers() -> None:
+    assert profile.profile_backend("onnxruntime/CPUExecutionProvider/cpu") == "onnxruntime"
+    assert profile.profile_backend("onnxruntime/TensorrtExecutionProvider/cuda/fp16") == "onnxruntime-tensorrt"
+    assert profile.profile_backend("onnxruntime/CUDAExecutionProvider/cuda") == "onnxruntime-cuda"
+    assert profile.profile_backend("torch/static/cpu") == "torch"

@@ -47,6 +47,18 @@ def build_model(fam: fm.SubnetFamily, args: argparse.Namespace) -> DynamicOFA:
     return DynamicOFA(fam, **kwargs)
 
 
+def profile_backend(label: str) -> str:
+    """Backend part of a profile name: ``torch``, ``onnxruntime``, or ``onnxruntime-cuda`` / ``-tensorrt``.
+
+    CUDA and TensorRT execution providers run the same model at different speeds, so a GPU needs one
+    profile per provider for the manager to plan with the numbers of what actually runs.
+    """
+    parts = label.split("/")
+    if parts[0] == "onnxruntime" and len(parts) > 1 and parts[1] != "CPUExecutionProvider":
+        return f"onnxruntime-{parts[1].removesuffix('ExecutionProvider').lower()}"
+    return parts[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -69,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report.table())
     device_profile = args.device_profile or f"generic_{model.device.type}"
-    backend = model.backend_label().split("/")[0]
-    profile = f"{device_profile}/{backend}"
+    profile = f"{device_profile}/{profile_backend(model.backend_label())}"
     if args.write or args.out:
         fam = fam.with_profile(profile, [p.p50_ms for p in report.levels], reference=args.reference)
         fam.save(out)
