@@ -180,12 +180,13 @@ def main() -> int:
 
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from ros_harness import NodeProcess, RosProbe, network_is_isolated, ros_env
+    from ros_harness import NodeProcess, RosProbe, ros_env
     from sensor_msgs.msg import Image
     from std_msgs.msg import String, UInt8
 
     from dynofa_ros import family as fm
     from dynofa_ros.image_codec import encode_image
+    from dynofa_ros.processes import network_is_isolated
     if not network_is_isolated():
         print("refusing to run: not in a loopback-only network namespace (see the docstring)", file=sys.stderr)
         return 2
