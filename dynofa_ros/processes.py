@@ -12,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -52,3 +54,69 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
         except subprocess.TimeoutExpired:
             continue
     return proc.poll()
+
+
+class Proc:
+    """A child process with its output in a log file; ended by its own PID (SIGINT, then TERM, then KILL).
+
+    Started at once, or (``start=False``) by :meth:`start` / a ``with`` block.
+    """
+
+    def __init__(self, name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path,
+                 cwd: str | os.PathLike[str] | None = None, *, start: bool = True):
+        self.name = name
+        self.cmd = list(cmd)
+        self.env = env
+        self.cwd = cwd
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        if start:
+            self.start()
+
+    def start(self) -> Proc:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def __enter__(self) -> Proc:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} was not started"
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_output(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            if not self.alive():
+                return text in self.output()
+            time.sleep(0.05)
+        return False
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        return None if self.proc is None else stop_process(self.proc, timeout)

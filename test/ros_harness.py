@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynofa_ros.processes import find_executable, graph_env, stop_process
+from dynofa_ros.processes import Proc, find_executable, graph_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,59 +29,15 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
-class NodeProcess:
-    """One node executable started as its own process, its output kept in a log file."""
+class NodeProcess(Proc):
+    """One node executable started (by ``with``) as its own process, its output kept in a log file."""
 
     def __init__(self, executable: str, ros_args: Sequence[str] = (), *, env: dict[str, str],
                  args: Sequence[str] = (), name: str | None = None, cwd: str | os.PathLike[str] | None = None):
-        self.name = name or Path(executable).name
+        name = name or Path(executable).name
         exe = executable if os.path.sep in executable else find_executable(executable)
-        self.cmd = [exe, *args]
-        if ros_args:
-            self.cmd += ["--ros-args", *ros_args]
-        self.env = env
-        self.cwd = str(cwd) if cwd else str(REPO)
-        fd, self.log_path = tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")
-        os.close(fd)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> NodeProcess:
-        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self) -> str:
-        return Path(self.log_path).read_text(encoding="utf-8", errors="replace")
-
-    def wait_for_output(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return True
-            if not self.alive():
-                return text in self.output()
-            time.sleep(0.05)
-        return False
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT (a node's normal shutdown path), then SIGTERM, then SIGKILL, each with a bounded wait."""
-        return None if self.proc is None else stop_process(self.proc, timeout)
+        cmd = [exe, *args] + (["--ros-args", *ros_args] if ros_args else [])
+        super().__init__(name, cmd, env, Path(tempfile.mkdtemp(prefix=f"{name}-")), cwd=cwd or REPO, start=False)
 
 
 class Collector:

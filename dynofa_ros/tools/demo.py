@@ -19,56 +19,17 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import launch_config as lc
 from .. import scenario as scn
 from .. import scoring
-from ..processes import find_executable, graph_env, network_is_isolated, stop_process
+from ..processes import Proc, find_executable, graph_env, network_is_isolated
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Proc:
-    """A child process with its output in a log file; ended by its own PID (SIGINT, then TERM, then KILL)."""
-
-    def __init__(self, name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path, cwd: Path = REPO):
-        self.name = name
-        self.cmd = list(cmd)
-        self.log_path = log_dir / f"{name}.log"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for_output(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return True
-            if not self.alive():
-                return text in self.output()
-            time.sleep(0.1)
-        return False
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        return stop_process(self.proc, timeout)
 
 
 class Graph:
