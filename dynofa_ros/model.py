@@ -371,11 +371,7 @@ class LevelSource:
         """Level ``index`` as a static sub-network carrying its own BatchNorm statistics."""
         from . import supernet as sn
 
-        stats = self.level_stats(index)
-        sub = sn.extract_static(self.net(), self.family.levels[index])
-        if stats is not None:
-            sn.write_bn_stats(sn.active_batchnorms(sub), stats)
-        return sub
+        return sn.extract_static_with_stats(self.net(), self.family.levels[index], self.level_stats(index))
 
 
 def _weights_error(message: str) -> Exception:

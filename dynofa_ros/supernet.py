@@ -27,8 +27,7 @@ def build_supernet(supernet: str, seed: int = 0) -> nn.Module:
         raise FamilyError(f"supernet {supernet!r} is unknown; allowed: {sorted(SUPERNETS)}")
     from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 
-    devnull_gen = torch.random.fork_rng(devices=[])
-    with devnull_gen:
+    with torch.random.fork_rng(devices=[]):  # seed locally: the caller's random stream is left alone
         torch.manual_seed(seed)
         net = OFAMobileNetV3(
             n_classes=1000,
@@ -87,6 +86,14 @@ def extract_static(net: nn.Module, level: Level) -> nn.Module:
     """A static sub-network with its own copy of the level's weights (``get_active_subnet``)."""
     set_level(net, level)
     return net.get_active_subnet(preserve_weight=True).eval()
+
+
+def extract_static_with_stats(net: nn.Module, level: Level, stats: BnStats | None) -> nn.Module:
+    """``extract_static`` carrying the level's own BatchNorm statistics (when it has calibrated ones)."""
+    sub = extract_static(net, level)
+    if stats is not None:
+        write_bn_stats(active_batchnorms(sub), stats)
+    return sub
 
 
 def active_batchnorms(net: nn.Module) -> list[nn.BatchNorm2d]:

@@ -72,9 +72,7 @@ def prepare_levels(net: nn.Module, levels: list[Level], bn_stats: list[sn.BnStat
     prepared: list[TorchLevel | SupernetLevel] = []
     if strategy == "static":
         for level, stats in zip(levels, bn_stats, strict=True):
-            sub = sn.extract_static(net, level)
-            if stats is not None:
-                sn.write_bn_stats(sn.active_batchnorms(sub), stats)
+            sub = sn.extract_static_with_stats(net, level, stats)
             prepared.append(TorchLevel(sub.to(device, dtype), level.r, device, fp16))
         return prepared
     net.to(device, dtype)
