@@ -52,6 +52,9 @@ MAX_DEPTH = 4
 NUM_BLOCKS = NUM_STAGES * MAX_DEPTH
 RESOLUTIONS = tuple(range(128, 225, 4))
 ACCURACY_SOURCES = ("measured", "predicted", "unknown")
+#: Levels travel as ``std_msgs/UInt8`` (``dynofa/subnet_cmd``, ``dynofa/active_level``): a 257th level would
+#: wrap to level 0 on the wire, so a family may hold at most 256 (levels 0..255).
+MAX_LEVELS = 256
 
 
 class FamilyError(ValueError):
@@ -256,12 +259,22 @@ def parse_level(raw: Any, where: str, index: int) -> Level:
 
 
 def validate(family: SubnetFamily, where: str = "<family>") -> None:
-    """Cross-level rules: known supernet, at least one level, sorted by the reference profile."""
+    """Cross-level rules: known supernet, 1..256 levels (a UInt8 names each), sorted by the reference profile."""
     if family.supernet not in SUPERNETS:
         raise _fail(where, "supernet", f"{family.supernet!r} is unknown; allowed: {sorted(SUPERNETS)}")
     if not family.levels:
         raise _fail(where, "levels", "must hold at least one level")
+    if len(family.levels) > MAX_LEVELS:
+        raise _fail(where, "levels", f"{len(family.levels)} levels; at most {MAX_LEVELS} (levels 0..255: a level "
+                                     "command is a std_msgs/UInt8)")
     ref = family.reference_profile
+    if ref is not None and not isinstance(ref, str):
+        raise _fail(where, "reference_profile", f"{ref!r} must be a string naming one latency profile, or null; "
+                                                f"profiles with every level: {family.profiles()}")
+    for key in ("name", "bn_stats"):
+        value = getattr(family, key)
+        if value is not None and not isinstance(value, str):
+            raise _fail(where, key, f"{value!r} must be a string")
     if ref is not None:
         for i, lv in enumerate(family.levels):
             if ref not in lv.latency_ms:
@@ -284,10 +297,12 @@ def from_json(raw: Any, where: str = "<family>") -> SubnetFamily:
             raise _fail(where, k, "missing (required keys: supernet, levels)")
     if not isinstance(raw["levels"], list):
         raise _fail(where, "levels", "must be a list of level objects")
+    if not isinstance(raw["supernet"], str):
+        raise _fail(where, "supernet", f"{raw['supernet']!r} must be a string; allowed: {sorted(SUPERNETS)}")
     levels = [parse_level(lv, where, i) for i, lv in enumerate(raw["levels"])]
     fam = SubnetFamily(
         name=str(raw.get("name", Path(where).stem)),
-        supernet=str(raw["supernet"]),
+        supernet=raw["supernet"],
         levels=levels,
         reference_profile=raw.get("reference_profile"),
         provenance=str(raw.get("provenance", "")),
@@ -304,12 +319,21 @@ def load(path: str | os.PathLike[str]) -> SubnetFamily:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise FamilyError(f"{path}: cannot read family file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FamilyError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "a family file is UTF-8 JSON") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FamilyError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} "
                           f"column {exc.colno}") from None
-    fam = from_json(raw, str(path))
+    except RecursionError:  # json's C scanner recurses once per nesting level
+        raise FamilyError(f"{path}: not a family file: JSON nested too deeply to parse (a family is nested "
+                          "four levels deep)") from None
+    try:
+        fam = from_json(raw, str(path))
+    except RecursionError:  # e.g. a 100000-deep list in a field that is echoed with repr()
+        raise FamilyError(f"{path}: not a family file: a value is nested too deeply") from None
     fam.source_path = path
     return fam
 

@@ -71,6 +71,15 @@ def _mutations():
     def missing_levels(raw):
         del raw["levels"]
 
+    def reference_profile_list(raw):
+        raw["reference_profile"] = ["xavier_nx_gpu"]
+
+    def supernet_number(raw):
+        raw["supernet"] = 7
+
+    def too_many_levels(raw):  # 257 levels: level 256 would travel as UInt8 0
+        raw["levels"] = [raw["levels"][0]] * 257
+
     return [
         (missing_key, "levels[2].e", "missing"),
         (wrong_length, "levels[1].ks", "20 entries"),
@@ -81,6 +90,9 @@ def _mutations():
         (bad_resolution, "levels[0].r", "128..224"),
         (negative_latency, "levels[0].latency_ms.xavier_nx_gpu", "positive"),
         (missing_levels, "levels", "missing"),
+        (reference_profile_list, "reference_profile", "xavier_nx_gpu"),
+        (supernet_number, "supernet", "ofa_mbv3_d234_e346_k357_w1.2"),
+        (too_many_levels, "levels", "at most 256"),
     ]
 
 
@@ -105,6 +117,30 @@ def test_unreadable_and_invalid_json(tmp_path: Path) -> None:
     bad.write_text("{ not json")
     with pytest.raises(fm.FamilyError, match=r"bad.json: not valid JSON: .* line 1"):
         fm.load(bad)
+
+
+def test_not_utf8_and_deeply_nested_are_family_errors(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 and nesting deeper than json's recursion limit: one FamilyError naming the file."""
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(fm.FamilyError, match=r"latin1.json: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        fm.load(latin1)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(fm.FamilyError, match=r"deep.json: .*nested too deeply"):
+        fm.load(deep)
+    deep_value = tmp_path / "deep_value.json"
+    raw = _raw()
+    raw["levels"][0]["r"] = json.loads("[" * 500 + "]" * 500)
+    deep_value.write_text(json.dumps(raw))
+    with pytest.raises(fm.FamilyError, match=r"deep_value.json: levels\[0\]\.r"):
+        fm.load(deep_value)
+
+
+def test_256_levels_is_the_most_a_uint8_can_name() -> None:
+    raw = _raw()
+    raw["levels"] = [raw["levels"][0]] * 256
+    assert len(fm.from_json(raw, "many.json")) == 256
 
 
 def test_pareto_front_drops_dominated_levels() -> None:
