@@ -1,10 +1,29 @@
-"""sensor_msgs Image / CompressedImage fields → HxWx3 RGB uint8, with numpy views and no per-pixel Python.
+"""sensor_msgs Image / CompressedImage fields → HxWx3 RGB uint8, with the same rules as cv_bridge.
 
 Why not cv_bridge: it is not installable where ROS comes from PyPI, and its PyPI port breaks on
-NumPy 2. Why views: rclpy hands ``data`` over as a buffer; ``np.frombuffer`` over it and a strided
-view that skips row padding cost nothing, and a single ``cv2.cvtColor`` does any colour conversion
+NumPy 2. The output is what ``cv_bridge.imgmsg_to_cv2(msg, "rgb8")`` gives (vision_opencv, ROS 2
+branch), so a robot that switches to cv_bridge sees the same pixels:
+
+- colour and mono encodings, YUV 4:2:2 and the eight ``bayer_*`` encodings are converted with the
+  OpenCV colour code cv_bridge uses (Bayer: ``bayer_rggb`` → ``COLOR_BayerBG2RGB`` and so on, the
+  OpenCV names being offset by one pixel);
+- 16-bit encodings are converted first and then scaled as cv_bridge's ``convertTo(CV_8U, 255/65535)``,
+  i.e. ``round(v / 257)`` (not the high byte, which differs on about a quarter of the values);
+- non-colour encodings (``8UC1``, ``16UC1``, ``32FC1`` … depth and measurement images) are refused,
+  as cv_bridge refuses to turn them into ``rgb8``: classifying a depth map as a grey picture is wrong;
+- compressed frames are decoded like ``cv::imdecode(…, IMREAD_UNCHANGED)``: EXIF orientation is
+  ignored (the frame is not rotated), grey and alpha are converted afterwards.
+
+Why views: rclpy hands ``data`` over as a buffer; ``np.frombuffer`` over it and a strided view that
+skips row padding cost nothing, and a single ``cv2.cvtColor`` does any colour conversion
 (rclpy#763: per-element Python costs ~30× more). ``rgb8`` without padding is returned as a view of
 the message buffer, so the caller must keep the message alive while it uses the frame.
+
+Decompression bombs: a compressed frame is decoded only when its width and height were read from its
+own header (JPEG: every segment up to the frame header is walked; PNG: IHDR) and fit ``max_pixels``.
+The decoders allocate from those same header fields, so decode memory is bounded by ``max_pixels``;
+a frame whose header cannot be read (another format, a malformed segment, no frame header before the
+scan) is refused without decoding.
 
 Every malformed input raises :class:`ImageError` with a one-line message that says what is wrong and
 with which numbers, so a node can log it once and drop the frame. Nothing here imports rclpy: the
@@ -13,6 +32,7 @@ functions take the message's fields (or any object that has them), so they are t
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +55,11 @@ class _Encoding:
     bytes_per_value: int   # 1 or 2
     to_rgb: int | None     # cv2 conversion code, None when already RGB
     even_width: bool = False
+    min_size: int = 1      # Bayer demosaicing needs at least 2x2 pixels
+
+
+def _bayer(code: int, bytes_per_value: int) -> _Encoding:
+    return _Encoding(1, bytes_per_value, code, min_size=2)
 
 
 _ENCODINGS: dict[str, _Encoding] = {
@@ -43,23 +68,36 @@ _ENCODINGS: dict[str, _Encoding] = {
     "rgba8": _Encoding(4, 1, cv2.COLOR_RGBA2RGB),
     "bgra8": _Encoding(4, 1, cv2.COLOR_BGRA2RGB),
     "mono8": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
-    "8UC1": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
     # sensor_msgs/image_encodings.hpp: "yuv422" is UYVY byte order, "yuv422_yuy2" is YUYV.
     "yuv422": _Encoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
     "uyvy": _Encoding(2, 1, cv2.COLOR_YUV2RGB_UYVY, even_width=True),
     "yuv422_yuy2": _Encoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
     "yuyv": _Encoding(2, 1, cv2.COLOR_YUV2RGB_YUY2, even_width=True),
-    # 16-bit: scaled to 8 bits by keeping the high byte (cv_bridge's mono16 → mono8 scaling).
+    # 16-bit: converted, then scaled to 8 bits as cv_bridge does (round(v * 255 / 65535)).
     "mono16": _Encoding(1, 2, cv2.COLOR_GRAY2RGB),
-    "16UC1": _Encoding(1, 2, cv2.COLOR_GRAY2RGB),
     "rgb16": _Encoding(3, 2, None),
     "bgr16": _Encoding(3, 2, cv2.COLOR_BGR2RGB),
     "rgba16": _Encoding(4, 2, cv2.COLOR_RGBA2RGB),
     "bgra16": _Encoding(4, 2, cv2.COLOR_BGRA2RGB),
+    # Bayer: cv_bridge's codes (sensor_msgs' first two pixels name the pattern; OpenCV's name the 2nd row).
+    "bayer_rggb8": _bayer(cv2.COLOR_BayerBG2RGB, 1),
+    "bayer_bggr8": _bayer(cv2.COLOR_BayerRG2RGB, 1),
+    "bayer_gbrg8": _bayer(cv2.COLOR_BayerGR2RGB, 1),
+    "bayer_grbg8": _bayer(cv2.COLOR_BayerGB2RGB, 1),
+    "bayer_rggb16": _bayer(cv2.COLOR_BayerBG2RGB, 2),
+    "bayer_bggr16": _bayer(cv2.COLOR_BayerRG2RGB, 2),
+    "bayer_gbrg16": _bayer(cv2.COLOR_BayerGR2RGB, 2),
+    "bayer_grbg16": _bayer(cv2.COLOR_BayerGB2RGB, 2),
 }
 
 #: Encodings accepted by :func:`decode_image`, for messages and documentation.
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
+
+#: sensor_msgs' generic OpenCV types (8UC1, 16UC1, 32FC1, 64FC3, ...): no colour meaning, refused.
+_NON_COLOUR = re.compile(r"(8U|8S|16U|16S|32S|32F|64F)C[1-4]?")
+
+#: Longest encoding string quoted in an error (a malformed message may carry a huge one).
+_MAX_QUOTED = 40
 
 
 def _buffer(data: Any) -> np.ndarray:
@@ -81,14 +119,32 @@ def _check_pixels(height: int, width: int, max_pixels: int) -> None:
                          f"{max_pixels}")
 
 
+def _quote(text: str) -> str:
+    return repr(text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "…")
+
+
+def _unknown_encoding(encoding: str) -> ImageError:
+    if _NON_COLOUR.fullmatch(encoding):
+        return ImageError(f"encoding {_quote(encoding)} is not a colour format (a depth or measurement image); "
+                          "refused, as cv_bridge refuses converting it to rgb8")
+    return ImageError(f"unknown encoding {_quote(encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit → 8-bit exactly as cv_bridge scales (``convertTo(CV_8U, 255.0 / 65535.0)``): round(v / 257)."""
+    return cv2.convertScaleAbs(values, alpha=255.0 / 65535.0)
+
+
 def decode_image(height: int, width: int, encoding: str, step: int, is_bigendian: int | bool, data: Any,
                  *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The fields of a sensor_msgs/Image → HxWx3 RGB uint8 (a view when the data already is RGB8)."""
     height, width, step = int(height), int(width), int(step)
-    _check_pixels(height, width, max_pixels)
     spec = _ENCODINGS.get(encoding)
     if spec is None:
-        raise ImageError(f"unknown encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+        raise _unknown_encoding(str(encoding))
+    _check_pixels(height, width, max_pixels)
+    if min(height, width) < spec.min_size:
+        raise ImageError(f"{encoding} needs at least {spec.min_size}x{spec.min_size} pixels, got {width}x{height}")
     row_bytes = width * spec.channels * spec.bytes_per_value
     if step < row_bytes:
         raise ImageError(f"step {step} < width*channels*bytes ({width}*{spec.channels}*{spec.bytes_per_value}"
@@ -106,69 +162,129 @@ def decode_image(height: int, width: int, encoding: str, step: int, is_bigendian
     if spec.bytes_per_value == 2:
         dtype = np.dtype(">u2" if is_bigendian else "<u2")
         values = rows.view(dtype) if rows.flags.c_contiguous else np.ascontiguousarray(rows).view(dtype)
-        pixels = (values >> 8).astype(np.uint8).reshape(height, width, spec.channels)
+        pixels = values.astype(np.uint16, copy=False).reshape(height, width, spec.channels)
     else:
         pixels = rows.reshape(height, width, spec.channels)
-    if spec.to_rgb is None:
-        return pixels
-    if spec.channels == 1:
-        pixels = pixels[:, :, 0]
-    return cv2.cvtColor(pixels, spec.to_rgb)
+    if spec.to_rgb is not None:
+        if spec.channels == 1:
+            pixels = pixels[:, :, 0]
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels) if spec.min_size > 1 else pixels, spec.to_rgb)
+    # As cv_bridge: colour conversion first, in the source depth, then one scaling to 8 bits.
+    return to_8bit(pixels) if spec.bytes_per_value == 2 else pixels
 
 
-def _png_size(buf: bytes) -> tuple[int, int] | None:
-    if buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) >= 24 and buf[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", buf[16:24])
-        return height, width
-    return None
+# ---------------------------------------------------------------------- compressed: size from the header
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Start-of-frame markers (baseline, extended, progressive, lossless, arithmetic); not DHT/JPG/DAC.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+#: Markers without a length field: TEM, RST0-7, SOI (ITU T.81 B.1.1.3).
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+#: Real JPEGs have a few dozen segments before the frame header; walking more is refused (CPU bound).
+MAX_JPEG_SEGMENTS = 10_000
 
 
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+class HeaderError(ImageError):
+    """The dimensions of a compressed frame cannot be read from its header: it is not decoded."""
 
 
-def _jpeg_size(buf: bytes) -> tuple[int, int] | None:
-    """Height and width from a JPEG's start-of-frame segment (walks segment headers, a few dozen at most)."""
-    if buf[:2] != b"\xff\xd8":
-        return None
+def _png_size(buf: np.ndarray) -> tuple[int, int]:
+    head = bytes(buf[:24])
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise HeaderError("PNG without an IHDR chunk first: dimensions unreadable, not decoded")
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+def _jpeg_size(buf: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the first start-of-frame segment, walking every segment before it.
+
+    The walk follows ITU T.81: fill bytes, standalone markers (TEM, RSTn) and length-prefixed segments of
+    any size, through the whole buffer (APP segments may add up to far more than 64 KB). It stops with
+    :class:`HeaderError` at anything else: no SOF before the scan (SOS) or the end (EOI), a byte where a
+    marker must be, a segment running past the data, or more than ``MAX_JPEG_SEGMENTS`` steps.
+    """
+    size = buf.size
     i = 2
-    while i + 4 <= len(buf):
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if i + 2 > size:
+            raise HeaderError(f"JPEG ends at byte {size} before its frame header: dimensions unreadable, not decoded")
         if buf[i] != 0xFF:
-            return None
-        marker = buf[i + 1]
-        if marker == 0xFF:  # fill byte
+            raise HeaderError(f"JPEG byte {i} is 0x{int(buf[i]):02X} where a marker must be: dimensions "
+                              "unreadable, not decoded")
+        marker = int(buf[i + 1])
+        if marker == 0xFF:      # fill byte before a marker
             i += 1
             continue
-        length = struct.unpack(">H", buf[i + 2:i + 4])[0]
-        if marker in _SOF_MARKERS and i + 9 <= len(buf):
-            height, width = struct.unpack(">HH", buf[i + 5:i + 9])
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):
+            raise HeaderError(f"JPEG reaches its {'end' if marker == 0xD9 else 'scan'} at byte {i} without a frame "
+                              "header: dimensions unreadable, not decoded")
+        if i + 4 > size:
+            raise HeaderError(f"JPEG segment at byte {i} is cut: dimensions unreadable, not decoded")
+        length = (int(buf[i + 2]) << 8) | int(buf[i + 3])
+        if length < 2 or i + 2 + length > size:
+            raise HeaderError(f"JPEG segment 0xFF{marker:02X} at byte {i} has length {length} for {size - i - 2} "
+                              "bytes left: dimensions unreadable, not decoded")
+        if marker in _SOF_MARKERS:
+            if length < 8:
+                raise HeaderError(f"JPEG frame header at byte {i} is too short ({length} bytes), not decoded")
+            height = (int(buf[i + 5]) << 8) | int(buf[i + 6])
+            width = (int(buf[i + 7]) << 8) | int(buf[i + 8])
             return height, width
         i += 2 + length
-    return None
+    raise HeaderError(f"JPEG has more than {MAX_JPEG_SEGMENTS} segments before its frame header, not decoded")
 
 
-def compressed_size(data: Any) -> tuple[int, int] | None:
-    """(height, width) read from a PNG or JPEG header without decoding; None when not found."""
-    head = bytes(_buffer(data)[:65536])
-    return _png_size(head) or _jpeg_size(head)
+def compressed_size(data: Any) -> tuple[int, int]:
+    """(height, width) read from a PNG or JPEG header without decoding; HeaderError when unreadable."""
+    buf = _buffer(data)
+    if bytes(buf[:8]) == _PNG_SIGNATURE:
+        return _png_size(buf)
+    if bytes(buf[:2]) == b"\xff\xd8":
+        return _jpeg_size(buf)
+    raise HeaderError(f"not JPEG or PNG (starts with {bytes(buf[:8]).hex()}): dimensions unreadable, not decoded")
 
 
 def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The fields of a sensor_msgs/CompressedImage (JPEG or PNG) → HxWx3 RGB uint8.
 
-    The size is read from the header first, so a huge image is refused before it is decoded.
+    The size is read from the header first and checked against ``max_pixels``; a frame whose size
+    cannot be read is refused, so nothing larger than ``max_pixels`` is ever allocated by the decoder.
+    Decoding follows cv_bridge (``IMREAD_UNCHANGED``: no EXIF rotation), then grey / BGR / BGRA → RGB
+    and 16-bit PNG scaled to 8 bits like raw 16-bit frames.
     """
     buf = _buffer(data)
     if buf.size == 0:
-        raise ImageError(f"empty compressed image (format {fmt!r})")
-    size = compressed_size(buf)
-    if size is not None:
-        _check_pixels(size[0], size[1], max_pixels)
-    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        raise ImageError(f"empty compressed image (format {_quote(str(fmt))})")
+    try:
+        height, width = compressed_size(buf)
+    except HeaderError as exc:
+        raise HeaderError(f"compressed image (format {_quote(str(fmt))}, {buf.size} bytes): {exc}") from None
+    _check_pixels(height, width, max_pixels)
+    try:
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        decoded = None
+        detail = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else "cv2.error"
+    else:
+        detail = "corrupted or not JPEG/PNG"
     if decoded is None or decoded.size == 0:
-        raise ImageError(f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes): corrupted or "
-                         "not JPEG/PNG")
-    _check_pixels(decoded.shape[0], decoded.shape[1], max_pixels)
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+        raise ImageError(f"cannot decode compressed image (format {_quote(str(fmt))}, {buf.size} bytes): {detail}")
+    if decoded.shape[:2] != (height, width):
+        raise ImageError(f"compressed image decoded to {decoded.shape[1]}x{decoded.shape[0]}, its header says "
+                         f"{width}x{height}: refused")
+    channels = 1 if decoded.ndim == 2 else decoded.shape[2]
+    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels)
+    if code is None:
+        raise ImageError(f"compressed image has {channels} channels; expected 1, 3 or 4")
+    rgb = cv2.cvtColor(decoded, code)
+    if rgb.dtype == np.uint16:
+        return to_8bit(rgb)
+    if rgb.dtype != np.uint8:
+        raise ImageError(f"compressed image decoded to {rgb.dtype} values; expected 8 or 16 bits")
+    return rgb
 
 
 def decode_message(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import array
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -90,21 +96,94 @@ def test_yuv422_encodings_match_bt601_reference(encoding: str, order: str, paddi
     assert np.abs(out.astype(int) - rgb.astype(int)).max() <= 6
 
 
+def _cv_bridge_8bit(values: np.ndarray) -> np.ndarray:
+    """cv_bridge's 16 → 8 bit rule, computed independently in float64: round(v * 255 / 65535)."""
+    return np.round(values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+
+
+def test_16bit_scaling_is_cv_bridge_not_high_byte() -> None:
+    # Values where cv_bridge's rounding and the high byte disagree (and the ends).
+    cases = {0: 0, 128: 0, 129: 1, 32767: 127, 32896: 128, 65406: 254, 65407: 255, 65535: 255}
+    values = np.array([list(cases)], np.uint16)
+    out = decode_image(1, len(cases), "mono16", 2 * len(cases), 0, values.astype("<u2").tobytes())
+    assert out[0, :, 0].tolist() == list(cases.values())
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    out = decode_image(256, 256, "mono16", 512, 0, every.astype("<u2").tobytes())
+    np.testing.assert_array_equal(out[:, :, 1], _cv_bridge_8bit(every))
+    assert np.mean(out[:, :, 1] != (every >> 8)) > 0.2  # the old high-byte rule was off on ~1/4 of values
+
+
 @pytest.mark.parametrize("bigendian", [0, 1])
 @pytest.mark.parametrize("padding", [0, 6])
-def test_mono16_keeps_high_byte_with_either_endianness(bigendian: int, padding: int) -> None:
+def test_mono16_either_endianness(bigendian: int, padding: int) -> None:
     values = np.random.default_rng(0).integers(0, 65536, (9, 11), dtype=np.uint16)
     raw = values.astype(">u2" if bigendian else "<u2").view(np.uint8).reshape(9, 22)
     data, step = _padded(raw, padding)
     out = decode_image(9, 11, "mono16", step, bigendian, data)
-    np.testing.assert_array_equal(out, np.repeat((values >> 8).astype(np.uint8)[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(out, np.repeat(_cv_bridge_8bit(values)[:, :, None], 3, axis=2))
 
 
-def test_bgr16_decodes_to_rgb() -> None:
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16", "rgba16", "bgra16"])
+def test_colour16_decodes_to_rgb(encoding: str) -> None:
     rgb16 = np.random.default_rng(1).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
-    data = np.ascontiguousarray(rgb16[:, :, ::-1]).astype("<u2").tobytes()
-    out = decode_image(5, 7, "bgr16", 7 * 6, 0, data)
-    np.testing.assert_array_equal(out, (rgb16 >> 8).astype(np.uint8))
+    buf = rgb16[:, :, ::-1] if encoding.startswith("bgr") else rgb16
+    if encoding.endswith("a16"):
+        buf = np.concatenate([buf, np.full((5, 7, 1), 7, np.uint16)], axis=2)
+    data = np.ascontiguousarray(buf).astype("<u2").tobytes()
+    out = decode_image(5, 7, encoding, 7 * 2 * buf.shape[2], 0, data)
+    np.testing.assert_array_equal(out, _cv_bridge_8bit(rgb16))
+
+
+# Bayer: sensor_msgs names the 2x2 cell by its first row then second row (rggb = R G / G B).
+BAYER_CELLS = {"rggb": ((0, 1), (1, 2)), "bggr": ((2, 1), (1, 0)), "gbrg": ((1, 2), (0, 1)),
+               "grbg": ((1, 0), (2, 1))}
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The raw sensor image of an RGB frame: each pixel keeps the one channel its filter passes."""
+    h, w, _ = rgb.shape
+    cell = BAYER_CELLS[pattern]
+    channel = np.array(cell)[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
+    return np.take_along_axis(rgb, channel[:, :, None], axis=2)[:, :, 0]
+
+
+@pytest.mark.parametrize("pattern", sorted(BAYER_CELLS))
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_demosaics_each_pattern(pattern: str, bits: int) -> None:
+    # A flat colour demosaics back to itself only when the pattern is read the right way round:
+    # a swapped pattern gives R and B exchanged or green mixed in.
+    colour = np.array([200, 90, 30], np.uint16)
+    if bits == 16:
+        colour = colour * 257 + 100
+    rgb = np.broadcast_to(colour, (12, 16, 3)).astype(np.uint16 if bits == 16 else np.uint8)
+    raw = _mosaic(rgb, pattern)
+    data, step = _padded(raw.astype("<u2").view(np.uint8) if bits == 16 else raw, 4)
+    out = decode_image(12, 16, f"bayer_{pattern}{bits}", step, 0, data)
+    expect = _cv_bridge_8bit(colour) if bits == 16 else colour.astype(np.uint8)
+    inner = out[2:-2, 2:-2].reshape(-1, 3)
+    assert (np.abs(inner.astype(int) - expect.astype(int)) <= 1).all(), (pattern, inner[:3], expect)
+
+
+def test_bayer_matches_cv_bridge_codes_on_a_textured_frame() -> None:
+    raw = np.random.default_rng(5).integers(0, 256, (10, 14), dtype=np.uint8)
+    codes = {"rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB, "gbrg": cv2.COLOR_BayerGR2RGB,
+             "grbg": cv2.COLOR_BayerGB2RGB}
+    for pattern, code in codes.items():
+        out = decode_image(10, 14, f"bayer_{pattern}8", 14, 0, raw.tobytes())
+        np.testing.assert_array_equal(out, cv2.cvtColor(raw, code))
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "8UC1", "8UC3", "16SC1", "64FC1"])
+def test_non_colour_encodings_refused_with_reason(encoding: str) -> None:
+    with pytest.raises(ImageError) as err:
+        decode_image(4, 4, encoding, 64, 0, bytes(256))
+    assert "not a colour format" in str(err.value) and encoding in str(err.value) and "\n" not in str(err.value)
+
+
+def test_huge_encoding_string_is_not_quoted_whole() -> None:
+    with pytest.raises(ImageError) as err:
+        decode_image(2, 2, "x" * 100_000, 6, 0, bytes(12))
+    assert len(str(err.value)) < 1000
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg"])
@@ -140,6 +219,7 @@ def test_one_pixel_image_is_valid() -> None:
     (dict(height=4, width=4, encoding="rgb8", step=11, data=bytes(48)), "step 11 < width*channels"),
     (dict(height=4, width=4, encoding="rgb8", step=12, data=bytes(47)), "data too short: 47 bytes"),
     (dict(height=4, width=4, encoding="weird9", step=12, data=bytes(48)), "unknown encoding 'weird9'"),
+    (dict(height=1, width=4, encoding="bayer_rggb8", step=4, data=bytes(4)), "at least 2x2"),
     (dict(height=8000, width=8000, encoding="mono8", step=8000, data=bytes(10)), "too large"),
     (dict(height=2, width=3, encoding="yuv422", step=6, data=bytes(12)), "odd"),
     (dict(height=2, width=2, encoding="mono16", step=5, data=bytes(10)), "odd"),
@@ -161,9 +241,14 @@ def test_corrupted_and_empty_compressed_raise() -> None:
     _, enc = cv2.imencode(".jpg", _rgb(32, 32))
     corrupted = bytearray(enc.tobytes())
     corrupted[2:] = bytes(len(corrupted) - 2)  # keep the SOI marker, destroy the rest
-    with pytest.raises(ImageError, match="cannot decode"):
+    with pytest.raises(ImageError, match="where a marker must be"):
         decode_compressed("jpeg", bytes(corrupted))
+    _, enc = cv2.imencode(".png", _rgb(32, 32))
+    corrupted = bytearray(enc.tobytes())
+    corrupted[40:] = bytes(len(corrupted) - 40)  # keep signature and IHDR, destroy the pixel data
     with pytest.raises(ImageError, match="cannot decode"):
+        decode_compressed("png", bytes(corrupted))
+    with pytest.raises(ImageError, match="not JPEG or PNG"):
         decode_compressed("jpeg", b"not an image at all")
     with pytest.raises(ImageError, match="empty"):
         decode_compressed("jpeg", b"")
@@ -175,3 +260,119 @@ def test_huge_compressed_refused_from_header_before_decoding() -> None:
     data[16:24] = (8000).to_bytes(4, "big") + (8000).to_bytes(4, "big")  # IHDR claims 8000x8000
     with pytest.raises(ImageError, match="too large"):
         decode_compressed("png", bytes(data))
+
+
+# ---------------------------------------------------------------------- compressed: cv_bridge parity
+def _exif_orientation_segment(orientation: int) -> bytes:
+    """An APP1 Exif segment (little-endian TIFF) with one IFD entry: Orientation (0x0112) = ``orientation``."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHII", 0x0112, 3, 1, orientation) + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+
+def test_exif_orientation_is_ignored_like_cv_bridge() -> None:
+    rgb = _rgb(32, 48)
+    _, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    plain = enc.tobytes()
+    rotated = plain[:2] + _exif_orientation_segment(6) + plain[2:]  # 6 = "rotate 90° clockwise to display"
+    assert cv2.imdecode(np.frombuffer(rotated, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (48, 32)  # cv2 rotates
+    out = decode_compressed("jpeg", rotated)
+    assert out.shape == (32, 48, 3)
+    np.testing.assert_array_equal(out, decode_compressed("jpeg", plain))
+
+
+def test_png_grey_alpha_and_16bit_follow_cv_bridge() -> None:
+    rgb = _rgb(6, 5)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    _, enc = cv2.imencode(".png", grey)
+    np.testing.assert_array_equal(decode_compressed("png", enc.tobytes()), np.repeat(grey[:, :, None], 3, axis=2))
+    _, enc = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA))
+    np.testing.assert_array_equal(decode_compressed("png", enc.tobytes()), rgb)
+    deep = np.random.default_rng(2).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    _, enc = cv2.imencode(".png", deep[:, :, ::-1])
+    np.testing.assert_array_equal(decode_compressed("png", enc.tobytes()), _cv_bridge_8bit(deep))
+
+
+# ---------------------------------------------------------------------- compressed: decompression bombs
+BOMB_SIDE = 20000  # 400 Mpx: under OpenCV's own 2^30 cap, 1.2 GB once decoded
+
+
+def _small_jpeg() -> bytes:
+    _, enc = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])
+    return enc.tobytes()
+
+
+def _sof_offset(jpeg: bytes) -> int:
+    return next(i for i in range(2, len(jpeg) - 1) if jpeg[i] == 0xFF and jpeg[i + 1] == 0xC0)
+
+
+def _claim(jpeg: bytes, side: int) -> bytes:
+    """The same JPEG with its frame header claiming side x side pixels."""
+    i = _sof_offset(jpeg)
+    return jpeg[:i + 5] + struct.pack(">HH", side, side) + jpeg[i + 9:]
+
+
+def bomb_ff01(side: int = BOMB_SIDE) -> bytes:
+    """A ~600-byte JPEG: a standalone TEM marker (FF01) before a frame header that claims side² pixels."""
+    jpeg = _claim(_small_jpeg(), side)
+    i = _sof_offset(jpeg)
+    return jpeg[:i] + b"\xff\x01" + jpeg[i:]
+
+
+def bomb_app1(side: int = BOMB_SIDE) -> bytes:
+    """A JPEG whose frame header comes after 128 KB of APP1 segments (two of the 64 KB maximum)."""
+    app1 = b"\xff\xe1\xff\xff" + bytes(65533)
+    jpeg = _claim(_small_jpeg(), side)
+    return jpeg[:2] + app1 + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize("make", [bomb_ff01, bomb_app1])
+def test_bomb_header_is_read_and_refused_with_one_line(make: Callable[..., bytes]) -> None:
+    data = make()
+    assert compressed_size(data) == (BOMB_SIDE, BOMB_SIDE)
+    with pytest.raises(ImageError) as err:
+        decode_compressed("jpeg", data)
+    assert "too large" in str(err.value) and "\n" not in str(err.value)
+    # The same layouts at a real size decode: the walk reads past FF01 and past 128 KB of APP1.
+    assert decode_compressed("jpeg", make(8)).shape == (8, 8, 3)
+
+
+def test_bombs_refused_without_allocating_the_image() -> None:
+    """Decoding the bombs in a fresh process leaves its peak memory where it was (the old code: +1.2 GB)."""
+    code = textwrap.dedent(f"""
+        import resource, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_image_codec import bomb_app1, bomb_ff01
+        from dynofa_ros.image_codec import ImageError, decode_compressed
+        decode_compressed("jpeg", bomb_ff01(8))  # warm the decoder up, so only the bombs can add to the peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for data in (bomb_ff01(), bomb_app1()):
+            try:
+                decode_compressed("jpeg", data)
+                print("decoded")
+            except ImageError:
+                pass
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert "decoded" not in lines and int(lines[-1]) < 100, proc.stdout  # MB added to the peak
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"\xff\xd8\xff\xd9", "without a frame header"),                 # SOI EOI
+    (b"\xff\xd8\xff\xda\x00\x02" + bytes(50), "without a frame header"),   # scan before any SOF
+    (b"\xff\xd8\x00\x00\xff\xc0", "where a marker must be"),
+    (b"\xff\xd8\xff\xe0\x40\x00" + bytes(10), "length"),              # segment longer than the data
+    (b"\xff\xd8" + b"\xff\x01" * 20_000, "more than"),                # endless standalone markers
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "not JPEG or PNG"),
+    (b"BM" + bytes(60), "not JPEG or PNG"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(16), "IHDR"),
+])
+def test_unreadable_header_refused_before_decoding(data: bytes, words: str) -> None:
+    with pytest.raises(ImageError) as err:
+        decode_compressed("jpeg", data)
+    assert words in str(err.value) and "not decoded" in str(err.value) and "\n" not in str(err.value)
