@@ -1,0 +1,557 @@
+"""Real-contention benchmark: the runtime manager against every fixed level and the hindsight oracle.
+
+    . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py
+    ... bench/contention.py --patterns step,bursty --controllers joint,step,fixed --duration-scale 0.5 --out out/bench
+
+Why: a latency controller is only as good as its behaviour on a real machine, where one frame's latency
+varies by ~25 %, other processes come and go, and a sample reaches the manager after the frame it measured.
+So every column here is the real graph (``perception_node`` + ``manager_node`` + ``monitor_node`` from
+``config/generic_cpu.yaml``, started as ``dynofa.launch.py platform:=generic_cpu`` would), over real DDS in a
+loopback-only namespace, fed by a scenario bag built with ``make_scenario_bag``'s ``write_bag`` and played
+by ``replay``; contention is real: pure-Python busy-loop processes started and stopped by PID on the
+pattern's schedule.
+
+Columns per pattern, run one after the other on the same schedule:
+
+* ``joint`` / ``step``: perception + manager (``policy`` overridden), perception starting at level 0;
+* ``L0`` … ``L6``: perception alone at ``initial_level=N`` (no manager): the baseline without a runtime
+  manager, and the oracle's raw material;
+* ``oracle`` (computed, not run): per *condition* of the pattern (number of busy processes × latency target;
+  for step/ramp/target steps a condition is a phase, for bursty the on and off states), the most accurate
+  fixed level whose own miss rate under that condition stays within ``--miss-budget`` (2 %), chosen in
+  hindsight (level 0 where none does), scored as the concatenation of those levels' frames.
+
+Per pattern and column: miss rate (latency > target in force at the frame's stamp), mean accuracy
+(PREDICTED, from the family file), switches per minute over the run and in steady phases (a phase minus
+its first ``--settle-s`` seconds), p50/p95 latency. Each latency sample is read from
+``dynofa/inference_stats`` (level, latency, frame stamp: the level that produced it); where that topic
+is missing it falls back to ``dynofa/classification`` (whose JSON holds ``level`` and ``model_ms``).
+
+Output (``--out``): a table on stdout; ``contention.png`` (miss rate vs accuracy per pattern, and the
+timelines of joint and step); ``contention.json`` (every figure, plus load averages before/after each
+run: the machine has 2 cores and other work on it makes the numbers noisy); ``runs.json`` (every run's
+samples and the actual contention change times: what ``dynofa_ros.sim`` learns its plant from); the
+recorded bags ``bag_<pattern>_<column>``; ``--sim-data FILE`` writes the compact extract the realism test
+uses (``dynofa_ros.sim.extract_realism_data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dynofa_ros import family as fm  # noqa: E402
+from dynofa_ros import launch_config as lc  # noqa: E402
+from dynofa_ros import scenario as scn  # noqa: E402
+from dynofa_ros.processes import Proc, find_executable, network_is_isolated  # noqa: E402
+from dynofa_ros.tools.demo import Graph, contention_cmd  # noqa: E402
+
+FAMILY = REPO / "config/families/generic_cpu.json"
+START_NS = scn.DEFAULT_START_NS
+STATS_TOPIC = "dynofa/inference_stats"
+RECORD_TOPICS = [STATS_TOPIC, "dynofa/classification", "dynofa/inference_latency_ms", "dynofa/active_level",
+                 "dynofa/target_latency_ms", "dynofa/subnet_cmd", "load/cpu"]
+
+
+# ---------------------------------------------------------------------------------------------- patterns
+@dataclass(frozen=True)
+class Pattern:
+    """A contention pattern: busy-process steps, latency-target steps, and the camera stream."""
+
+    name: str
+    duration_s: float
+    busy: tuple[tuple[float, int], ...]          # (t_s, number of busy processes from t on)
+    targets: tuple[tuple[float, float], ...]     # (t_s, target ms from t on)
+    fps: float = 20.0
+    width: int = 160
+    height: int = 120
+    bursty_from_s: float | None = None           # bursts of 2 busy processes on/off every 2-4 s from here
+    seed: int = 16
+
+    def scaled(self, k: float) -> Pattern:
+        """Every time × k; a bursty schedule is drawn after scaling, so bursts stay 2-4 s long."""
+        p = replace(self, duration_s=self.duration_s * k, busy=tuple((t * k, n) for t, n in self.busy),
+                    targets=tuple((t * k, v) for t, v in self.targets),
+                    bursty_from_s=None if self.bursty_from_s is None else self.bursty_from_s * k)
+        return p
+
+    def schedule(self) -> list[tuple[float, int]]:
+        """The busy-process steps, bursts drawn (seeded) where the pattern is bursty."""
+        if self.bursty_from_s is None:
+            return list(self.busy)
+        rng = random.Random(self.seed)
+        out = [(0.0, 0)]
+        t, on = self.bursty_from_s, True
+        while t < self.duration_s - 1.0:
+            out.append((round(t, 2), 2 if on else 0))
+            t += rng.uniform(2.0, 4.0)
+            on = not on
+        return out
+
+    def scenario(self) -> scn.Scenario:
+        """The scenario bag's content: camera frames and the latency targets (contention is real, not in it)."""
+        return scn.scenario_from_dict({
+            "name": f"bench_{self.name}", "duration_s": self.duration_s, "start_time_ns": START_NS,
+            "camera": {"fps": self.fps, "width": self.width, "height": self.height, "encoding": "rgb8"},
+            "targets": {"latency_ms": [list(p) for p in self.targets]}}, f"<bench pattern {self.name}>")
+
+
+PATTERNS: dict[str, Pattern] = {
+    "step": Pattern("step", 40.0, ((0.0, 0), (18.0, 2)), ((0.0, 30.0),)),
+    "bursty": Pattern("bursty", 40.0, ((0.0, 0),), ((0.0, 30.0),), bursty_from_s=8.0),
+    "ramp": Pattern("ramp", 42.0, ((0.0, 0), (14.0, 1), (28.0, 2)), ((0.0, 30.0),)),
+    "target_steps": Pattern("target_steps", 36.0, ((0.0, 0),), ((0.0, 30.0), (12.0, 18.0), (24.0, 30.0)), fps=25.0),
+    "step_640x480": Pattern("step_640x480", 36.0, ((0.0, 0), (16.0, 2)), ((0.0, 30.0),), width=640, height=480),
+}
+
+
+def step_at(points: Sequence[tuple[float, float]], t: float) -> float:
+    v = points[0][1]
+    for pt, pv in points:
+        if pt <= t:
+            v = pv
+        else:
+            break
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- one run
+@dataclass
+class RunRecord:
+    """One column of one pattern as it really ran."""
+
+    pattern: str
+    column: str
+    ok: bool
+    error: str = ""
+    source: str = STATS_TOPIC
+    # per processed frame: receive time (s from replay start), frame time (s of scenario), level, latency ms
+    t_s: list[float] | None = None
+    frame_t_s: list[float] | None = None
+    level: list[int] | None = None
+    latency_ms: list[float] | None = None
+    busy_changes: list[tuple[float, int]] | None = None   # actual (t_s, busy processes) after each change
+    loadavg_before: tuple[float, float, float] | None = None
+    loadavg_after: tuple[float, float, float] | None = None
+    wall_s: float = 0.0
+
+
+def build_bag(p: Pattern, out: Path) -> Path:
+    from dynofa_ros.tools.make_scenario_bag import write_bag
+
+    bag = out / f"scenario_{p.name}_{p.duration_s:g}s"
+    if not (bag / "metadata.yaml").exists():
+        print(f"bench: building scenario bag {bag} ({p.width}x{p.height} at {p.fps:g} fps, {p.duration_s:g} s)",
+              flush=True)
+        write_bag(p.scenario(), bag, "mcap", overwrite=True)
+    return bag
+
+
+def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], int | None]:
+    """(source topic, [(receive ns, frame stamp s, level, latency ms)], receive ns of the first target)."""
+    from dynofa_ros.bagio import read_messages
+
+    stats, cls = [], []
+    t_target = None
+    for topic, t_ns, msg in read_messages(bag):
+        name = topic.lstrip("/")
+        if name == STATS_TOPIC:
+            d = list(msg.data)
+            stats.append((t_ns, float(d[2]), int(d[0]), float(d[1])))
+        elif name == "dynofa/classification":
+            j = json.loads(msg.data)
+            cls.append((t_ns, j["stamp"]["sec"] + j["stamp"]["nanosec"] / 1e9, int(j["level"]), float(j["model_ms"])))
+        elif name == "dynofa/target_latency_ms" and t_target is None:
+            t_target = t_ns
+    if stats:
+        return STATS_TOPIC, stats, t_target
+    return "dynofa/classification", cls, t_target
+
+
+def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, exe_dir: str | None,
+               manager_overrides: dict[str, Any], perception_overrides: dict[str, Any]) -> RunRecord:
+    """One replay of the pattern's bag through the graph with real busy processes on its schedule."""
+    label = f"{p.name}_{column}"
+    log_dir = out / "logs" / label
+    rec_bag = out / f"bag_{label}"
+    if rec_bag.exists():
+        shutil.rmtree(rec_bag)
+    managed = column in ("joint", "step")
+    args = lc.LaunchArgs(platform="generic_cpu", use_manager=managed, use_dvfs=False, use_monitor=True, dry_run=True,
+                         family_file=str(FAMILY.relative_to(REPO)))
+    overrides: dict[str, dict[str, Any]] = {"perception_node": dict(perception_overrides)}
+    if managed:
+        overrides["manager_node"] = {**manager_overrides, "policy": column}
+        overrides["perception_node"].setdefault("initial_level", 0)
+    else:
+        overrides["perception_node"]["initial_level"] = int(column[1:])
+    rec = RunRecord(p.name, column, ok=False, loadavg_before=os.getloadavg())
+    graph = Graph(args, domain_id=domain_id, log_dir=log_dir, exe_dir=exe_dir, overrides=overrides)
+    workers: list[Proc] = []
+    record = replay = None
+    changes: list[tuple[int, int]] = []   # (wall ns, busy processes)
+    schedule = p.schedule()
+    t_wall0 = time.monotonic()
+    try:
+        graph.start()
+        if not graph.proc("perception_node").wait_for_output("ready:", 180):
+            raise RuntimeError(f"perception_node not ready in 180 s; see {graph.proc('perception_node').log_path}")
+        record = Proc("record", [find_executable("record", exe_dir), "-o", str(rec_bag), "--topics", *RECORD_TOPICS],
+                      graph.env, log_dir)
+        if not record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 60):
+            raise RuntimeError(f"record did not subscribe; see {record.log_path}")
+        record.wait_for_output(f"record: subscribed {STATS_TOPIC}", 5)  # absent on an older perception node
+        listeners = 2 if managed else 1
+        waits = ["image_raw:1", f"dynofa/target_latency_ms:{listeners}"]
+        replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), *[f"--wait-for={w}" for w in waits]],
+                      graph.env, log_dir)
+        if not replay.wait_for_output("playing", 90):
+            raise RuntimeError(f"replay did not start; see {replay.log_path}")
+        started = time.monotonic()
+        i_next = 0
+        while replay.alive():
+            now = time.monotonic() - started
+            while i_next < len(schedule) and schedule[i_next][0] <= now:
+                want = schedule[i_next][1]
+                while len(workers) < want:
+                    workers.append(Proc(f"busy{len(workers)}", contention_cmd(), graph.env, log_dir))
+                while len(workers) > want:
+                    workers.pop().stop(timeout=2)
+                changes.append((time.time_ns(), want))
+                i_next += 1
+            if graph.dead():
+                raise RuntimeError(f"{graph.dead()[0].name} exited early; see {graph.dead()[0].log_path}")
+            replay.wait(0.02)
+    except RuntimeError as exc:
+        rec.error = str(exc)
+    finally:
+        for w in workers:
+            w.stop(timeout=2)
+        if replay is not None:
+            replay.stop()
+        if record is not None:
+            record.stop()
+        graph.stop()
+    rec.loadavg_after = os.getloadavg()
+    rec.wall_s = time.monotonic() - t_wall0
+    if rec.error:
+        return rec
+    try:
+        source, samples, t_target = read_samples(rec_bag)
+    except Exception as exc:  # a bag the record tool could not close is reported, the bench goes on
+        rec.error = f"{rec_bag}: {exc}"
+        return rec
+    if not samples or t_target is None:
+        rec.error = f"{rec_bag}: no latency samples or no target recorded"
+        return rec
+    t0 = t_target
+    rec.source = source
+    rec.t_s = [round((s[0] - t0) / 1e9, 4) for s in samples]
+    rec.frame_t_s = [round(s[1] - START_NS / 1e9, 4) for s in samples]
+    rec.level = [s[2] for s in samples]
+    rec.latency_ms = [round(s[3], 3) for s in samples]
+    rec.busy_changes = [(round((t - t0) / 1e9, 3), n) for t, n in changes]
+    rec.ok = True
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+@dataclass
+class ColumnScore:
+    column: str
+    frames: int
+    miss_rate: float
+    accuracy: float
+    switches: int
+    switches_per_min: float
+    steady_switches_per_min: float
+    p50_ms: float
+    p95_ms: float
+    levels: dict[int, int]
+
+
+def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: busy processes in force (actual change times), target (at the frame's stamp), and whether
+    it lies in a steady part of its phase (≥ settle after the last change of either)."""
+    t = np.asarray(rec.t_s)
+    ft = np.asarray(rec.frame_t_s)
+    ch = rec.busy_changes or [(0.0, 0)]
+    busy = np.zeros(len(t), dtype=int)
+    since = np.full(len(t), np.inf)
+    for tc, n in ch:
+        busy[t >= tc] = n
+        since[t >= tc] = t[t >= tc] - tc
+    target = np.array([step_at(p.targets, x) for x in ft])
+    for tc, _ in p.targets[1:]:
+        m = ft >= tc
+        since[m] = np.minimum(since[m], ft[m] - tc)
+    return busy, target, since
+
+
+def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndarray, steady: np.ndarray,
+                  accuracy: Sequence[float], duration_s: float, steady_s: float) -> ColumnScore:
+    sw = np.flatnonzero(lvl[1:] != lvl[:-1]) + 1
+    steady_sw = int(np.sum(steady[sw] & steady[sw - 1])) if len(sw) else 0
+    acc = np.asarray(accuracy)[lvl]
+    uniq, counts = np.unique(lvl, return_counts=True)
+    return ColumnScore(column, len(lat), float(np.mean(lat > target)), float(np.mean(acc)), len(sw),
+                       60.0 * len(sw) / max(duration_s, 1e-9), 60.0 * steady_sw / max(steady_s, 1e-9),
+                       float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
+                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)})
+
+
+def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[float], budget: float,
+                  settle_s: float) -> tuple[list[ColumnScore], dict[str, Any]]:
+    """Scores of every column that ran, and the oracle (with its per-condition choice)."""
+    scores: list[ColumnScore] = []
+    per_cond: dict[str, dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for col, rec in runs.items():
+        if not rec.ok:
+            continue
+        busy, target, since = conditions(rec, p)
+        lat, lvl = np.asarray(rec.latency_ms), np.asarray(rec.level)
+        steady = since >= settle_s
+        dur = float(rec.t_s[-1] - rec.t_s[0]) if len(rec.t_s) > 1 else p.duration_s
+        steady_s = dur * float(np.mean(steady))
+        scores.append(score_samples(col, lat, lvl, target, steady, accuracy, dur, steady_s))
+        if col.startswith("L"):
+            per_cond[col] = {}
+            for key in sorted({(int(b), float(g)) for b, g in zip(busy, target, strict=True)}):
+                m = (busy == key[0]) & (target == key[1])
+                per_cond[col][key] = (lat[m], lvl[m], target[m])
+    oracle: dict[str, Any] = {}
+    fixed = sorted(per_cond, key=lambda c: int(c[1:]))
+    if fixed:
+        keys = sorted(set().union(*[set(v) for v in per_cond.values()]))
+        parts = []
+        for key in keys:
+            ok = [c for c in fixed if key in per_cond[c] and len(per_cond[c][key][0])
+                  and np.mean(per_cond[c][key][0] > per_cond[c][key][2]) <= budget]
+            chosen = ok[-1] if ok else next(c for c in fixed if key in per_cond[c])
+            oracle[f"busy={key[0]} target={key[1]:g}ms"] = {
+                "level": chosen, "miss_rate": float(np.mean(per_cond[chosen][key][0] > per_cond[chosen][key][2])),
+                "within_budget": bool(ok)}
+            parts.append(per_cond[chosen][key])
+        lat = np.concatenate([x[0] for x in parts])
+        lvl = np.concatenate([x[1] for x in parts])
+        tgt = np.concatenate([x[2] for x in parts])
+        acc = np.asarray(accuracy)[lvl]
+        changes = sum(1 for a, b in itertools.pairwise(parts) if a[1][:1].tolist() != b[1][:1].tolist())
+        scores.append(ColumnScore("oracle", len(lat), float(np.mean(lat > tgt)), float(np.mean(acc)), changes,
+                                  float("nan"), float("nan"), float(np.percentile(lat, 50)),
+                                  float(np.percentile(lat, 95)),
+                                  {int(k): int(c) for k, c in zip(*np.unique(lvl, return_counts=True), strict=True)}))
+    return scores, oracle
+
+
+def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, RunRecord]) -> str:
+    head = (f"{'pattern':<13} {'column':<7} {'frames':>6} {'miss %':>7} {'acc % (pred.)':>13} {'sw/min':>7} "
+            f"{'steady sw/min':>13} {'p50 ms':>7} {'p95 ms':>7}  {'load before→after':<17}")
+    lines = [head, "-" * len(head)]
+    for s in scores:
+        r = runs.get(s.column)
+        load = ""
+        if r and r.loadavg_before and r.loadavg_after:
+            load = f"{r.loadavg_before[0]:.2f}→{r.loadavg_after[0]:.2f}"
+        swm = "" if np.isnan(s.switches_per_min) else f"{s.switches_per_min:7.1f}"
+        ssw = "" if np.isnan(s.steady_switches_per_min) else f"{s.steady_switches_per_min:13.1f}"
+        lines.append(f"{pattern:<13} {s.column:<7} {s.frames:6d} {100 * s.miss_rate:7.2f} {s.accuracy:13.2f} "
+                     f"{swm:>7} {ssw:>13} {s.p50_ms:7.1f} {s.p95_ms:7.1f}  {load:<17}")
+    return "\n".join(lines)
+
+
+def plot(path: Path, patterns: list[Pattern], results: dict[str, list[ColumnScore]],
+         runs: dict[str, dict[str, RunRecord]]) -> None:
+    """Per pattern: miss rate vs predicted accuracy of every column; timelines of the managed runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(patterns)
+    fig, axes = plt.subplots(3, n, figsize=(4.2 * n, 10), squeeze=False)
+    for i, p in enumerate(patterns):
+        ax = axes[0][i]
+        for s in results.get(p.name, []):
+            style = {"joint": ("C0", "o", 80), "step": ("C1", "s", 70), "oracle": ("C2", "*", 140)}.get(
+                s.column, ("0.5", ".", 60))
+            ax.scatter(100 * s.miss_rate, s.accuracy, c=style[0], marker=style[1], s=style[2])
+            ax.annotate(s.column, (100 * s.miss_rate, s.accuracy), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.axvline(2.0, color="r", lw=0.8, ls="--")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_title(p.name)
+        ax.set_xlabel("deadline misses %")
+        ax.set_ylabel("mean top-1 % (PREDICTED)")
+        for row, col in ((1, "joint"), (2, "step")):
+            ax = axes[row][i]
+            r = runs.get(p.name, {}).get(col)
+            if r is None or not r.ok:
+                ax.set_visible(False)
+                continue
+            t, lat, lvl = np.asarray(r.t_s), np.asarray(r.latency_ms), np.asarray(r.level)
+            tgt = np.array([step_at(p.targets, x) for x in r.frame_t_s])
+            miss = lat > tgt
+            ax.plot(t[~miss], lat[~miss], ".", ms=2, c="C0")
+            ax.plot(t[miss], lat[miss], ".", ms=3, c="r")
+            ax.step(t, tgt, where="post", c="k", lw=0.8)
+            for tc, nb in r.busy_changes or []:
+                ax.axvline(tc, color="0.6", lw=0.6, ls=":")
+                ax.text(tc, float(np.max(lat)), f"{nb} busy", fontsize=6, color="0.4")
+            ax2 = ax.twinx()
+            ax2.step(t, lvl, where="post", c="C2", lw=0.8)
+            ax2.set_ylim(-0.5, 6.5)
+            ax2.set_ylabel("level", color="C2")
+            ax.set_title(f"{p.name}: {col} (misses red)", fontsize=9)
+            ax.set_xlabel("s")
+            ax.set_ylabel("latency ms")
+    fig.suptitle("dynofa_ros real-contention bench (generic_cpu, real nodes, real busy processes; "
+                 "accuracy PREDICTED)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patterns", default=",".join(PATTERNS), help=f"comma-separated, from {list(PATTERNS)}")
+    ap.add_argument("--controllers", default="joint,step,fixed",
+                    help="comma-separated: joint, step, fixed (every level) or L0..L6")
+    ap.add_argument("--duration-scale", type=float, default=1.0, help="every pattern time × this")
+    ap.add_argument("--out", default=str(REPO / "out/bench_contention"))
+    ap.add_argument("--miss-budget", type=float, default=0.02, help="oracle: miss rate a level may have in a phase")
+    ap.add_argument("--settle-s", type=float, default=3.0, help="steady phase = phase minus its first seconds")
+    ap.add_argument("--threads", type=int, default=None, help="perception threads (default: the params file's)")
+    ap.add_argument("--manager-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="manager_node parameter override (repeatable), e.g. min_dwell_s=2.0")
+    ap.add_argument("--sim-data", default=None, help="also write the realism extract (JSON) here")
+    ap.add_argument("--from-runs", default=None, help="rescore an earlier runs.json instead of running")
+    ap.add_argument("--exe-dir", default=None)
+    ap.add_argument("--domain-id", type=int, default=None)
+    return ap.parse_args(argv)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    import yaml
+
+    k, _, v = text.partition("=")
+    return k.strip(), yaml.safe_load(v)
+
+
+def columns(spec: str, n_levels: int) -> list[str]:
+    out: list[str] = []
+    for c in (x.strip() for x in spec.split(",") if x.strip()):
+        if c == "fixed":
+            out += [f"L{i}" for i in range(n_levels)]
+        elif c in ("joint", "step") or (c.startswith("L") and c[1:].isdigit() and int(c[1:]) < n_levels):
+            out.append(c)
+        else:
+            raise SystemExit(f"contention: unknown controller {c!r}; allowed: joint, step, fixed, L0..L{n_levels - 1}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    fam = fm.load(FAMILY)
+    accuracy = [float(lv.accuracy.top1) for lv in fam.levels]
+    acc_source = fam.levels[0].accuracy.source
+    names = [x.strip() for x in args.patterns.split(",") if x.strip()]
+    unknown = [n for n in names if n not in PATTERNS]
+    if unknown:
+        print(f"contention: unknown patterns {unknown}; allowed: {list(PATTERNS)}", file=sys.stderr)
+        return 2
+    patterns = [PATTERNS[n].scaled(args.duration_scale) for n in names]
+    cols = columns(args.controllers, len(accuracy))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manager = dict(_param(x) for x in args.manager_param)
+    perception: dict[str, Any] = {} if args.threads is None else {"threads": args.threads}
+    t_start = time.monotonic()
+    load0 = os.getloadavg()
+    runs: dict[str, dict[str, RunRecord]] = {}
+    if args.from_runs:
+        saved = json.loads(Path(args.from_runs).read_text())
+        for pname, cols_ in saved["runs"].items():
+            runs[pname] = {c: RunRecord(**r) for c, r in cols_.items()}
+        patterns = [Pattern(**{**d, "busy": tuple(map(tuple, d["busy"])), "targets": tuple(map(tuple, d["targets"]))})
+                    for d in saved["patterns"] if d["name"] in runs]
+    else:
+        if not network_is_isolated():
+            print("contention: warning: not in a loopback-only network namespace (. scripts/isolated.sh; "
+                  "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
+        domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
+        k = 0
+        for p in patterns:
+            bag = build_bag(p, out)
+            runs[p.name] = {}
+            for col in cols:
+                print(f"bench [{p.name} / {col}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, load "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)
+                rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception)
+                k += 1
+                runs[p.name][col] = rec
+                if not rec.ok:
+                    print(f"bench [{p.name} / {col}]: FAILED: {rec.error}", flush=True)
+            # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
+            if p.width * p.height > 200_000:
+                shutil.rmtree(bag, ignore_errors=True)
+        (out / "runs.json").write_text(json.dumps({
+            "family": str(FAMILY.relative_to(REPO)), "patterns": [asdict(p) for p in patterns],
+            "runs": {pn: {c: asdict(r) for c, r in rr.items()} for pn, rr in runs.items()}}))
+    results: dict[str, list[ColumnScore]] = {}
+    oracles: dict[str, Any] = {}
+    print()
+    for p in patterns:
+        scores, oracle = score_pattern(p, runs.get(p.name, {}), accuracy, args.miss_budget, args.settle_s)
+        results[p.name], oracles[p.name] = scores, oracle
+        print(format_table(p.name, scores, runs.get(p.name, {})))
+        print("  oracle choice per condition: "
+              + "; ".join(f"{k}: {v['level']}{'' if v['within_budget'] else ' (none within budget)'}"
+                          for k, v in oracle.items()) + "\n")
+    total = time.monotonic() - t_start
+    load1 = os.getloadavg()
+    print(f"accuracy: {acc_source.upper()} top-1 from {FAMILY.relative_to(REPO)} (random weights run; the figure is "
+          f"the architectures'). miss: latency > target at the frame's stamp; oracle: per condition, the most "
+          f"accurate fixed level with ≤ {100 * args.miss_budget:g} % misses there, in hindsight.")
+    print(f"bench time {total / 60:.1f} min; load average {load0[0]:.2f} before, {load1[0]:.2f} after "
+          f"(2 cores; other work on the machine makes the figures noisy)")
+    (out / "contention.json").write_text(json.dumps({
+        "accuracy_source": acc_source, "miss_budget": args.miss_budget, "settle_s": args.settle_s,
+        "duration_scale": args.duration_scale, "bench_time_s": total, "loadavg_before": load0, "loadavg_after": load1,
+        "manager_overrides": manager, "perception_overrides": perception,
+        "results": {k: [asdict(s) for s in v] for k, v in results.items()}, "oracle": oracles,
+        "loads": {pn: {c: [r.loadavg_before, r.loadavg_after] for c, r in rr.items()} for pn, rr in runs.items()},
+        "errors": {pn: {c: r.error for c, r in rr.items() if not r.ok} for pn, rr in runs.items()}}, indent=1))
+    try:
+        plot(out / "contention.png", patterns, results, runs)
+        print(f"wrote {out / 'contention.png'}, {out / 'contention.json'}, {out / 'runs.json'}")
+    except ImportError as exc:
+        print(f"contention: no plot ({exc})", file=sys.stderr)
+    if args.sim_data:
+        from dynofa_ros import sim
+
+        data = sim.extract_realism_data(json.loads((out / "runs.json").read_text()) if not args.from_runs
+                                        else json.loads(Path(args.from_runs).read_text()))
+        Path(args.sim_data).write_text(json.dumps(data, separators=(",", ":")))
+        print(f"wrote {args.sim_data} ({Path(args.sim_data).stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
