@@ -27,6 +27,15 @@ GRAPH_TOPICS: dict[str, str] = {
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
 }
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+#: Topics that hold a value until the next message (a target in force): ``replay`` publishes the
+#: latest one again to every subscriber that appears after it was sent (a manager started or respawned
+#: later, whose subscription is volatile so that any publisher, ``ros2 topic pub`` included, reaches it).
+STATE_TOPICS = ("dynofa/target_latency_ms", "dynofa/min_accuracy")
+#: What a live ``monitor_node`` publishes: a bag's copy would interleave with the live values.
+MONITOR_TOPICS = ("load/cpu", "load/gpu", "thermal/cpu", "thermal/gpu")
+#: perception_node's readiness signal (std_msgs/Bool, reliable + transient local): true once the model
+#: is prepared and the node takes frames.
+READY_TOPIC = "dynofa/ready"
 
 
 class RemapError(ValueError):
@@ -42,6 +51,30 @@ class QosChoice:
     depth: int
 
 
+def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the tool's own arguments, the ROS arguments) of a command line, without the program name.
+
+    ROS arguments are the ``--ros-args … [--]`` blocks (rcl's rule). Why not ``rclpy.utilities.
+    remove_ros_args``: it also removes every bare ``a:=b`` word (the deprecated remap syntax), so
+    ``--remap image_raw:=/cam`` lost its value; and ``rclpy.init`` given such a word applies it as a
+    node-wide remap. Splitting first keeps ``a:=b`` values with the option they belong to.
+    """
+    own: list[str] = []
+    ros: list[str] = []
+    inside = False
+    for word in argv:
+        if word == "--ros-args":
+            inside = True
+            ros.append(word)
+        elif inside and word == "--":
+            inside = False
+        elif inside:
+            ros.append(word)
+        else:
+            own.append(word)
+    return own, ros
+
+
 def parse_remaps(rules: Iterable[str]) -> dict[str, str]:
     """``from:=to`` rules (the ROS remap syntax) into a mapping; names compared without a leading '/'."""
     out: dict[str, str] = {}
@@ -55,6 +88,11 @@ def parse_remaps(rules: Iterable[str]) -> dict[str, str]:
 
 def remap(topic: str, remaps: dict[str, str]) -> str:
     return remaps.get(topic.lstrip("/"), topic)
+
+
+def same_topic(a: str, b: str) -> bool:
+    """Bag topic names with or without the leading '/' (ros2 bag record writes absolute names)."""
+    return a.lstrip("/") == b.lstrip("/")
 
 
 def parse_wait_for(spec: str) -> tuple[str, int]:

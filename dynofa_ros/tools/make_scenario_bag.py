@@ -7,7 +7,8 @@
 Camera frames come from a video file or an image folder when one is given (resized to the scenario's
 size, looped when the clip is shorter than the scenario), otherwise from deterministic synthetic scenes.
 Written with ``rosbags`` so it needs no ROS install; the bag plays with ``ros2 bag play`` on a robot
-(Jazzy or newer: metadata version 9) and with ``replay`` anywhere.
+(metadata version 8 by default, which Humble, Jazzy and later all read; ``--bag-version 9`` for the
+newer layout, which Humble cannot parse) and with ``replay`` anywhere.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import playback as pb
 from .. import scenario as scn
-from ..bagio import BagError, BagWriter
+from ..bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 
@@ -105,10 +107,10 @@ def image_message(ts: Any, t_ns: int, frame: np.ndarray, camera: scn.Camera) -> 
 
 
 def write_bag(sc: scn.Scenario, out: str | Path, storage: str = "mcap", *, source: str | None = None,
-              overwrite: bool = False) -> dict[str, int]:
+              overwrite: bool = False, version: int = DEFAULT_VERSION) -> dict[str, int]:
     """Write the scenario as one bag; returns messages per topic (equal to ``scenario.expected_counts``)."""
     counts: dict[str, int] = {}
-    with BagWriter(out, storage, overwrite=overwrite) as w:
+    with BagWriter(out, storage, overwrite=overwrite, version=version) as w:
         ts = w.typestore
         frames_t = scn.frame_times_ns(sc)
         frame_iter: Iterator[np.ndarray] | None = None
@@ -129,7 +131,8 @@ def write_bag(sc: scn.Scenario, out: str | Path, storage: str = "mcap", *, sourc
                 msg = image_message(ts, t_ns, frame, cam)
             else:
                 msg = build_message(ts, kind, t_ns, value)
-            w.write(topic, scn.TOPIC_TYPES[kind], t_ns, msg)
+            q = pb.replay_qos(scn.TOPIC_TYPES[kind])  # what replay offers: ros2 bag play offers the same
+            w.write(topic, scn.TOPIC_TYPES[kind], t_ns, msg, OfferedQos(q.reliable, q.transient_local, q.depth))
             counts[topic] = counts.get(topic, 0) + 1
     return counts
 
@@ -149,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3", "both"])
     p.add_argument("--source", default=None, help="video file or image folder for the camera frames")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
+    p.add_argument("--bag-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                   help="rosbag2 metadata version: 8 (default; Humble, Jazzy and later read it) or 9 (Jazzy and later)")
     return p.parse_args(argv)
 
 
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sc = scn.load_scenario(args.scenario)
         for storage, path in output_paths(args.out, args.storage).items():
-            counts = write_bag(sc, path, storage, source=args.source, overwrite=args.overwrite)
+            counts = write_bag(sc, path, storage, source=args.source, overwrite=args.overwrite,
+                               version=args.bag_version)
             total = sum(counts.values())
             print(f"make_scenario_bag: wrote {path} ({storage}, {total} messages, {sc.duration_s:g} s: "
                   + ", ".join(f"{t}={n}" for t, n in sorted(counts.items())) + ")")

@@ -14,13 +14,14 @@ each topic is subscribed once a publisher appears, with a QoS compatible with ev
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
 from typing import Any
 
 from .. import playback as pb
-from ..bagio import BagError, BagWriter
+from ..bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="topics to record (default: the graph topics of DESIGN.md §3, without image_raw)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
+    p.add_argument("--bag-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                   help="rosbag2 metadata version: 8 (default; Humble, Jazzy and later read it) or 9 (Jazzy and later)")
     return p.parse_args(argv)
 
 
@@ -70,21 +73,24 @@ class Recorder:
                              reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
                              else DurabilityPolicy.VOLATILE)
-            module, name = pb.split_type(msgtype)
-            import importlib
-
-            cls = getattr(importlib.import_module(module), name)
-            bag_topic = topic
+            try:
+                module, name = pb.split_type(msgtype)
+                cls = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError):
+                self.subs[topic] = None  # not retried: one line, not one per discovery round
+                print(f"record: skipped {topic}: message type {msgtype} is not installed here", flush=True)
+                continue
+            offered = OfferedQos(q.reliable, q.transient_local, 1 if q.transient_local else 10)
             self.subs[topic] = self.node.create_subscription(
-                cls, full, lambda raw, t=bag_topic, mt=msgtype: self.on_message(t, mt, raw), qos, raw=True)
+                cls, full, lambda raw, t=topic, mt=msgtype, o=offered: self.on_message(t, mt, raw, o), qos, raw=True)
             print(f"record: subscribed {topic} ({msgtype}, {'reliable' if q.reliable else 'best-effort'}, "
                   f"{'transient-local' if q.transient_local else 'volatile'})", flush=True)
 
-    def on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+    def on_message(self, topic: str, msgtype: str, raw: bytes, offered: OfferedQos | None = None) -> None:
         t_ns = self.node.get_clock().now().nanoseconds
         with self.lock:
             if not self.closed:
-                self.writer.write_raw(topic, msgtype, t_ns, raw)
+                self.writer.write_raw(topic, msgtype, t_ns, raw, offered)
 
     def close(self) -> None:
         with self.lock:
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(remove_ros_args(full)[1:])
     topics = args.topics if args.topics else list(pb.GRAPH_TOPICS)
     try:
-        writer = BagWriter(args.out, args.storage, overwrite=args.overwrite)
+        writer = BagWriter(args.out, args.storage, overwrite=args.overwrite, version=args.bag_version)
         writer.__enter__()
     except BagError as exc:
         print(f"record: error: {exc}", file=sys.stderr)
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         rec.close()
-        print(f"record: wrote {args.out} ({writer.count} messages, {len(rec.subs)} topics)", flush=True)
+        topics_done = sum(1 for s in rec.subs.values() if s is not None)
+        print(f"record: wrote {args.out} ({writer.count} messages, {topics_done} topics)", flush=True)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -2,13 +2,22 @@
 
     replay out/scenario_demo                                 # recorded timing
     replay BAG --rate 2 --loop --remap image_raw:=/front/image_raw
-    replay BAG --wait-for image_raw --restamp --ros-args -r __ns:=/robot
+    replay BAG --wait-ready --wait-for image_raw --restamp --ros-args -r __ns:=/robot
 
 The CDR bytes stored in the bag are published as they are (``Publisher.publish(bytes)``), so what the
 nodes receive is byte-for-byte what was recorded; with ``--restamp`` each message that has a header is
 deserialized with ``rclpy.serialization.deserialize_message``, stamped with the time it is published,
 and published as a message (frame age measured by the nodes is then meaningful). The whole bag is read
 and checked before anything is published, so a truncated bag fails with one line and plays nothing.
+
+Any bag ``ros2 bag record`` writes is read (``bagio``). Topics whose message type is not installed
+here are skipped with one line naming them; a bag with nothing else is refused with one line.
+
+Late joiners: the latest message of a state topic (``playback.STATE_TOPICS``, the targets) is published
+again to every subscriber that appears after it was sent, so a manager that starts or respawns later
+still gets the target in force. ``--wait-ready`` waits for perception's latched ``dynofa/ready``, so no
+frame is published before the model can take it. ``--monitor-topics auto`` (default) leaves out the
+bag's ``load/*`` and ``thermal/*`` while a live publisher (monitor_node) provides them.
 """
 
 from __future__ import annotations
@@ -27,16 +36,24 @@ from ..bagio import BagError, BagMessage, read_raw
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap)")
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap, any metadata version 4..9, split, compressed)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (2 = twice as fast)")
     p.add_argument("--loop", action="store_true", help="play again from the start when the bag ends")
-    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic")
+    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                   help="rename a topic (--remap a:=b or --remap=a:=b)")
     p.add_argument("--topics", nargs="*", default=None, help="only these topics (names as in the bag)")
     p.add_argument("--exclude", nargs="*", default=[], help="skip these topics")
     p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC[:COUNT]",
                    help="before playing, wait until this topic has COUNT (default 1) subscribers, e.g. the node "
                         "under test and a recorder: nothing is published before they listen")
-    p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for subscribers")
+    p.add_argument("--wait-ready", action="store_true",
+                   help=f"before playing, wait for a true on {pb.READY_TOPIC} (perception_node's latched readiness): "
+                        "no frame is published before the model is prepared")
+    p.add_argument("--ready-topic", default=pb.READY_TOPIC, help="readiness topic for --wait-ready")
+    p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for subscribers / readiness")
+    p.add_argument("--monitor-topics", choices=("auto", "play", "skip"), default="auto",
+                   help=f"the bag's {', '.join(pb.MONITOR_TOPICS)}: auto (default) leaves a topic out while another "
+                        "node publishes it live (monitor_node); play: always; skip: never")
     p.add_argument("--restamp", action="store_true", help="set header stamps to the publish time")
     p.add_argument("--dry-run", action="store_true", help="read and check the bag, print the plan, publish nothing")
     return p.parse_args(argv)
@@ -47,6 +64,20 @@ def _msg_class(msgtype: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def message_classes(msgs: list[BagMessage]) -> tuple[dict[str, type], dict[str, str]]:
+    """(class per playable topic, type per topic whose type is not installed here)."""
+    classes: dict[str, type] = {}
+    missing: dict[str, str] = {}
+    for m in msgs:
+        if m.topic in classes or m.topic in missing:
+            continue
+        try:
+            classes[m.topic] = _msg_class(m.msgtype)
+        except (ImportError, AttributeError, ValueError):
+            missing[m.topic] = m.msgtype
+    return classes, missing
+
+
 def _spin(executor: Any) -> None:
     from rclpy.executors import ExternalShutdownException
 
@@ -54,20 +85,125 @@ def _spin(executor: Any) -> None:
         executor.spin()
 
 
-def load(args: argparse.Namespace) -> list[BagMessage]:
-    msgs = [m for m in read_raw(args.bag, args.topics) if m.topic not in set(args.exclude)]
+def load(args: argparse.Namespace) -> tuple[list[BagMessage], dict[str, type]]:
+    """The messages to play and their classes; unknown types skipped with one line on stderr."""
+    excluded = set(args.exclude)
+    msgs = [m for m in read_raw(args.bag, args.topics) if m.topic not in excluded]
     if not msgs:
         raise BagError(f"{args.bag}: no messages to play (topics {args.topics or 'all'})")
-    return msgs
+    classes, missing = message_classes(msgs)
+    if missing:
+        listed = ", ".join(f"{t} ({mt})" for t, mt in sorted(missing.items()))
+        if not classes:
+            raise BagError(f"{args.bag}: nothing to play: every topic has a message type not installed here: {listed}")
+        print(f"replay: skipped {len(missing)} topics whose message type is not installed here: {listed}",
+              file=sys.stderr, flush=True)
+        msgs = [m for m in msgs if m.topic in classes]
+    return msgs, classes
 
 
-def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) -> int:
+class Player:
+    """Publishers of one replay, the late-joiner re-publication and the live-monitor check (poll timer)."""
+
+    def __init__(self, node: Any, args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, type]):
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        self.node = node
+        self.args = args
+        self.log = node.get_logger()
+        self.remaps = pb.parse_remaps(args.remap)
+        self.classes = classes
+        self.pubs: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.skipped: set[str] = set()
+        types = {m.topic: m.msgtype for m in msgs}
+        for topic, msgtype in types.items():
+            q = pb.replay_qos(msgtype)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
+                             reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
+                             else DurabilityPolicy.VOLATILE)
+            self.pubs[topic] = node.create_publisher(classes[topic], pb.remap(topic, self.remaps), qos)
+        self.state = [t for t in self.pubs if any(pb.same_topic(t, s) for s in pb.STATE_TOPICS)]
+        self.monitor = [t for t in self.pubs if any(pb.same_topic(t, s) for s in pb.MONITOR_TOPICS)]
+        if args.monitor_topics == "skip":
+            self.skipped.update(self.monitor)
+        self.last: dict[str, Any] = {}                # state topic → last message published
+        self.matched = {t: 0 for t in self.state}     # state topic → subscribers seen
+        self.pending: dict[str, float] = {}           # state topic → when new subscribers were seen
+        node.create_timer(0.1, self.poll)
+
+    def publish(self, topic: str, payload: Any) -> None:
+        if topic in self.skipped:
+            return
+        with self.lock:
+            self.pubs[topic].publish(payload)
+            if topic in self.matched:
+                self.last[topic] = payload
+
+    def poll(self) -> None:
+        """New subscribers on a state topic get the value in force; a live monitor topic stops playing."""
+        now = time.monotonic()
+        for topic in self.state:
+            count = self.pubs[topic].get_subscription_count()
+            if count > self.matched[topic]:
+                self.pending.setdefault(topic, now)
+            self.matched[topic] = count
+            # A short delay: the new reader must also have matched us, or the repeated sample is lost.
+            if topic in self.pending and now - self.pending[topic] >= 0.3:
+                del self.pending[topic]
+                with self.lock:
+                    last = self.last.get(topic)
+                    if last is not None:
+                        self.pubs[topic].publish(last)
+                        self.log.info(f"{self.pubs[topic].topic_name}: published the value in force again for a "
+                                      "subscriber that joined after it")
+        if self.args.monitor_topics != "auto":
+            return
+        for topic in self.monitor:
+            if topic not in self.skipped and self.node.count_publishers(self.pubs[topic].topic_name) > 1:
+                self.skipped.add(topic)
+                self.log.info(f"{self.pubs[topic].topic_name}: a live publisher (monitor_node) provides it; the bag's "
+                              "copy is no longer played (--monitor-topics play to keep it)")
+
+    def wait_for_subscribers(self, deadline: float) -> None:
+        for spec in self.args.wait_for:
+            topic, count = pb.parse_wait_for(spec)
+            name = pb.remap(topic, self.remaps)
+            pub = next((p for t, p in self.pubs.items() if pb.same_topic(pb.remap(t, self.remaps), name)), None)
+            if pub is None:
+                raise BagError(f"--wait-for {topic}: not a topic of {self.args.bag}")
+            while pub.get_subscription_count() < count:
+                if time.monotonic() > deadline:
+                    self.log.error(f"{pub.get_subscription_count()} of {count} subscribers on {pub.topic_name} after "
+                                   f"{self.args.wait_timeout:g} s; playing anyway")
+                    break
+                time.sleep(0.05)
+
+    def wait_ready(self, deadline: float) -> None:
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Bool
+
+        ready = threading.Event()
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        sub = self.node.create_subscription(Bool, self.args.ready_topic,
+                                            lambda msg: ready.set() if msg.data else ready.clear(), qos)
+        try:
+            if not ready.wait(max(deadline - time.monotonic(), 0.0)):
+                self.log.error(f"no true on {sub.topic_name} after {self.args.wait_timeout:g} s (is perception_node "
+                               "running?); playing anyway")
+            else:
+                self.log.info(f"{sub.topic_name}: perception is ready")
+        finally:
+            self.node.destroy_subscription(sub)
+
+
+def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, type], ros_argv: list[str]) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message
 
-    remaps = pb.parse_remaps(args.remap)
     rclpy.init(args=ros_argv)
     node = rclpy.create_node("replay")
     executor = SingleThreadedExecutor()
@@ -76,31 +212,11 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
     spin.start()
     log = node.get_logger()
     try:
-        pubs: dict[str, Any] = {}
-        classes: dict[str, type] = {}
-        for m in msgs:
-            if m.topic in pubs:
-                continue
-            q = pb.replay_qos(m.msgtype)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
-                             reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
-                             else DurabilityPolicy.VOLATILE)
-            classes[m.topic] = _msg_class(m.msgtype)
-            pubs[m.topic] = node.create_publisher(classes[m.topic], pb.remap(m.topic, remaps), qos)
+        player = Player(node, args, msgs, classes)
         deadline = time.monotonic() + args.wait_timeout
-        for spec in args.wait_for:
-            topic, count = pb.parse_wait_for(spec)
-            name = pb.remap(topic, remaps)
-            pub = next((p for t, p in pubs.items() if pb.remap(t, remaps).lstrip("/") == name.lstrip("/")), None)
-            if pub is None:
-                raise BagError(f"--wait-for {topic}: not a topic of {args.bag}")
-            while pub.get_subscription_count() < count:
-                if time.monotonic() > deadline:
-                    log.error(f"{pub.get_subscription_count()} of {count} subscribers on {pub.topic_name} after "
-                              f"{args.wait_timeout:g} s; playing anyway")
-                    break
-                time.sleep(0.05)
+        if args.wait_ready:
+            player.wait_ready(deadline)
+        player.wait_for_subscribers(deadline)
         t0 = msgs[0].t_ns
         loops = 0
         while True:
@@ -117,9 +233,9 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
                     msg = deserialize_message(m.rawdata, classes[m.topic])
                     if hasattr(msg, "header"):
                         msg.header.stamp = node.get_clock().now().to_msg()
-                    pubs[m.topic].publish(msg)
+                    player.publish(m.topic, msg)
                 else:
-                    pubs[m.topic].publish(m.rawdata)
+                    player.publish(m.topic, m.rawdata)
             loops += 1
             if not args.loop:
                 break
@@ -140,14 +256,16 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], ros_argv: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rclpy.utilities import remove_ros_args
-
+    # Split off the ROS arguments before rclpy sees the command line: rclpy would take a bare
+    # ``image_raw:=/cam`` (the value of --remap) as a ROS remap rule and remove it.
     full = list(sys.argv if argv is None else ["replay", *argv])
-    args = parse_args(remove_ros_args(full)[1:])
+    own, ros = pb.split_ros_args(full[1:])
+    args = parse_args(own)
     try:
         if args.rate <= 0:
             raise BagError(f"--rate must be > 0, got {args.rate}")
-        msgs = load(args)
+        pb.parse_remaps(args.remap)
+        msgs, classes = load(args)
         if args.dry_run:
             topics: dict[str, int] = {}
             for m in msgs:
@@ -155,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"replay: {args.bag}: {len(msgs)} messages, {(msgs[-1].t_ns - msgs[0].t_ns) / 1e9:.1f} s: "
                   + ", ".join(f"{t}={n}" for t, n in sorted(topics.items())))
             return 0
-        return play(args, msgs, full)
+        return play(args, msgs, classes, [full[0], *ros])
     except (BagError, pb.RemapError) as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
