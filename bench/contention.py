@@ -442,6 +442,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="manager_node parameter override (repeatable), e.g. min_dwell_s=2.0")
     ap.add_argument("--sim-data", default=None, help="also write the realism extract (JSON) here")
     ap.add_argument("--from-runs", default=None, help="rescore an earlier runs.json instead of running")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the columns of <out>/runs.json that this invocation does not run (same scale)")
     ap.add_argument("--exe-dir", default=None)
     ap.add_argument("--domain-id", type=int, default=None)
     return ap.parse_args(argv)
@@ -497,9 +499,12 @@ def main(argv: list[str] | None = None) -> int:
                   "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
         domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
         k = 0
+        kept: dict[str, Any] = {}
+        if args.resume and (out / "runs.json").exists():
+            kept = json.loads((out / "runs.json").read_text())["runs"]
         for p in patterns:
             bag = build_bag(p, out)
-            runs[p.name] = {}
+            runs[p.name] = {c: RunRecord(**r) for c, r in kept.get(p.name, {}).items() if c not in cols}
             for col in cols:
                 print(f"bench [{p.name} / {col}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, load "
                       f"{os.getloadavg()[0]:.2f}", flush=True)
@@ -514,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "runs.json").write_text(json.dumps({
             "family": str(FAMILY.relative_to(REPO)), "patterns": [asdict(p) for p in patterns],
             "runs": {pn: {c: asdict(r) for c, r in rr.items()} for pn, rr in runs.items()}}))
+        print(f"bench: runs took {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     results: dict[str, list[ColumnScore]] = {}
     oracles: dict[str, Any] = {}
     print()
