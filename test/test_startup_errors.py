@@ -167,7 +167,8 @@ def test_misspelled_key_warns_once_with_the_closest_parameter(isolated_network: 
     params = _params(tmp_path / "p.yaml", "manager_node",
                      f"family_file: {GENERIC}\nboard: generic\ntarget_latncy_ms: 20.0\nnested:\n  thing: 1")
     with NodeProcess("manager_node", ["--params-file", str(params)], env=ros_env(domain_id)) as node:
-        assert node.wait_for_output("policy joint", WAIT), node.output()  # the start-up line: warnings came before
+        assert node.wait_for_output("did you mean", WAIT), node.output()
+        assert node.wait_for_output("'nested.thing'", WAIT), node.output()  # warned in file order: both logged
         assert node.alive(), node.output()
         log = node.output()
         typo = [ln for ln in log.splitlines() if "target_latncy_ms" in ln]

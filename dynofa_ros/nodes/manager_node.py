@@ -115,7 +115,13 @@ class ManagerNode(Node):
             p(name, float(getattr(dflt, name)), descriptor(text, float_range=rng))
 
         self.family = self._load_family()
-        self.levels = levels_from_family(self.family, self.get_parameter("latency_profile").value or None)
+        profile = self.get_parameter("latency_profile").value
+        try:
+            self.levels = levels_from_family(self.family, profile or None)
+        except PolicyConfigError as exc:  # one line naming the parameter or the family file (rm_common.run)
+            what = (f"parameter latency_profile: {profile!r}" if profile else
+                    f"parameter latency_profile is empty and {self.family.source_path} has no reference_profile")
+            raise ConfigError(f"{what}: {exc}") from None
         cpu_f, gpu_f, cpu_pw, gpu_pw = self._frequency_tables()
         self.freq_tables = (cpu_f, gpu_f, cpu_pw, gpu_pw)
         try:

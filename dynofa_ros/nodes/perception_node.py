@@ -12,6 +12,7 @@ lifecycle node calls the same methods from its transitions. Topics: docs/percept
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,6 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -44,6 +43,7 @@ from ..perception import (
     incompatible_qos_message,
     load_family,
 )
+from .rm_common import run as run_node
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -305,29 +305,18 @@ class PerceptionNode(Node):
 
 
 def run(node_factory: Callable[[], Node]) -> int:
-    """Spin a node until Ctrl-C or shutdown (STYLE.md #13); 1 on a configuration or load failure."""
-    rclpy.init(args=sys.argv)
-    node = None
-    status = 0
-    try:
-        node = node_factory()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ConfigError, ParameterException) as exc:
-        (node.get_logger() if node else rclpy.logging.get_logger("perception_node")).fatal(
-            f"configuration error: {exc}")
-        print(f"perception_node: configuration error: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        if node is not None:
-            runtime = getattr(node, "runtime", None)
-            if runtime is not None:
-                status = 1 if runtime.fatal else status
-                runtime.cleanup()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    """Spin a node until Ctrl-C or shutdown (rm_common.run); 1 on a configuration or load failure, one line."""
+    def cleanup(node: Node) -> None:
+        runtime = getattr(node, "runtime", None)
+        if runtime is not None:
+            runtime.cleanup()
+
+    def failed(node: Node) -> bool:
+        runtime = getattr(node, "runtime", None)
+        return bool(runtime is not None and runtime.fatal)
+
+    return run_node(os.path.basename(sys.argv[0]) or "perception_node", node_factory, cleanup,
+                    config_errors=(ConfigError,), config_status=1, failed=failed)
 
 
 def main() -> int:

@@ -1,19 +1,30 @@
-"""What the manager, DVFS and monitor nodes share: QoS profiles, descriptors, bad-input warnings, main loop."""
+"""What the nodes share: QoS profiles, descriptors, bad-input warnings, and the start-up/main loop.
+
+:func:`run` is every node's ``main`` (the perception nodes' too): a configuration error at start-up, from
+the params file itself to a family file that is not UTF-8, ends the process with one line on stderr
+naming the file, the key and what is allowed, never a traceback (a traceback stays for real bugs).
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import parameter_dict_from_yaml_file
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 
 try:  # Iron and newer
@@ -111,9 +122,234 @@ class ConfigError(ValueError):
     """A parameter given at start-up is invalid; the node exits with status 2 and this message."""
 
 
-def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] | None = None) -> int:
-    """Spin until Ctrl-C, SIGTERM or shutdown (STYLE.md #10/#13); ``on_exit`` always runs (clock restore)."""
-    rclpy.init(args=sys.argv)
+# ---------------------------------------------------------------------- start-up: params files and errors
+@dataclass(frozen=True)
+class ParamsEntry:
+    """One node block of a params file: ``key: ros__parameters: {...}`` with its parameter names flattened."""
+
+    file: str
+    key: str
+    names: tuple[str, ...]
+
+    def names_node(self) -> bool:
+        """True when the key names one node (``/**/manager_node``), not every node (``/**``)."""
+        return "*" not in self.key.rstrip("/").rsplit("/", 1)[-1]
+
+
+def ros_arguments(argv: Sequence[str]) -> list[str]:
+    """The words inside ``--ros-args ... [--]`` sections, as rcl reads them."""
+    out: list[str] = []
+    inside = False
+    for word in argv[1:]:
+        if word == "--ros-args":
+            inside = True
+        elif word == "--" and inside:
+            inside = False
+        elif inside:
+            out.append(word)
+    return out
+
+
+def _option_values(ros_args: Sequence[str], *flags: str) -> list[str]:
+    return [ros_args[i + 1] for i, w in enumerate(ros_args[:-1]) if w in flags]
+
+
+def params_files(argv: Sequence[str]) -> list[str]:
+    """``--params-file`` paths of the command line, in the order rcl applies them (later wins)."""
+    return _option_values(ros_arguments(argv), "--params-file")
+
+
+def node_fqn(argv: Sequence[str], default_name: str) -> str:
+    """The node's fully qualified name after ``-r __ns:=`` / ``-r __node:=`` remaps (known before it exists)."""
+    name, ns = default_name, "/"
+    for rule in _option_values(ros_arguments(argv), "-r", "--remap"):
+        target, _, value = rule.rpartition(":=")
+        target = target.split(":", 1)[-1]  # 'node_name:__ns' applies to that node; one node per process here
+        if target == "__ns":
+            ns = value if value.startswith("/") else "/" + value
+        elif target in ("__node", "__name"):
+            name = value
+    return ns.rstrip("/") + "/" + name
+
+
+def _key_matches(key: str, fqn: str) -> bool:
+    """rcl's node-name wildcards in params files: ``/**`` any number of namespace tokens, ``*`` one token."""
+    key = key if key.startswith("/") else "/" + key
+    pattern = ""
+    for token in key.strip("/").split("/"):
+        pattern += "(/[^/]+)*" if token == "**" else "/[^/]+" if token == "*" else "/" + re.escape(token)
+    return re.fullmatch(pattern, fqn) is not None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}"
+
+
+def _check_values(path: str, name: str, block: Any) -> str | None:
+    """What rcl's params parser would refuse under ``ros__parameters``, said with the key."""
+    if not isinstance(block, dict):
+        return f"{path}: {name}: must be a mapping of parameter names to values, got {type(block).__name__}"
+    for key, value in block.items():
+        full = f"{name}.{key}" if name != "ros__parameters" else str(key)
+        if isinstance(value, dict):
+            problem = _check_values(path, full, value)
+            if problem:
+                return problem
+        elif isinstance(value, list) and value and not all(isinstance(v, list) for v in value):
+            kinds = {type(v) for v in value}
+            if len(kinds) > 1:
+                return (f"{path}: {full}: a list must hold values of one type (all booleans, integers, "
+                        f"doubles or strings), got {sorted(k.__name__ for k in kinds)}")
+    return None
+
+
+def check_params_file(path: str) -> str | None:
+    """None when rcl can read ``path`` as a params file; otherwise one line naming the file and the problem.
+
+    rcl's own refusal is a RCLError from ``rclpy.init`` (a traceback) after an ``[ERROR] [rcl]`` log line,
+    so the file is checked here first, with the same rules: a mapping of node names, each holding
+    mappings down to ``ros__parameters``, whose lists hold one type.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        return f"{path}: params file not found"
+    except OSError as exc:
+        return f"{path}: cannot read params file: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        return f"{path}: params file is not UTF-8 text (byte offset {exc.start})"
+    except yaml.YAMLError as exc:
+        return f"{path}: params file is not valid YAML: {_yaml_problem(exc)}"
+    except RecursionError:
+        return f"{path}: params file is nested too deeply to parse"
+    if raw is None:
+        return None  # rcl accepts an empty file
+    if not isinstance(raw, dict):
+        return (f"{path}: a params file is a mapping '<node name>: ros__parameters: {{name: value}}', "
+                f"got a {type(raw).__name__}")
+
+    def walk(node: Any, key: str) -> str | None:
+        if not isinstance(node, dict):
+            return f"{path}: {key}: expected 'ros__parameters:' under the node name, got a value"
+        for k, v in node.items():
+            problem = _check_values(path, k, v) if k == "ros__parameters" else walk(v, f"{key}/{k}")
+            if problem:
+                return problem
+        return None
+
+    for key, value in raw.items():
+        problem = walk(value, str(key))
+        if problem:
+            return problem
+    return None
+
+
+def params_entries(files: Sequence[str], fqn: str) -> list[ParamsEntry]:
+    """The node blocks of ``files`` that apply to node ``fqn`` (top-level keys; rcl's wildcards matched here).
+
+    ``parameter_dict_from_yaml_file`` flattens each block (nested names become ``a.b``); it takes node keys
+    literally, so the wildcard match against this node is made first.
+    """
+    out: list[ParamsEntry] = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = yaml.safe_load(f)
+        except (OSError, ValueError, yaml.YAMLError, RecursionError):
+            continue
+        if not isinstance(raw, dict):
+            continue
+        for key, block in raw.items():
+            if not isinstance(block, dict) or "ros__parameters" not in block or not _key_matches(str(key), fqn):
+                continue
+            try:
+                names = tuple(parameter_dict_from_yaml_file(path, target_nodes=[str(key)]))
+            except (RuntimeError, KeyError, ValueError, yaml.YAMLError):  # an empty block: nothing to check
+                names = ()
+            out.append(ParamsEntry(path, str(key), names))
+    return out
+
+
+def warn_unknown_parameters(node: Node, argv: Sequence[str]) -> list[str]:
+    """One warning per params-file key this node does not declare (rclpy ignores it silently): a typo.
+
+    Only blocks that name this node are checked; a ``/**`` block is shared by every node by design.
+    """
+    declared = sorted(node.get_parameters_by_prefix(""))  # every declared name (no prefix stripped)
+    warnings = []
+    for entry in params_entries(params_files(argv), node.get_fully_qualified_name()):
+        if not entry.names_node():
+            continue
+        for name in entry.names:
+            if node.has_parameter(name):
+                continue
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"declared: {declared}"
+            text = (f"params file {entry.file}: '{name}' under '{entry.key}' is not a parameter of "
+                    f"{node.get_fully_qualified_name()} and is ignored; {hint}")
+            node.get_logger().warning(text)
+            warnings.append(text)
+    return warnings
+
+
+def _where_set(name: str, argv: Sequence[str], fqn: str) -> str:
+    """Where a parameter's start-up value came from: the command line, or the last params file setting it."""
+    if any(a.split(":=", 1)[0] == name for a in _option_values(ros_arguments(argv), "-p", "--param")):
+        return "command line (-p)"
+    files = [e.file for e in params_entries(params_files(argv), fqn) if name in e.names]
+    return files[-1] if files else "start-up values"
+
+
+def startup_message(exc: BaseException, argv: Sequence[str], fqn: str) -> str:
+    """One line for a start-up configuration error: where the value came from, the key, what is allowed."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ParameterException):
+        # rclpy: '<what>: <name>'; the what already holds the type or range that is allowed
+        what, _, name = text.rpartition(": ")
+        what = what.split("Reason: ", 1)[-1]
+        if "of type 'INTEGER', expecting type 'DOUBLE'" in what:  # YAML reads 2 as an integer
+            what += " (write a decimal point: 2.0, not 2)"
+        return f"{_where_set(name, argv, fqn)}: parameter {name}: {what}"
+    if type(exc).__name__ == "RCLError":  # rclpy.init refused the arguments; drop rcl's source locations
+        return re.sub(r",? at /\S+:\d+", "", text)
+    return text
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    from ..family import FamilyError
+    from ..policy import PolicyConfigError
+
+    return (ConfigError, ParameterException, FamilyError, PolicyConfigError)
+
+
+def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] | None = None, *,
+        config_errors: tuple[type[BaseException], ...] = (), config_status: int = 2,
+        failed: Callable[[Node], bool] | None = None) -> int:
+    """Spin until Ctrl-C, SIGTERM or shutdown (STYLE.md #10/#13); ``on_exit`` always runs (clock restore).
+
+    Configuration errors (``config_errors`` and :func:`_startup_errors`, the params files, the arguments
+    rcl refuses) print ``<name>: configuration error: <one line>`` to stderr and return ``config_status``.
+    ``failed(node)`` turns a normal end of spin into status 1 (e.g. a model that could not be prepared).
+    """
+    argv = list(sys.argv)
+    errors = (*_startup_errors(), *config_errors)
+
+    def refuse(message: str) -> int:
+        print(f"{name}: configuration error: {message}", file=sys.stderr, flush=True)
+        return config_status
+
+    for path in params_files(argv):
+        problem = check_params_file(path)
+        if problem:
+            return refuse(problem)
+    fqn = node_fqn(argv, name)
+    try:
+        rclpy.init(args=argv)
+    except Exception as exc:  # RCLError (not importable by name on every distribution): bad ROS arguments
+        return refuse(startup_message(exc, argv, fqn))
     node: Node | None = None
     status = 0
     previous = signal.getsignal(signal.SIGTERM)
@@ -121,16 +357,18 @@ def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] 
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         node = factory()
+        warn_unknown_parameters(node, argv)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ConfigError as exc:
-        print(f"{name}: configuration error: {exc}", file=sys.stderr)
-        status = 2
+    except errors as exc:
+        status = refuse(startup_message(exc, argv, node.get_fully_qualified_name() if node else fqn))
     finally:
         if node is not None:
             if on_exit is not None:
                 on_exit(node)
+            if failed is not None and failed(node):
+                status = status or 1
             node.destroy_node()
         rclpy.try_shutdown()
     return status
