@@ -428,6 +428,17 @@ def plot(path: Path, patterns: list[Pattern], results: dict[str, list[ColumnScor
 
 
 # ---------------------------------------------------------------------------------------------- main
+def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
+              kept: dict[str, Any]) -> None:
+    """runs.json: the patterns and every run's samples (what ``dynofa_ros.sim`` learns from)."""
+    all_runs = {pn: dict(cols) for pn, cols in kept["runs"].items()}
+    for pn, rr in runs.items():
+        all_runs.setdefault(pn, {}).update({c: asdict(r) for c, r in rr.items()})
+    pats = {d["name"]: d for d in kept["patterns"]} | {p.name: asdict(p) for p in patterns}
+    path.write_text(json.dumps({"family": str(FAMILY.relative_to(REPO)), "patterns": list(pats.values()),
+                                "runs": all_runs}))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patterns", default=",".join(PATTERNS), help=f"comma-separated, from {list(PATTERNS)}")
@@ -499,12 +510,12 @@ def main(argv: list[str] | None = None) -> int:
                   "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
         domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
         k = 0
-        kept: dict[str, Any] = {}
+        kept: dict[str, Any] = {"runs": {}, "patterns": []}
         if args.resume and (out / "runs.json").exists():
-            kept = json.loads((out / "runs.json").read_text())["runs"]
+            kept = json.loads((out / "runs.json").read_text())
         for p in patterns:
             bag = build_bag(p, out)
-            runs[p.name] = {c: RunRecord(**r) for c, r in kept.get(p.name, {}).items() if c not in cols}
+            runs[p.name] = {c: RunRecord(**r) for c, r in kept["runs"].get(p.name, {}).items() if c not in cols}
             for col in cols:
                 print(f"bench [{p.name} / {col}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, load "
                       f"{os.getloadavg()[0]:.2f}", flush=True)
@@ -513,12 +524,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs[p.name][col] = rec
                 if not rec.ok:
                     print(f"bench [{p.name} / {col}]: FAILED: {rec.error}", flush=True)
+                save_runs(out / "runs.json", patterns, runs, kept)  # after every column: a stopped bench keeps them
             # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
             if p.width * p.height > 200_000:
                 shutil.rmtree(bag, ignore_errors=True)
-        (out / "runs.json").write_text(json.dumps({
-            "family": str(FAMILY.relative_to(REPO)), "patterns": [asdict(p) for p in patterns],
-            "runs": {pn: {c: asdict(r) for c, r in rr.items()} for pn, rr in runs.items()}}))
         print(f"bench: runs took {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     results: dict[str, list[ColumnScore]] = {}
     oracles: dict[str, Any] = {}

@@ -40,8 +40,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .platforms import XAVIER_NX, Board
-from .policy import LatencySample, LevelSpec, Policy, PolicyInputs, Reading, levels_from_family, make_policy
+from .policy import (
+    LatencySample,
+    LevelSpec,
+    Policy,
+    PolicyConfig,
+    PolicyInputs,
+    Reading,
+    levels_from_family,
+    make_policy,
+)
 
 GOVERNORS = ("performance", "powersave", "ondemand", "schedutil")
 REFERENCE_FAMILY = Path(__file__).resolve().parents[1] / "config" / "families" / "xavier_nx_six_levels.json"
@@ -323,3 +334,376 @@ def format_table(results: Sequence[Result], reference: str = "joint (ours)") -> 
                      f"{r.mean_latency_ms:8.1f} {r.p95_latency_ms:7.1f} {r.energy_j:9.1f} {r.mj_per_frame:9.1f} "
                      f"{r.switches:6d} {r.freq_changes:6d} {saving:>11}")
     return "\n".join(lines)
+
+
+# ================================================================================================ this machine
+# A simulator that reproduces the real graph (issue 16). The Xavier NX model above is a parametric platform
+# for energy; the part below learns its plant from a recorded real run of ``bench/contention.py`` and feeds
+# the policy the way the nodes do, so that what the simulator says about a controller's deadline misses
+# can be checked against the machine (``test/test_sim_realism.py``).
+#
+# What the real graph does, and this reproduces:
+# * latency is not 3 % noise around a profile: per frame it spreads log-normally with σ ≈ 0.3 here, has
+#   runs of slow frames (other processes, the scheduler), and depends on the level in a way the profile
+#   does not predict (fixed pre/post-processing is a larger share of small levels). So each level's
+#   latencies are *recorded sequences* per number of competing busy processes, replayed by a block
+#   bootstrap (runs of consecutive recorded frames, ``block`` long on average), which keeps both the
+#   spread and the autocorrelation; a condition with no recording is transferred from the level's idle
+#   sequence through the learned contention slowdown;
+# * the perception node runs one frame at a time; a frame arriving while it is busy waits in a one-frame
+#   slot (a newer one replaces it): frames are in flight, a sample reaches the manager only after its
+#   frame's latency (plus a DDS delay);
+# * the manager decides on a timer (``decision_rate_hz``, its own phase) from the samples received since
+#   the previous decision, each tagged with the level that produced it (``dynofa/inference_stats``), or,
+#   with ``tagging="active_level"``, with the last ``dynofa/active_level`` heard (the old pairing, which
+#   is one frame late after every switch);
+# * a command takes effect at the next frame that starts after it arrives, and that first frame is slower
+#   (``switch_factor``, learned from the recorded switches, ~1.14 here);
+# * ``load/cpu`` arrives at 2 Hz as the share of both cores busy over the last 0.5 s.
+
+BENCH_FAMILY = Path(__file__).resolve().parents[1] / "config" / "families" / "generic_cpu.json"
+BENCH_PARAMS = Path(__file__).resolve().parents[1] / "config" / "generic_cpu.yaml"
+DEFAULT_SWITCH_FACTOR = 1.14
+
+
+@dataclass(frozen=True)
+class GraphScenario:
+    """A bench pattern as the simulator replays it: frames, latency targets, competing busy processes."""
+
+    name: str
+    duration_s: float
+    fps: float
+    busy: tuple[tuple[float, int], ...]        # (t_s, busy processes from t on)
+    targets: tuple[tuple[float, float], ...]   # (t_s, target ms from t on)
+
+    @staticmethod
+    def _at(points: Sequence[tuple[float, float]], t: float) -> float:
+        v = points[0][1]
+        for pt, pv in points:
+            if pt > t:
+                break
+            v = pv
+        return v
+
+    def busy_at(self, t: float) -> int:
+        return int(self._at(self.busy, t)) if self.busy else 0
+
+    def target_at(self, t: float) -> float:
+        return float(self._at(self.targets, t))
+
+
+@dataclass
+class LearnedPlant:
+    """Per level, recorded latency sequences (ms, in recorded order) per number of busy processes."""
+
+    sequences: dict[int, dict[int, np.ndarray]]   # busy processes -> level -> latencies
+    num_levels: int
+    switch_factor: float = DEFAULT_SWITCH_FACTOR
+    block: float = 20.0                           # mean length of a replayed run of consecutive frames
+
+    @classmethod
+    def from_json(cls, d: dict, block: float = 20.0) -> LearnedPlant:
+        seqs = {int(b): {int(lv): np.asarray(v, dtype=float) for lv, v in cells.items() if len(v)}
+                for b, cells in d["busy"].items()}
+        return cls(seqs, int(d["num_levels"]), float(d.get("switch_factor", DEFAULT_SWITCH_FACTOR)), block)
+
+    @classmethod
+    def lognormal(cls, profile_ms: Sequence[float], sigma: float, slowdown: dict[int, float],
+                  n: int = 2000, seed: int = 0, switch_factor: float = 1.0) -> LearnedPlant:
+        """A parametric plant (profile × slowdown × log-normal noise): what the simulator assumed before."""
+        rng = np.random.default_rng(seed)
+        seqs = {b: {lv: ms * s * np.exp(rng.normal(0.0, sigma, n)) for lv, ms in enumerate(profile_ms)}
+                for b, s in slowdown.items()}
+        return cls(seqs, len(profile_ms), switch_factor, block=1.0)
+
+    def slowdown(self, busy: int) -> float:
+        """Median over levels of median latency with ``busy`` competing processes / median idle."""
+        base, here = self.sequences.get(0, {}), self.sequences.get(busy, {})
+        r = [np.median(here[lv]) / np.median(base[lv]) for lv in here if lv in base]
+        if r:
+            return float(np.median(r))
+        known = sorted(b for b in self.sequences if b != 0 and b < busy)
+        return self.slowdown(known[-1]) if known else 1.0
+
+    def cell(self, level: int, busy: int) -> np.ndarray:
+        """The sequence to draw from: recorded, else the idle one scaled by the learned slowdown."""
+        here = self.sequences.get(busy, {})
+        if level in here and len(here[level]) >= 30:
+            return here[level]
+        for b in sorted(self.sequences, key=lambda x: abs(x - busy)):
+            if level in self.sequences[b] and len(self.sequences[b][level]) >= 30:
+                return self.sequences[b][level] * (self.slowdown(busy) / max(self.slowdown(b), 1e-9))
+        raise ValueError(f"no recorded latencies of level {level} in the plant")
+
+    def sampler(self, seed: int) -> Callable[[int, int], float]:
+        """draw(level, busy) -> ms: a block bootstrap over each cell (runs of consecutive recorded frames)."""
+        rng = np.random.default_rng(seed)
+        cursor: dict[tuple[int, int], int] = {}
+        cells: dict[tuple[int, int], np.ndarray] = {}
+
+        def draw(level: int, busy: int) -> float:
+            key = (level, busy)
+            if key not in cells:
+                cells[key] = self.cell(level, busy)
+            seq = cells[key]
+            i = cursor.get(key)
+            if i is None or rng.random() < 1.0 / max(self.block, 1.0):
+                i = int(rng.integers(len(seq)))
+            else:
+                i = (i + 1) % len(seq)
+            cursor[key] = i
+            return float(seq[i])
+
+        return draw
+
+
+@dataclass
+class GraphRun:
+    """One simulated run, per processed frame (arrays), as the bench scores a real one."""
+
+    name: str
+    t_s: np.ndarray          # when the manager received the sample
+    level: np.ndarray
+    latency_ms: np.ndarray
+    target_ms: np.ndarray    # at the frame's stamp
+    dropped: int
+    duration_s: float
+
+    @property
+    def miss_rate(self) -> float:
+        return float(np.mean(self.latency_ms > self.target_ms)) if len(self.latency_ms) else 0.0
+
+    @property
+    def switches(self) -> int:
+        return int(np.sum(self.level[1:] != self.level[:-1]))
+
+    @property
+    def switches_per_min(self) -> float:
+        return 60.0 * self.switches / self.duration_s
+
+    def mean_accuracy(self, accuracy: Sequence[float]) -> float:
+        return float(np.mean(np.asarray(accuracy)[self.level]))
+
+
+def bench_levels(family_path: str | Path = BENCH_FAMILY) -> list[LevelSpec]:
+    from .family import load
+
+    return levels_from_family(load(family_path))
+
+
+def bench_policy_config(params_path: str | Path = BENCH_PARAMS) -> tuple[PolicyConfig, float]:
+    """The manager block of a params file as a PolicyConfig (fields it does not know are left at their
+    defaults, keys the config does not have are ignored) and its ``decision_rate_hz``."""
+    import dataclasses
+
+    import yaml
+
+    data = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    block = next((v["ros__parameters"] for k, v in data.items() if k.rstrip("/").endswith("manager_node")), {})
+    names = {f.name for f in dataclasses.fields(PolicyConfig)}
+    cfg = PolicyConfig(**{k: v for k, v in block.items() if k in names})
+    return cfg, float(block.get("decision_rate_hz", 5.0))
+
+
+def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | None = None, *,
+                   fixed_level: int = 0, initial_level: int = 0, decision_rate_hz: float = 5.0, seed: int = 0,
+                   tagging: str = "true", msg_delay_s: float = 0.001, cmd_delay_s: float = 0.002,
+                   cores: int = 2) -> GraphRun:
+    """Replay ``scn`` through the perception → manager loop of the real graph (see the block comment above).
+
+    ``policy`` None: perception alone at ``fixed_level``. Deterministic for a given seed.
+    """
+    if tagging not in ("true", "active_level"):
+        raise ValueError(f"tagging {tagging!r}; allowed: 'true', 'active_level'")
+    rng = random.Random(seed)
+    draw = plant.sampler(seed)
+    period = 1.0 / scn.fps
+    n_frames = math.floor(scn.duration_s * scn.fps + 1e-9)
+    level = initial_level if policy is not None else fixed_level
+    commanded = [(0.0, level)]           # (effective from, level)
+    tick_period = 1.0 / decision_rate_hz
+    next_tick = rng.uniform(0.0, tick_period)
+    next_load = rng.uniform(0.0, 0.5)
+    load: Reading | None = None
+    inbox: list[tuple[float, LatencySample]] = []   # (delivered at, sample), in delivery order
+    busy_log: list[tuple[float, float]] = []        # (start, end) of each inference, for load/cpu
+    heard_level: int | None = None                  # last active_level the manager heard
+    out_t, out_lvl, out_lat, out_tgt = [], [], [], []
+    t_free, k, dropped, prev_level = 0.0, 0, 0, None
+    ends: list[tuple[float, int]] = []              # (published at, level) for active_level tagging
+
+    def manager_until(t: float) -> None:
+        nonlocal next_tick, next_load, load, heard_level
+        while policy is not None and min(next_tick, next_load) <= t:
+            if next_load <= next_tick:
+                w0 = next_load - 0.5
+                own = sum(max(0.0, min(e, next_load) - max(s, w0)) for s, e in busy_log[-40:])
+                share = min(1.0, (scn.busy_at(next_load) + own / 0.5) / cores)
+                load = Reading(100.0 * share, next_load)
+                next_load += 0.5
+                continue
+            now = next_tick
+            got = [s for d, s in inbox if d <= now]
+            del inbox[:len(got)]
+            for pub, lv in ends:
+                if pub <= now:
+                    heard_level = lv
+            d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now), latencies=tuple(got),
+                                           active_level=heard_level, cpu_load=load))
+            if d.level != commanded[-1][1]:
+                commanded.append((now + cmd_delay_s, d.level))
+            next_tick += tick_period
+
+    while k < n_frames:
+        newest = min(math.floor(t_free * scn.fps + 1e-9), n_frames - 1)
+        if newest >= k and newest * period <= t_free:
+            dropped += newest - k
+            j, start = newest, t_free
+        else:
+            j, start = k, k * period
+        manager_until(start)
+        level = next(lv for when, lv in reversed(commanded) if when <= start)
+        lat = draw(level, scn.busy_at(start))
+        if prev_level is not None and level != prev_level:
+            lat *= plant.switch_factor
+        end = start + lat / 1000.0
+        busy_log.append((start, end))
+        tag = level if tagging == "true" else (heard_level if heard_level is not None else level)
+        if tagging == "active_level":
+            # the latency is published before the level: the manager pairs it with the level it heard last
+            tag = ends[-1][1] if ends else level
+        inbox.append((end + msg_delay_s, LatencySample(lat, tag, end + msg_delay_s)))
+        ends.append((end + 2 * msg_delay_s, level))
+        del ends[:-8]
+        out_t.append(end + msg_delay_s)
+        out_lvl.append(level)
+        out_lat.append(lat)
+        out_tgt.append(scn.target_at(j * period))
+        prev_level, t_free, k = level, end, j + 1
+    return GraphRun(scn.name, np.asarray(out_t), np.asarray(out_lvl, dtype=int), np.asarray(out_lat),
+                    np.asarray(out_tgt), dropped, scn.duration_s)
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+def _run_busy(run: dict, t_start: np.ndarray) -> np.ndarray:
+    busy = np.zeros(len(t_start), dtype=int)
+    for tc, n in run.get("busy_changes") or []:
+        busy[t_start >= tc] = n
+    return busy
+
+
+def _target(pattern: dict, frame_t: np.ndarray) -> np.ndarray:
+    pts = [tuple(p) for p in pattern["targets"]]
+    return np.array([GraphScenario._at(pts, float(x)) for x in frame_t])
+
+
+def policy_fingerprint(name: str) -> str:
+    """Hash of the policy module's source: a recorded real run describes the controller of that source."""
+    import hashlib
+
+    from . import policy as pol
+
+    return hashlib.sha256(Path(pol.__file__).read_bytes()).hexdigest()[:16] + f":{name}"
+
+
+def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float = DEFAULT_SWITCH_FACTOR) -> dict:
+    """The compact extract of a ``bench/contention.py`` recording that :func:`realism_setup` learns from.
+
+    From the fixed-level columns: each level's latencies (ms, 0.01 ms, in recorded order) per number of busy
+    processes in force when the frame started, pooled per camera size, at most ``cap`` per cell (the first
+    ones of each run, so runs of consecutive frames survive). From the managed columns: the first-frame-
+    after-a-switch factor (median of that frame's latency over its cell's median) and the *real* scores
+    the simulator is checked against (miss rate, switches per minute, accuracy), never used for learning.
+    """
+    patterns = {p["name"]: p for p in runs_json["patterns"]}
+    plants: dict[str, dict] = {}
+    out_patterns: dict[str, dict] = {}
+    raw: dict[str, dict[int, dict[int, list[np.ndarray]]]] = {}
+    num_levels = 0
+    for pname, cols in runs_json["runs"].items():
+        p = patterns[pname]
+        cam = f"{p['width']}x{p['height']}"
+        cells = raw.setdefault(cam, {})
+        for col, run in cols.items():
+            if not run.get("ok") or not col.startswith("L"):
+                continue
+            lat = np.asarray(run["latency_ms"])
+            lvl = np.asarray(run["level"])
+            start = np.asarray(run["t_s"]) - lat / 1000.0
+            busy = _run_busy(run, start)
+            num_levels = max(num_levels, int(lvl.max()) + 1)
+            for b in np.unique(busy):
+                m = (busy == b)
+                m[0] = False  # the node's very first frame (cold caches) is not the level's behaviour
+                cells.setdefault(int(b), {}).setdefault(int(col[1:]), []).append(lat[m])
+    for cam, cells in raw.items():
+        plants[cam] = {"num_levels": num_levels, "busy": {
+            str(b): {str(lv): [round(float(x), 2) for x in np.concatenate(parts)[:cap]]
+                     for lv, parts in sorted(levels.items())} for b, levels in sorted(cells.items())}}
+    for cam, plant_d in plants.items():
+        plant = LearnedPlant.from_json(plant_d)
+        ratios = []
+        for pname, cols in runs_json["runs"].items():
+            p = patterns[pname]
+            if f"{p['width']}x{p['height']}" != cam:
+                continue
+            for col in ("joint", "step"):
+                run = cols.get(col)
+                if not run or not run.get("ok"):
+                    continue
+                lat, lvl = np.asarray(run["latency_ms"]), np.asarray(run["level"])
+                busy = _run_busy(run, np.asarray(run["t_s"]) - lat / 1000.0)
+                for i in np.flatnonzero(lvl[1:] != lvl[:-1]) + 1:
+                    ratios.append(lat[i] / float(np.median(plant.cell(int(lvl[i]), int(busy[i])))))
+        plant_d["switch_factor"] = round(float(np.median(ratios)), 3) if len(ratios) >= 5 else switch_default
+        plant_d["switches_seen"] = len(ratios)
+    for pname, cols in runs_json["runs"].items():
+        p = patterns[pname]
+        real = {}
+        for col, run in cols.items():
+            if not run.get("ok"):
+                continue
+            lat, lvl = np.asarray(run["latency_ms"]), np.asarray(run["level"])
+            tgt = _target(p, np.asarray(run["frame_t_s"]))
+            dur = float(run["t_s"][-1] - run["t_s"][0])
+            real[col] = {"miss_rate": round(float(np.mean(lat > tgt)), 4), "frames": len(lat),
+                         "switches_per_min": round(60.0 * float(np.sum(lvl[1:] != lvl[:-1])) / dur, 2),
+                         "mean_level": round(float(np.mean(lvl)), 3),
+                         "loadavg": [run.get("loadavg_before"), run.get("loadavg_after")]}
+        ok = [cols[c] for c in ("joint", "step", *sorted(cols)) if c in cols and cols[c].get("ok")]
+        if not ok:
+            continue
+        ref = ok[0]
+        out_patterns[pname] = {"camera": f"{p['width']}x{p['height']}", "duration_s": p["duration_s"], "fps": p["fps"],
+                               "busy": ref.get("busy_changes") or [[0.0, 0]], "targets": p["targets"], "real": real}
+    return {"format": 1, "what": "per-level latency samples per number of busy processes, and real scores, "
+                                 "extracted by dynofa_ros.sim.extract_realism_data from a bench/contention.py run",
+            "family": runs_json.get("family"),
+            "policy_fingerprint": {n: policy_fingerprint(n) for n in ("joint", "step")},
+            "plants": plants, "patterns": out_patterns}
+
+
+def realism_scenarios(data: dict) -> dict[str, tuple[GraphScenario, LearnedPlant]]:
+    """Each recorded pattern as a scenario, with the plant of its camera size."""
+    plants = {cam: LearnedPlant.from_json(d) for cam, d in data["plants"].items()}
+    out = {}
+    for name, p in data["patterns"].items():
+        out[name] = (GraphScenario(name, float(p["duration_s"]), float(p["fps"]),
+                                   tuple((float(t), int(n)) for t, n in p["busy"]),
+                                   tuple((float(t), float(v)) for t, v in p["targets"])), plants[p["camera"]])
+    return out
+
+
+def simulate_controller(scn: GraphScenario, plant: LearnedPlant, controller: str, seeds: Sequence[int] = (0, 1, 2, 3),
+                        levels: Sequence[LevelSpec] | None = None, tagging: str = "true") -> list[GraphRun]:
+    """``controller``: ``joint`` / ``step`` (the manager's policy with the generic_cpu params) or ``L<n>``."""
+    levels = list(levels) if levels is not None else bench_levels()
+    runs = []
+    for s in seeds:
+        if controller.startswith("L"):
+            runs.append(simulate_graph(scn, plant, None, fixed_level=int(controller[1:]), seed=s))
+            continue
+        cfg, rate = bench_policy_config()
+        pol = make_policy(controller, levels, config=cfg)
+        runs.append(simulate_graph(scn, plant, pol, decision_rate_hz=rate, seed=s, tagging=tagging))
+    return runs
