@@ -20,6 +20,15 @@ Classification message format (std_msgs/String, JSON, one object per processed f
 from the ``cameras`` parameter ("" for the unprefixed stream); ``weights`` is "real" when a checkpoint
 is loaded and "random" otherwise (then predictions are meaningless); ``model_ms`` is pre-processing
 + inference + post-processing of this frame (also published on ``dynofa/inference_latency_ms``).
+
+Latency statistics for the runtime manager (``dynofa/inference_stats``, std_msgs/Float64MultiArray, one per
+processed frame)::
+
+    data = [level, latency_ms, frame_stamp_s, stream]
+
+One message holds the latency *and* the level that produced it, so the manager never has to pair a
+latency with a level heard on another topic (two topics have no ordering between them: after a switch
+the first sample of the new level used to be read as a slowdown of the old one).
 """
 
 from __future__ import annotations
@@ -238,7 +247,8 @@ def stamp_ns(header: Any) -> int:
 class ResultSink(Protocol):
     """Where results go: the node's publishers (set while active)."""
 
-    def publish_result(self, stream: int, classification: str, model_ms: float) -> None: ...
+    def publish_result(self, stream: int, classification: str, model_ms: float, level: int,
+                       stamp_s: float) -> None: ...
 
     def publish_level(self, level: int) -> None: ...
 
@@ -397,7 +407,8 @@ class Pipeline:
         header = msg.header
         text = classification_json(header.stamp.sec, header.stamp.nanosec, header.frame_id,
                                    self.streams[frame.stream], result, model.random_weights)
-        sink.publish_result(frame.stream, text, result.total_ms)
+        sink.publish_result(frame.stream, text, result.total_ms, result.level,
+                            header.stamp.sec + header.stamp.nanosec * 1e-9)
         if result.level != self._published_level:
             self._published_level = result.level
             sink.publish_level(result.level)

@@ -11,10 +11,16 @@ Two policies share one interface, ``policy.decide(inputs) -> Decision``:
     one level up when the measured latency, scaled by the profiled ratio of the next level, still meets
     it; frequencies stay at maximum.
 ``joint``
-    Ours: estimates how much slower the platform runs now than when the family was profiled (measured /
-    predicted latency, exponentially smoothed), jumps straight to the most accurate level predicted to
-    meet ``target · (1 - margin)``, then picks the CPU/GPU frequency pair with the lowest modelled power
-    that is still predicted to meet it. Hysteresis and a minimum dwell time keep it from flapping.
+    Ours, designed for a deadline-miss budget (``miss_budget``, default 2 % of frames): per-level windows
+    of measured latency (each sample carries the level that produced it), planned on their
+    ``1 - miss_budget`` quantile, transferred to levels without recent samples through the profile
+    (:mod:`dynofa_ros.tail_estimate`). It drops *at once* when the running level misses more often than
+    the budget allows, to the most accurate level whose predicted tail fits ``target · (1 - margin)``;
+    it goes up only as a *probe*: after ``probe_quiet_s`` without a violation, to a level predicted to
+    fit ``target · (1 - margin - up_hysteresis)``; a probe that fails blocks that level for
+    ``probe_quiet_s · 2^(failures-1)`` (at most ``probe_backoff_max_s``), so a level that cannot hold
+    the deadline is not retried every few seconds (no limit cycle). The same tail picks the CPU/GPU
+    frequency pair with the lowest modelled power that still meets the target.
 
 Rules common to both, in priority order (the first that applies wins):
 
@@ -34,8 +40,8 @@ clocks at maximum takes ::
                                                  + gpu_fraction · f_gpu,max / f_gpu)
 
 with ``fixed = 1 - cpu_fraction - gpu_fraction`` the part that does not scale with the cores' clocks
-(memory, I/O). ``slowdown`` is what the joint policy learns online from the measured latencies: it
-absorbs contention from other processes, thermal throttling it cannot see and the model's own error.
+(memory, I/O). ``slowdown`` (the joint policy's tail ratio of measured to modelled latency) absorbs
+contention from other processes, thermal throttling it cannot see and the model's own error.
 
 Units everywhere: latency in ms, time in s, CPU frequency in kHz, GPU frequency in Hz, temperature in
 °C, accuracy in %, battery state of charge 0..1, load in percent.
@@ -49,8 +55,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from .platforms import DomainPower
+from .tail_estimate import TailEstimator
 
 POLICIES = ("joint", "step")
+#: Samples a level needs in its window before its own tail is trusted over the transferred one.
+MIN_OWN_SAMPLES = 5
+#: Seconds of the newest samples that describe "now" when a violation asks where to drop to.
+RECENT_S = 1.0
+#: Significance of the miss-count test that declares the running level in violation of the miss budget.
+VIOLATION_ALPHA = 0.01
+#: A level held this many windows without a violation has its failure count cleared.
+HOLD_CONFIRM_WINDOWS = 4
+#: A blocked level is released early when the predicted ratio falls below this share of the one it failed at.
+UNBLOCK_RATIO = 0.8
 
 
 class PolicyConfigError(ValueError):
@@ -115,12 +132,15 @@ class Decision:
 class PolicyConfig:
     """Tunables of both policies. Defaults are the ones the manager node declares."""
 
-    latency_margin: float = 0.10         # plan for target·(1-margin)
-    up_hysteresis: float = 0.05          # a higher level must fit target·(1-margin-up_hysteresis)
-    min_dwell_s: float = 2.0             # minimum time between level changes (joint)
+    miss_budget: float = 0.02            # share of frames allowed to miss the target (joint plans its quantile)
+    latency_margin: float = 0.05         # plan the tail for target·(1-margin)
+    up_hysteresis: float = 0.03          # a probed level's tail must fit target·(1-margin-up_hysteresis)
+    min_dwell_s: float = 2.0             # minimum time between level changes upwards (drops are immediate)
     freq_min_dwell_s: float = 0.5        # minimum time before lowering a frequency again (joint)
-    slowdown_smoothing: float = 0.3      # EWMA weight of a new measured/predicted ratio below the estimate
-    slowdown_rise: float = 0.7           # ... and above it: react fast to a slowdown, relax slowly (deadlines)
+    window_s: float = 8.0                # latency memory per level (joint)
+    probe_quiet_s: float = 4.0           # seconds without a violation before probing a more accurate level
+    probe_backoff_max_s: float = 60.0    # longest block of a level after repeated failed probes
+    overhead_ms: float = 0.0             # per-frame time that does not grow with the network (decode, pre/post)
     stale_timeout_s: float = 2.0
     safe_level: int = 0
     battery_low: float = 0.20            # state of charge below which energy-saving mode starts
@@ -140,6 +160,8 @@ class PolicyConfig:
             if isinstance(v, float) and not math.isfinite(v):
                 raise PolicyConfigError(f"{f.name} must be a finite number, got {v!r}")
         ranges = {
+            "miss_budget": (0.001, 0.5), "window_s": (0.5, 600.0), "probe_quiet_s": (0.0, 3600.0),
+            "probe_backoff_max_s": (0.0, 86400.0), "overhead_ms": (0.0, 1000.0),
             "latency_margin": (0.0, 0.9), "up_hysteresis": (0.0, 0.9), "min_dwell_s": (0.0, 3600.0),
             "freq_min_dwell_s": (0.0, 3600.0), "stale_timeout_s": (0.01, 3600.0), "battery_low": (0.0, 1.0),
             "battery_hysteresis": (0.0, 1.0), "saver_freq_fraction": (0.0, 1.0),
@@ -151,9 +173,6 @@ class PolicyConfig:
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise PolicyConfigError(f"{name}={v} is outside [{lo}, {hi}]")
-        for name in ("slowdown_smoothing", "slowdown_rise"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise PolicyConfigError(f"{name}={getattr(self, name)} must be in (0, 1]")
         if self.latency_margin + self.up_hysteresis >= 0.95:
             raise PolicyConfigError("latency_margin + up_hysteresis must stay below 0.95")
         if self.thermal_soft_c >= self.thermal_hard_c:
@@ -185,6 +204,18 @@ class LatencyModel:
         cpu = 1.0 if cpu_khz is None or not self.cpu_max_khz else self.cpu_max_khz / max(cpu_khz, 1.0)
         gpu = 1.0 if gpu_hz is None or not self.gpu_max_hz else self.gpu_max_hz / max(gpu_hz, 1.0)
         return fixed + self.cpu_fraction * cpu + self.gpu_fraction * gpu
+
+
+def binomial_tail(n: int, k: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p), summed in log space (n up to thousands; scipy is not a dependency)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    below = sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+                for i in range(k))
+    return max(0.0, 1.0 - below)
 
 
 def default_power_model(freqs: Sequence[int], dyn_max_w: float) -> DomainPower | None:
@@ -262,7 +293,7 @@ class Policy:
 
     def predict_ms(self, level: int, cpu_khz: int | None, gpu_hz: int | None, slowdown: float | None = None) -> float:
         s = self.state.slowdown if slowdown is None else slowdown
-        return s * self.levels[level].latency_ms * self.model.factor(cpu_khz, gpu_hz)
+        return s * (self.levels[level].latency_ms + self.config.overhead_ms) * self.model.factor(cpu_khz, gpu_hz)
 
     def power_w(self, cpu_khz: int | None, gpu_hz: int | None) -> float:
         p = 0.0
@@ -299,12 +330,10 @@ class Policy:
             st.last_latency = max(st.last_latency or -math.inf, s.stamp)
             st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
             cpu, gpu = self._freqs_at(s.stamp - s.latency_ms / 1000.0)
-            ratio = s.latency_ms / self.predict_ms(s.level, cpu, gpu, slowdown=1.0)
-            ratio = min(max(ratio, 0.2), 20.0)
-            a = self.config.slowdown_rise if ratio > st.slowdown else self.config.slowdown_smoothing
-            st.slowdown += a * (ratio - st.slowdown)
-        if inp.active_level is not None and 0 <= inp.active_level < len(self.levels):
-            pass  # the level actually running is reported for diagnostics; samples carry their own level
+            self._observe(s, self.model.factor(cpu, gpu), inp)
+
+    def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
+        """One valid sample, with the latency model's factor for the clocks it ran under (policy hook)."""
 
     def _temps(self, inp: PolicyInputs) -> list[tuple[str, Reading]]:
         return [(n, r) for n, r in (("CPU", inp.cpu_temp_c), ("GPU", inp.gpu_temp_c)) if r is not None]
@@ -444,20 +473,111 @@ class JointPolicy(Policy):
             gpus = [f for f in self.gpu_freqs if f <= snap_down(self.gpu_freqs, cap * self.gpu_freqs[-1])]
         return cpus, gpus
 
-    def _cheapest(self, level: int, budget: float, cpus: list[int | None], gpus: list[int | None]
-                  ) -> tuple[int | None, int | None] | None:
-        """Lowest-power frequency pair predicted to run ``level`` within ``budget`` ms (None if none)."""
-        best: tuple[float, int, int, int | None, int | None] | None = None
-        for c in cpus:
-            for g in gpus:
-                if self.predict_ms(level, c, g) <= budget:
-                    key = (self.power_w(c, g), c or 0, g or 0, c, g)
-                    if best is None or key[:3] < best[:3]:
-                        best = key
-        return None if best is None else (best[3], best[4])
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        n = len(self.levels)
+        self.tails = TailEstimator([lv.latency_ms for lv in self.levels], self.config.window_s,
+                                   self.config.overhead_ms)
+        self.failures = [0] * n                   # consecutive failed stays per level (probe backoff)
+        self.blocked_until = [-math.inf] * n      # no probe into a level before this time
+        self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
+        self.last_violation = -math.inf
+        self.entered_by_probe = False
+        self._context: tuple[float | None, float | None] | None = None
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        super().reconfigure(config)
+        self.tails.window_s, self.tails.overhead_ms = config.window_s, config.overhead_ms
+
+    # -- estimates
+    def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
+        self.tails.add(sample.level, sample.latency_ms, sample.stamp, clock_factor)
+
+    def _ref_ratios(self, since: float = -math.inf) -> list[float]:
+        """What "now" looks like: the running level's own ratios, or every level's when it has too few."""
+        own = self.tails.ratios(self.state.level, since)
+        if len(own) >= MIN_OWN_SAMPLES or (since > -math.inf and own):
+            return own
+        return self.tails.all_ratios(since)
+
+    def tail_ratio(self, level: int) -> float:
+        """Predicted ``1 - miss_budget`` quantile of ``level``'s latency ratio (1.0 before any sample).
+
+        A level's own recent samples are evidence about that level only; the reference (the running
+        level's ratios) is transferred through the profile. Both are taken when both exist and the larger
+        wins: own samples from before a change of conditions must not make a level look faster than
+        what runs now says, and a transfer must not hide a level's own recent misses.
+        """
+        q = 1.0 - self.config.miss_budget
+        cands = []
+        if self.tails.count(level) >= MIN_OWN_SAMPLES:
+            cands.append(self.tails.tail_ratio(level, q))
+        if level != self.state.level or self.tails.count(level) < MIN_OWN_SAMPLES:
+            ref = self._ref_ratios()
+            if ref:
+                cands.append(self.tails.tail(ref, q))
+        vals = [c for c in cands if c is not None]
+        return max(vals) if vals else 1.0
+
+    def _drop_ratio(self, now: float) -> float:
+        """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
+        ``RECENT_S`` moved (contention just began), the newest median times the window's tail/median spread."""
+        q = 1.0 - self.config.miss_budget
+        window = self._ref_ratios()
+        recent = self._ref_ratios(now - RECENT_S)
+        tail = self.tails.tail(window, q) or 1.0
+        if not recent:
+            return tail
+        median = self.tails.quantile(window, 0.5) or 1.0
+        return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * tail / median)
+
+    # -- the decision
+    def _violation(self, target: float, now: float) -> bool:
+        """The running level misses more often than the budget allows, with confidence ``1 - VIOLATION_ALPHA``.
+
+        A binomial test on the misses of the whole window and of the newest ``RECENT_S`` (a sudden slowdown
+        shows there first): a 2 % budget over 160 frames tolerates 3 misses of noise, but 3 misses out of
+        the newest 20 frames are a change. With fewer than ``MIN_OWN_SAMPLES`` frames a count proves
+        little, so one frame far above the target (``> target · (1 + margin)``) is enough.
+        """
+        st, cfg = self.state, self.config
+        lvl = st.level
+        n = self.tails.count(lvl)
+        if n >= 1:
+            for since in (-math.inf, now - RECENT_S):
+                lat = [x for x in self.tails.latencies(lvl, since)]
+                k = sum(x > target for x in lat)
+                if k and binomial_tail(len(lat), k, cfg.miss_budget) < VIOLATION_ALPHA:
+                    return True
+            return n < MIN_OWN_SAMPLES and max(self.tails.latencies(lvl)) > target * (1.0 + cfg.latency_margin)
+        # nothing measured at this level yet: the prediction decides (first frames, a level chosen from stale
+        # data), unless the level was chosen from the newest samples a moment ago
+        if now - st.last_level_change < RECENT_S:
+            return False
+        return self.predict_ms(lvl, st.cpu, st.gpu, self.tail_ratio(lvl)) > target
+
+    def _fail(self, level: int, now: float, ratio: float) -> None:
+        """``level`` could not hold the target: block probes into it (and above), longer after each failure."""
+        cfg = self.config
+        self.failures[level] += 1
+        block = min(cfg.probe_quiet_s * 2 ** (self.failures[level] - 1), cfg.probe_backoff_max_s)
+        for lv in range(level, len(self.levels)):
+            self.blocked_until[lv] = max(self.blocked_until[lv], now + block)
+            self.fail_ratio[lv] = ratio if self.fail_ratio[lv] is None else min(self.fail_ratio[lv], ratio)
+
+    def _probe_allowed(self, level: int, now: float, ratio: float) -> bool:
+        if now >= self.blocked_until[level]:
+            return True
+        failed_at = self.fail_ratio[level]
+        if failed_at is not None and ratio < UNBLOCK_RATIO * failed_at:  # conditions clearly better than then
+            self.blocked_until[level], self.failures[level], self.fail_ratio[level] = -math.inf, 0, None
+            return True
+        return False
 
     def _decide(self, inp: PolicyInputs) -> Decision:
         cfg, st = self.config, self.state
+        now = inp.now
+        self.tails.forget_before(now)
         saver_cap, thermal_cap, notes = self._caps(inp)
         cpus, gpus = self._allowed(min(saver_cap, thermal_cap))
         cap_c, cap_g = cpus[-1], gpus[-1]
@@ -467,57 +587,94 @@ class JointPolicy(Policy):
         if floor is None:
             notes.append(f"no level reaches the accuracy floor {floor_acc:g} %: most accurate level only")
             floor = len(self.levels) - 1
-        allowed = range(floor, len(self.levels))
+        top = len(self.levels) - 1
         target = inp.target_latency_ms or None
-        prefix = f"joint (slowdown ×{st.slowdown:.2f})"
+        context = (target, floor_acc)
+        if context != self._context:  # new target or floor: what failed before says nothing now
+            self._context = context
+            self.failures = [0] * len(self.levels)
+            self.blocked_until = [-math.inf] * len(self.levels)
+            self.fail_ratio = [None] * len(self.levels)
+        ref = self._ref_ratios()
+        st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
+        prefix = f"joint (p{100 * (1 - cfg.miss_budget):g} ratio ×{self.tail_ratio(st.level):.2f})"
         if target is None:
-            lvl = self._dwell(inp, len(self.levels) - 1, force=st.level < floor)
+            lvl = self._dwell(inp, top, force=st.level < floor)
             reason = f"{prefix}: no latency target → most accurate level at the highest allowed clocks"
             return Decision(lvl, cap_c, cap_g, "; ".join([reason, *notes]), "no_target" if mode == "normal" else mode,
                             self.predict_ms(lvl, cap_c, cap_g))
         budget = target * (1.0 - cfg.latency_margin)
         up_budget = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
-        fits = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= budget]
-        if not fits and saver_cap < thermal_cap:
+        cur = st.level
+
+        def fits(lv: int, limit: float) -> bool:
+            return self.predict_ms(lv, cap_c, cap_g, self.tail_ratio(lv)) <= limit
+
+        infeasible = False
+        lifted = None
+        if saver_cap < thermal_cap and not any(fits(lv, budget) for lv in range(floor, top + 1)):
             # the deadline comes before the saver's clock cap: the cheapest level, clocks as low as it allows
             cpus, gpus = self._allowed(thermal_cap)
             cap_c, cap_g = cpus[-1], gpus[-1]
-            fits = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= budget][:1]
             notes.append("saver clock cap lifted to meet the target")
-        cur = st.level
-        kept = False
-        if not fits:
-            want, infeasible = floor, True
+            lifted = next((lv for lv in range(floor, top + 1) if fits(lv, budget)), floor)
+        if lifted is not None:
+            want, why = lifted, f"level {lifted} is the cheapest level predicted within {budget:.1f} ms"
+        elif cur < floor:
+            want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
+        elif self._violation(target, now):
+            self.last_violation = now
+            if cur > floor:
+                self._fail(cur, now, self.tail_ratio(cur))
+            drop_ratio = self._drop_ratio(now)
+            below = [lv for lv in range(floor, cur) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
+            if below:
+                want = below[-1]
+                why = (f"level {cur} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
+                       f"level {want}, the most accurate predicted within {budget:.1f} ms now")
+            else:
+                want, infeasible = floor, True
+                why = (f"level {cur} misses {target:g} ms and no allowed level is predicted within {budget:.1f} ms "
+                       f"→ level {floor}")
         else:
-            infeasible = False
-            want = fits[-1]
-            if want > cur and cur >= floor:
-                ups = [lv for lv in allowed if self.predict_ms(lv, cap_c, cap_g) <= up_budget]
-                want = max(cur, ups[-1]) if ups else cur
-            elif want < cur and self.predict_ms(cur, cap_c, cap_g) <= target:
-                want = cur  # still meets the target itself: a drop within the margin is hysteresis
-                kept = True
-        lvl = self._dwell(inp, want, force=cur < floor)
-        held = lvl != want
-        pair = self._cheapest(lvl, budget, cpus, gpus)
-        if pair is None:
-            pair = (cap_c, cap_g)
-        c, g = self._freq_dwell(inp, pair, cap_c, cap_g)
-        pred = self.predict_ms(lvl, c, g)
+            want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
+            if cur == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
+                self.failures[cur] = 0  # it held long enough: a later failure is a new story
+            quiet = now - self.last_violation >= cfg.probe_quiet_s
+            enough = max(MIN_OWN_SAMPLES, math.ceil(1.0 / cfg.miss_budget))  # a tail needs ~1/budget frames
+            settled = now - st.last_level_change >= cfg.min_dwell_s and self.tails.count(cur) >= enough
+            if cur < top and quiet and settled:
+                up = cur
+                for lv in range(cur + 1, top + 1):
+                    ratio = self.tail_ratio(lv)
+                    if not fits(lv, up_budget) or not self._probe_allowed(lv, now, ratio):
+                        break
+                    up = lv
+                if up > cur:
+                    want = up
+                    why = (f"probe: level {up} predicted within {up_budget:.1f} ms after "
+                           f"{now - self.last_violation:.0f} s without a violation" if math.isfinite(
+                               self.last_violation) else f"probe: level {up} predicted within {up_budget:.1f} ms")
+                elif now < self.blocked_until[cur + 1]:
+                    why += (f"; level {cur + 1} blocked for {self.blocked_until[cur + 1] - now:.1f} s more after "
+                            f"{self.failures[cur + 1] or 1} failed stay(s)")
+        if want != cur:
+            self.entered_by_probe = want > cur and want != floor
+        lvl = want
+        ratio = max(self.tail_ratio(lvl), self._drop_ratio(now)) if lvl < cur else self.tail_ratio(lvl)
+        pair = None
+        for c in cpus:  # lowest-power pair whose predicted tail still fits the plan
+            for g in gpus:
+                if self.predict_ms(lvl, c, g, ratio) <= budget:
+                    key = (self.power_w(c, g), c or 0, g or 0)
+                    if pair is None or key < pair[0]:
+                        pair = (key, c, g)
+        c, g = (pair[1], pair[2]) if pair is not None else (cap_c, cap_g)
+        c, g = self._freq_dwell(inp, (c, g), cap_c, cap_g)
+        pred = self.predict_ms(lvl, c, g, ratio)
         if infeasible:
             mode = "infeasible"
-            reason = (f"{prefix}: no allowed level predicted within {budget:.1f} ms (target {target:g} ms) → "
-                      f"level {lvl} at highest allowed clocks ({_fmt_f(c, g)}), predicted {pred:.1f} ms")
-        elif held:
-            left = cfg.min_dwell_s - (inp.now - st.last_level_change)
-            reason = (f"{prefix}: level {want} wanted, holding level {lvl} for {left:.1f} s more "
-                      f"(minimum dwell {cfg.min_dwell_s:g} s); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
-        elif kept:
-            reason = (f"{prefix}: level {lvl} kept, it still meets the target {target:g} ms inside the "
-                      f"{cfg.latency_margin:.0%} margin (hysteresis); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
-        else:
-            reason = (f"{prefix}: level {lvl} is the most accurate predicted within {budget:.1f} ms "
-                      f"(target {target:g} ms − {cfg.latency_margin:.0%}); {_fmt_f(c, g)}, predicted {pred:.1f} ms")
+        reason = f"{prefix}: {why}; {_fmt_f(c, g)}, predicted p{100 * (1 - cfg.miss_budget):g} {pred:.1f} ms"
         return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred)
 
     def _dwell(self, inp: PolicyInputs, want: int, force: bool = False) -> int:

@@ -25,7 +25,7 @@ from dynofa_ros.policy import LatencySample, PolicyConfig, PolicyInputs, make_po
 
 WAIT = 30.0
 SLOWDOWN = 1.5
-MANAGER_PARAMS = {"min_dwell_s": 0.0, "freq_min_dwell_s": 0.0, "slowdown_smoothing": 1.0, "slowdown_rise": 1.0,
+MANAGER_PARAMS = {"min_dwell_s": 0.0, "freq_min_dwell_s": 0.0, "probe_quiet_s": 0.0,
                   "stale_timeout_s": 600.0, "decision_rate_hz": 10.0}
 
 
@@ -83,7 +83,9 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import BatteryState, Temperature
-    from std_msgs.msg import Float32, UInt8, UInt32, UInt64
+    from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
+
+    from dynofa_ros.nodes import inference_stats
 
     root = make_xavier_nx(tmp_path / "sysfs")
     original = snapshot(root)
@@ -101,7 +103,7 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         diags = probe.collect("/diagnostics", DiagnosticArray, 50)
         cpu_temp = probe.collect("thermal/cpu", Temperature, 10)
         target = probe.publisher("dynofa/target_latency_ms", Float32, 10)
-        latency = probe.publisher("dynofa/inference_latency_ms", Float32, 10)
+        latency = probe.publisher(inference_stats.TOPIC, Float64MultiArray, inference_stats.QOS)
         active = probe.publisher("dynofa/active_level", UInt8, latched)
         battery = probe.publisher("battery_state", BatteryState, 10)
         latched10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -144,7 +146,7 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
                     continue
                 f = 0.1 + 0.2 * XAVIER_NX.cpu_khz[-1] / c + 0.7 * XAVIER_NX.gpu_hz[-1] / g
                 active.publish(UInt8(data=lvl))
-                latency.publish(Float32(data=SLOWDOWN * fam[lvl].latency_ms * f))
+                latency.publish(inference_stats.to_msg(lvl, SLOWDOWN * fam[lvl].latency_ms * f, 0.0, 0))
 
         feeder = threading.Thread(target=perception, daemon=True)
         feeder.start()
@@ -159,8 +161,9 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
             # 3. bad input on every subscriber, in the same run: dropped with a warning, nodes keep running
             n_diag = len(diags.snapshot())
             for bad in (math.nan, -5.0, 1e9):
-                latency.publish(Float32(data=bad))
+                latency.publish(inference_stats.to_msg(1, bad, 0.0, 0))
                 target.publish(Float32(data=bad))
+            latency.publish(inference_stats.to_msg(200, 10.0, 0.0, 0))  # a level the family does not have
             assert probe.wait_for_subscribers(active_bad, 1, WAIT)
             active_bad.publish(UInt8(data=200))
             battery.publish(BatteryState(percentage=57.0))  # 0..100 instead of 0..1
@@ -169,6 +172,7 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
             cpu_bad.publish(UInt32(data=4_000_000_000))  # far above the Xavier NX range
             assert manager.wait_for_output("'dynofa/target_latency_ms': latency target nan", WAIT), manager.output()
             assert manager.wait_for_output("'dynofa/active_level': level 200 is unknown", WAIT)
+            assert manager.wait_for_output("'dynofa/inference_stats': latency nan ms", WAIT), manager.output()
             assert manager.wait_for_output("'battery_state': battery percentage 57", WAIT)
             assert manager.wait_for_output("'thermal/gpu': temperature nan", WAIT)
             assert dvfs.wait_for_output("'dynofa/cpu_freq_cmd': 4000000000 kHz is outside", WAIT), dvfs.output()

@@ -160,7 +160,8 @@ class Sink:
         self.levels: list[int] = []
         self.done = threading.Condition()
 
-    def publish_result(self, stream: int, classification: str, model_ms: float) -> None:
+    def publish_result(self, stream: int, classification: str, model_ms: float, level: int,
+                       stamp_s: float) -> None:
         with self.done:
             self.results.append((stream, json.loads(classification)))
             self.done.notify_all()

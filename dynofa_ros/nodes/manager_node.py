@@ -18,7 +18,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState, Temperature
-from std_msgs.msg import Float32, UInt8, UInt32, UInt64
+from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
 from .. import family as fm
 from ..platforms import BOARDS
@@ -32,6 +32,7 @@ from ..policy import (
     levels_from_family,
     make_policy,
 )
+from . import inference_stats as stats
 from .rm_common import (
     COMMAND_QOS,
     DIAG_OK,
@@ -48,17 +49,22 @@ from .rm_common import (
     subscribe,
 )
 
-MAX_LATENCY_MS = 60000.0
 MAX_TARGET_MS = 10000.0
 
 #: Policy tunables exposed as parameters: name -> (description, range). Defaults come from PolicyConfig.
 TUNABLES: dict[str, tuple[str, tuple[float, float]]] = {
-    "latency_margin": ("joint: plan for target·(1 - margin)", (0.0, 0.9)),
-    "up_hysteresis": ("joint: a more accurate level must fit target·(1 - margin - up_hysteresis)", (0.0, 0.9)),
-    "min_dwell_s": ("joint: minimum seconds between level changes (safety rules excepted)", (0.0, 3600.0)),
+    "miss_budget": ("joint: share of frames allowed to miss the target; the plan uses this tail quantile",
+                    (0.001, 0.5)),
+    "latency_margin": ("joint: plan the latency tail for target·(1 - margin)", (0.0, 0.9)),
+    "up_hysteresis": ("joint: a probed level's tail must fit target·(1 - margin - up_hysteresis)", (0.0, 0.9)),
+    "min_dwell_s": ("joint: minimum seconds before a level change upwards (drops are immediate)", (0.0, 3600.0)),
     "freq_min_dwell_s": ("joint: seconds before clocks may be lowered again (raising is immediate)", (0.0, 3600.0)),
-    "slowdown_smoothing": ("joint: EWMA weight of a measured/predicted ratio below the estimate", (0.01, 1.0)),
-    "slowdown_rise": ("joint: EWMA weight of a ratio above the estimate (react fast to slowdowns)", (0.01, 1.0)),
+    "window_s": ("joint: seconds of latency samples kept per level", (0.5, 600.0)),
+    "probe_quiet_s": ("joint: seconds without a violation before probing a more accurate level", (0.0, 3600.0)),
+    "probe_backoff_max_s": ("joint: longest block of a level after repeated failed probes (doubles per failure)",
+                            (0.0, 86400.0)),
+    "overhead_ms": ("joint: per-frame ms that do not grow with the network (decode, pre/post-processing)",
+                    (0.0, 1000.0)),
     "stale_timeout_s": ("an input received once but not for this long → safe default", (0.01, 3600.0)),
     "battery_low": ("state of charge (0..1) below which the energy-saving mode starts", (0.0, 1.0)),
     "battery_hysteresis": ("energy-saving mode ends above battery_low + this", (0.0, 1.0)),
@@ -145,7 +151,7 @@ class ManagerNode(Node):
         self.pub_cpu = self.create_publisher(UInt32, "dynofa/cpu_freq_cmd", COMMAND_QOS)
         self.pub_gpu = self.create_publisher(UInt64, "dynofa/gpu_freq_cmd", COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        subscribe(self, Float32, "dynofa/inference_latency_ms", self._on_latency, INPUT_QOS)
+        subscribe(self, Float64MultiArray, stats.TOPIC, self._on_stats, stats.QOS)
         subscribe(self, UInt8, "dynofa/active_level", self._on_active_level, COMMAND_QOS)
         subscribe(self, Float32, "dynofa/target_latency_ms", self._on_target, INPUT_QOS)
         subscribe(self, Float32, "dynofa/min_accuracy", self._on_min_accuracy, INPUT_QOS)
@@ -225,13 +231,14 @@ class ManagerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
 
-    def _on_latency(self, msg: Float32) -> None:
-        why = check_number(msg.data, 1e-6, MAX_LATENCY_MS, "latency", "ms")
-        if why:
-            return self.bad.drop("dynofa/inference_latency_ms", why)
-        level = self.active_level if self.active_level is not None else self.policy.state.level
-        self.samples.append(LatencySample(float(msg.data), level, self._now()))
-        del self.samples[:-200]
+    def _on_stats(self, msg: Float64MultiArray) -> None:
+        """A latency sample with the level that produced it (never paired with a level heard elsewhere)."""
+        try:
+            s = stats.from_msg(msg, len(self.levels))
+        except ValueError as exc:
+            return self.bad.drop(stats.TOPIC, str(exc))
+        self.samples.append(LatencySample(s.latency_ms, s.level, self._now()))
+        del self.samples[:-500]
 
     def _on_active_level(self, msg: UInt8) -> None:
         if msg.data >= len(self.levels):

@@ -29,7 +29,7 @@ from rclpy.qos import (
     qos_policy_name_from_kind,
 )
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32, String, UInt8
+from std_msgs.msg import Float32, Float64MultiArray, String, UInt8
 
 from ..perception import (
     BACKENDS,
@@ -43,6 +43,8 @@ from ..perception import (
     incompatible_qos_message,
     load_family,
 )
+from .inference_stats import QOS as STATS_QOS
+from .inference_stats import to_msg as inference_stats
 from .rm_common import run as run_node
 
 try:  # Iron and newer
@@ -183,6 +185,7 @@ class PerceptionRuntime:
                              for c in cfg.cameras]
         self._pubs = {
             "latency": node.create_publisher(Float32, "dynofa/inference_latency_ms", RESULT_QOS),
+            "stats": node.create_publisher(Float64MultiArray, "dynofa/inference_stats", STATS_QOS),
             "level": node.create_publisher(UInt8, "dynofa/active_level", LATCHED_QOS),
             "diagnostics": node.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS),
         }
@@ -259,7 +262,9 @@ class PerceptionRuntime:
         self._log("info" if accepted else "warning", text)
 
     # ------------------------------------------------------------------ sink (called on the worker thread)
-    def publish_result(self, stream: int, classification: str, model_ms: float) -> None:
+    def publish_result(self, stream: int, classification: str, model_ms: float, level: int,
+                       stamp_s: float) -> None:
+        self._pubs["stats"].publish(inference_stats(level, model_ms, stamp_s, stream))
         self._result_pubs[stream].publish(String(data=classification))
         self._pubs["latency"].publish(Float32(data=float(model_ms)))
 

@@ -1,0 +1,56 @@
+"""The ``dynofa/inference_stats`` message: one latency sample *with the level that produced it*.
+
+Both ends (perception publishes, the manager subscribes) import this one module, so the field order, the
+QoS and the checks cannot drift apart. The message is a standard ``std_msgs/Float64MultiArray`` (no
+interface package to build), with the field names written into ``layout.dim[0].label`` so that
+``ros2 topic echo`` shows what each number is::
+
+    data = [level, latency_ms, frame_stamp_s, stream]
+
+Why one message rather than ``dynofa/inference_latency_ms`` + ``dynofa/active_level``: two topics have
+no ordering between them, so a manager that pairs each latency with the last level it heard attributes
+the first samples after a switch to the wrong level (a switch 1 → 6 read as a 2× slowdown of level 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+TOPIC = "dynofa/inference_stats"
+FIELDS = ("level", "latency_ms", "frame_stamp_s", "stream")
+#: Reliable, volatile, deep enough for a burst of frames between two manager callbacks.
+QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
+MAX_LATENCY_MS = 60000.0
+
+
+@dataclass(frozen=True)
+class InferenceStats:
+    level: int
+    latency_ms: float
+    frame_stamp_s: float
+    stream: int
+
+
+def to_msg(level: int, latency_ms: float, frame_stamp_s: float, stream: int) -> Float64MultiArray:
+    msg = Float64MultiArray(data=[float(level), float(latency_ms), float(frame_stamp_s), float(stream)])
+    msg.layout.dim = [MultiArrayDimension(label=",".join(FIELDS), size=len(FIELDS), stride=len(FIELDS))]
+    return msg
+
+
+def from_msg(msg: Float64MultiArray, num_levels: int) -> InferenceStats:
+    """The sample in ``msg``; ValueError saying why when it cannot be trusted (the caller drops it)."""
+    data = list(msg.data)
+    if len(data) < 2:
+        raise ValueError(f"expected {len(FIELDS)} values [{', '.join(FIELDS)}], got {len(data)}")
+    level, latency = data[0], data[1]
+    if not math.isfinite(level) or level != int(level) or not 0 <= level < num_levels:
+        raise ValueError(f"level {level!r} is not a level of the family (0..{num_levels - 1})")
+    if not math.isfinite(latency) or not 0.0 < latency <= MAX_LATENCY_MS:
+        raise ValueError(f"latency {latency!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
+    stamp = data[2] if len(data) > 2 and math.isfinite(data[2]) else 0.0
+    stream = int(data[3]) if len(data) > 3 and math.isfinite(data[3]) and data[3] >= 0 else 0
+    return InferenceStats(int(level), float(latency), float(stamp), stream)
