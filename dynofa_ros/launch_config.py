@@ -211,6 +211,9 @@ REPLAY_ARGUMENTS: tuple[Argument, ...] = (
     Argument("namespace", "", "Namespace of the graph being fed"),
     Argument("camera_topic", "image_raw", "Topic the bag's image_raw frames are published on"),
     Argument("restamp", "false", "Stamp replayed headers with the publish time"),
+    Argument("wait_ready", "true", "Publish nothing before perception_node's latched dynofa/ready is true"),
+    Argument("monitor_topics", "auto", "The bag's load/* and thermal/*: auto (left out while a live monitor_node "
+             "publishes them), play, or skip"),
 )
 
 
@@ -223,6 +226,8 @@ class ReplayArgs:
     namespace: str = ""
     camera_topic: str = "image_raw"
     restamp: bool = False
+    wait_ready: bool = True
+    monitor_topics: str = "auto"
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> ReplayArgs:
@@ -231,8 +236,10 @@ class ReplayArgs:
             raise LaunchConfigError(f"unknown launch arguments {unknown}")
         kw: dict[str, Any] = {}
         for k, v in values.items():
-            if k in ("loop", "restamp"):
+            if k in ("loop", "restamp", "wait_ready"):
                 kw[k] = to_bool(v, k)
+            elif k == "monitor_topics" and v not in ("auto", "play", "skip"):
+                raise LaunchConfigError(f"monitor_topics: {v!r}; allowed: ['auto', 'play', 'skip']")
             elif k == "rate":
                 try:
                     kw[k] = float(v)
@@ -260,6 +267,8 @@ def replay_specs(args: ReplayArgs) -> list[NodeSpec]:
         play.append("--restamp")
     if args.camera_topic != "image_raw":
         play += ["--remap", f"image_raw:={args.camera_topic}"]
-    play += ["--wait-for", "image_raw"]
+    play += ["--wait-for", "image_raw", "--monitor-topics", args.monitor_topics]
+    if args.wait_ready:
+        play.append("--wait-ready")
     specs.append(NodeSpec("replay", "replay", (), namespace=ns, arguments=(args.bag, *play)))
     return specs

@@ -45,6 +45,7 @@ class Recorder:
         self.writer = writer
         self.wanted = topics
         self.subs: dict[str, Any] = {}
+        self.qos: dict[str, pb.QosChoice] = {}
         self.lock = threading.Lock()
         self.closed = False
         node.create_timer(0.2, self.discover)
@@ -58,16 +59,25 @@ class Recorder:
 
         known = dict(self.node.get_topic_names_and_types())
         for topic in self.wanted:
-            if topic in self.subs:
-                continue
             full = self._resolve(topic)
-            types = known.get(full)
             infos = self.node.get_publishers_info_by_topic(full)
+            pubs = [(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE,
+                     i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL) for i in infos]
+            if topic in self.subs:
+                # A publisher that appeared later may not match what was chosen (a live volatile monitor
+                # beside a replay's transient-local publisher): subscribe again with the weaker QoS.
+                chosen = self.qos.get(topic)
+                if chosen is None or not pubs:
+                    continue
+                q = pb.record_qos(pubs)
+                if (q.reliable, q.transient_local) == (chosen.reliable, chosen.transient_local) or (
+                        q.reliable > chosen.reliable or q.transient_local > chosen.transient_local):
+                    continue
+                self.node.destroy_subscription(self.subs.pop(topic))
+            types = known.get(full)
             if not types or not infos:
                 continue
             msgtype = types[0]
-            pubs = [(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE,
-                     i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL) for i in infos]
             q = pb.record_qos(pubs)
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
                              reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
@@ -81,6 +91,7 @@ class Recorder:
                 print(f"record: skipped {topic}: message type {msgtype} is not installed here", flush=True)
                 continue
             offered = OfferedQos(q.reliable, q.transient_local, 1 if q.transient_local else 10)
+            self.qos[topic] = q
             self.subs[topic] = self.node.create_subscription(
                 cls, full, lambda raw, t=topic, mt=msgtype, o=offered: self.on_message(t, mt, raw, o), qos, raw=True)
             print(f"record: subscribed {topic} ({msgtype}, {'reliable' if q.reliable else 'best-effort'}, "

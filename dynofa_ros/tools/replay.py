@@ -134,9 +134,9 @@ class Player:
         node.create_timer(0.1, self.poll)
 
     def publish(self, topic: str, payload: Any) -> None:
-        if topic in self.skipped:
-            return
         with self.lock:
+            if topic in self.skipped:
+                return
             self.pubs[topic].publish(payload)
             if topic in self.matched:
                 self.last[topic] = payload
@@ -158,12 +158,19 @@ class Player:
                         self.pubs[topic].publish(last)
                         self.log.info(f"{self.pubs[topic].topic_name}: published the value in force again for a "
                                       "subscriber that joined after it")
+        self.check_monitor()
+
+    def check_monitor(self) -> None:
+        """Leave out a monitor topic another node publishes live; its publisher goes too, so only one remains."""
         if self.args.monitor_topics != "auto":
             return
         for topic in self.monitor:
             if topic not in self.skipped and self.node.count_publishers(self.pubs[topic].topic_name) > 1:
-                self.skipped.add(topic)
-                self.log.info(f"{self.pubs[topic].topic_name}: a live publisher (monitor_node) provides it; the bag's "
+                with self.lock:
+                    self.skipped.add(topic)
+                    name = self.pubs[topic].topic_name
+                    self.node.destroy_publisher(self.pubs[topic])
+                self.log.info(f"{name}: a live publisher (monitor_node) provides it; the bag's "
                               "copy is no longer played (--monitor-topics play to keep it)")
 
     def wait_for_subscribers(self, deadline: float) -> None:
@@ -217,6 +224,7 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
         if args.wait_ready:
             player.wait_ready(deadline)
         player.wait_for_subscribers(deadline)
+        player.check_monitor()  # once more right before the first message, not only on the timer
         t0 = msgs[0].t_ns
         loops = 0
         while True:
