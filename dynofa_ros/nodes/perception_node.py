@@ -29,7 +29,7 @@ from rclpy.qos import (
     qos_policy_name_from_kind,
 )
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32, Float64MultiArray, String, UInt8
+from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8
 
 from ..perception import (
     BACKENDS,
@@ -187,6 +187,8 @@ class PerceptionRuntime:
             "latency": node.create_publisher(Float32, "dynofa/inference_latency_ms", RESULT_QOS),
             "stats": node.create_publisher(Float64MultiArray, "dynofa/inference_stats", STATS_QOS),
             "level": node.create_publisher(UInt8, "dynofa/active_level", LATCHED_QOS),
+            # Latched readiness (replay --wait-ready): true once the model is prepared and frames are taken.
+            "ready": node.create_publisher(Bool, "dynofa/ready", LATCHED_QOS),
             "diagnostics": node.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS),
         }
         for i, cam in enumerate(cfg.cameras):
@@ -209,6 +211,7 @@ class PerceptionRuntime:
         if self._timer is not None:
             self.node.destroy_timer(self._timer)
         self._subs, self._result_pubs, self._pubs, self._timer = [], [], {}, None
+        self._ready_sent = False
 
     def cleanup(self) -> None:
         """Stop the worker and free the model (and the CUDA cache)."""
@@ -269,6 +272,10 @@ class PerceptionRuntime:
         self._pubs["latency"].publish(Float32(data=float(model_ms)))
 
     def publish_level(self, level: int) -> None:
+        # The pipeline announces the level first when both the model and the sink exist: ready from here on.
+        if not getattr(self, "_ready_sent", False):
+            self._ready_sent = True
+            self._pubs["ready"].publish(Bool(data=True))
         self._pubs["level"].publish(UInt8(data=int(level)))
 
     def _log(self, severity: str, message: str) -> None:
