@@ -112,7 +112,7 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
         listeners = 2 if use_manager else 1  # (manager +) recorder
         waits = ["image_raw:1", f"battery_state:{listeners}", f"dynofa/target_latency_ms:{listeners}"]
         replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), "--exclude", "load/cpu", "load/gpu",
-                                 *[f"--wait-for={w}" for w in waits]], env, log_dir)
+                                 "--wait-ready", *[f"--wait-for={w}" for w in waits]], env, log_dir)
         if not replay.wait_for_output("playing", 60):
             raise RuntimeError(f"replay did not start; see {replay.log_path}")
         started = time.monotonic()
