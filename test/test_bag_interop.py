@@ -166,3 +166,20 @@ def test_replay_refuses_bag_with_only_unknown_types_in_one_line() -> None:
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nothing to play" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("form", [["--remap", "image_raw:=/cam/image_raw"], ["--remap=image_raw:=/cam/image_raw"]])
+def test_both_remap_forms_survive_ros_argument_handling(form: list[str]) -> None:
+    """rclpy's remove_ros_args drops a bare a:=b word; the replay splits the ROS arguments off itself."""
+    from rclpy.utilities import remove_ros_args
+
+    from dynofa_ros import playback as pb
+    from dynofa_ros.tools import replay
+
+    argv = ["bag", *form, "--ros-args", "-r", "__ns:=/robot", "--", "--rate", "2"]
+    own, ros = pb.split_ros_args(argv)
+    assert ros == ["--ros-args", "-r", "__ns:=/robot"]
+    args = replay.parse_args(own)
+    assert pb.parse_remaps(args.remap) == {"image_raw": "/cam/image_raw"} and args.rate == 2.0
+    if form[0] == "--remap":  # what the old code did: the value is gone, argparse fails
+        assert "image_raw:=/cam/image_raw" not in remove_ros_args(["replay", *argv])
