@@ -13,6 +13,7 @@ from dataclasses import dataclass
 GRAPH_TOPICS: dict[str, str] = {
     "dynofa/classification": "std_msgs/msg/String",
     "dynofa/inference_latency_ms": "std_msgs/msg/Float32",
+    "dynofa/inference_stats": "std_msgs/msg/Float64MultiArray",
     "dynofa/active_level": "std_msgs/msg/UInt8",
     "dynofa/subnet_cmd": "std_msgs/msg/UInt8",
     "dynofa/cpu_freq_cmd": "std_msgs/msg/UInt32",

@@ -100,7 +100,8 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
         graph.start()
         if not graph.proc("perception_node").wait_for_output("ready:", 180):
             raise RuntimeError(f"perception_node not ready in 180 s; see {graph.proc('perception_node').log_path}")
-        topics = ["dynofa/inference_latency_ms", "dynofa/inference_stats", "dynofa/active_level", "dynofa/classification",
+        topics = ["dynofa/inference_latency_ms", "dynofa/inference_stats", "dynofa/active_level",
+                  "dynofa/classification",
                   "dynofa/target_latency_ms", "battery_state", "load/cpu", "load/gpu", "thermal/cpu", "thermal/gpu",
                   "/diagnostics", "dynofa/min_accuracy"]
         if use_manager:
