@@ -9,8 +9,12 @@ same way; the export settings), never from the tensors themselves: a warm start 
 Every entry is ``<key>.onnx`` plus a ``<key>.json`` sidecar holding the sha256 of the ``.onnx`` bytes
 and the key material. Both are written atomically (temporary file in the same directory, then
 ``os.replace``), the ``.onnx`` first, so a crash leaves either nothing or a file without a sidecar,
-which is treated as stale. An entry whose bytes do not match its sidecar is reported once and
-rebuilt, never used.
+which is treated as stale. An entry whose bytes do not match its sidecar, or whose sidecar's key
+material does not hash to the key it is stored under (an entry copied or renamed from another level,
+another checkpoint or another export), is reported once and rebuilt, never used.
+
+A cache that cannot be written (read-only disk, disk full, no permission) never stops a start-up: the
+exported bytes are already in memory, so the level runs from them, and one warning names the directory.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class CachedModel:
     data: bytes
     exported: bool  # True when this start-up had to export it
     loaded: Any = None  # what ``load`` made of a cache hit (e.g. the inference session), so it is built once
+    stored: bool = True  # False when the cache could not be written: ``data`` lives in memory only
 
 
 class OnnxCache:
@@ -105,6 +110,7 @@ class OnnxCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None):
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.store_failed: str | None = None  # why the first store failed (warned once per OnnxCache)
 
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.directory / f"{key}.onnx", self.directory / f"{key}.json"
@@ -123,6 +129,12 @@ class OnnxCache:
         if not isinstance(meta, dict) or meta.get("sha256") != digest:
             raise CacheEntryError(f"{onnx_path}: sha256 {digest[:12]}… does not match its sidecar "
                                   f"({str(meta.get('sha256') if isinstance(meta, dict) else meta)[:12]}…)")
+        # The bytes are intact, but are they the network asked for? The sidecar's key material must hash to
+        # the key the entry is stored under; a copied or renamed entry would otherwise load another level.
+        stored_key = _material_key(meta.get("material"))
+        if stored_key != key:
+            raise CacheEntryError(f"{onnx_path}: its sidecar's key material hashes to {stored_key or 'nothing'}, "
+                                  f"not to {key}: an entry copied or renamed from another level or export")
         return data
 
     def store(self, key: str, data: bytes, material: dict[str, Any]) -> Path:
@@ -135,9 +147,25 @@ class OnnxCache:
         return onnx_path
 
     def discard(self, key: str) -> None:
+        """Remove an entry; on a read-only cache it stays (and is refused again at the next start-up)."""
         for p in self.paths(key):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 p.unlink()
+
+    def _store_or_warn(self, key: str, data: bytes, material: dict[str, Any]) -> bool:
+        """Store, or warn once per cache (naming the directory and why) that levels run from memory only."""
+        try:
+            self.store(key, data, material)
+            return True
+        except OSError as exc:
+            where = exc.filename or self.directory
+            why = f"{where}: {exc.strerror or type(exc).__name__}"
+            if self.store_failed is None:
+                log.warning("ONNX cache %s cannot be written (%s); running the exported level from memory, "
+                            "the next start-up exports it again", self.directory, why)
+            self.store_failed = self.store_failed or why
+            self.discard(key)  # no half entry (an .onnx without its sidecar) is left behind
+            return False
 
     def get_or_export(self, material: dict[str, Any], export: Callable[[], bytes],
                       load: Callable[[bytes], Any] | None = None) -> CachedModel:
@@ -165,11 +193,22 @@ class OnnxCache:
         if data is not None:
             return CachedModel(key, onnx_path, data, exported=False, loaded=loaded)
         data = export()
-        self.store(key, data, material)
-        return CachedModel(key, onnx_path, data, exported=True)
+        stored = self._store_or_warn(key, data, material)
+        return CachedModel(key, onnx_path, data, exported=True, stored=stored)
+
+
+def _material_key(material: Any) -> str | None:
+    """The key a sidecar's material hashes to (a JSON round trip keeps ``entry_key`` unchanged)."""
+    if not isinstance(material, dict):
+        return None
+    try:
+        return entry_key(material)
+    except (TypeError, ValueError):
+        return None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file in the same directory, fsync, rename; an OSError always carries the path it is about."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -177,8 +216,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # ENOSPC / EFBIG / EIO from write or fsync name no file: name the entry
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
