@@ -239,6 +239,26 @@ class KeyedThrottle:
             return self._suppressed.pop(key, 0)
 
 
+#: Longest quoted value echoed in a log line: a malformed message may carry a string of any length.
+MAX_ECHO = 64
+_QUOTED = re.compile(rf"'([^'\n]{{{MAX_ECHO + 1},}})'|\"([^\"\n]{{{MAX_ECHO + 1},}})\"")
+
+
+def clip_untrusted(text: str, limit: int = MAX_ECHO, total: int = 1024) -> str:
+    """A log line with every quoted value longer than ``limit`` cut to ``limit`` chars + ``…(N chars)``.
+
+    Warnings echo values taken from messages (encodings, frame ids, exception texts); a 100 KB string must
+    not become a 100 KB log line. ``total`` caps what is left (an unquoted echo).
+    """
+    def cut(m: re.Match[str]) -> str:
+        q = "'" if m.group(1) is not None else '"'
+        inner = m.group(1) if m.group(1) is not None else m.group(2)
+        return f"{q}{inner[:limit]}{q}…({len(inner)} chars)"
+
+    text = _QUOTED.sub(cut, text)
+    return text if len(text) <= total else f"{text[:total]}…({len(text)} chars)"
+
+
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
@@ -337,11 +357,19 @@ class Pipeline:
         return self.slots.put(stream, msg, received_ns)
 
     def request_level(self, level: int) -> tuple[bool, str]:
-        """A level command: (accepted, one-line explanation). Held while the model is still loading."""
+        """A level command: (accepted, one-line explanation). Held while the model is still loading.
+
+        Invalid commands share one throttled warning (a flood of bad commands is one line per period, with
+        how many were suppressed); the explanation is "" while it is throttled.
+        """
         if not 0 <= level < self.num_levels:
+            suppressed = self._throttle.check("invalid level command")
+            if suppressed is None:
+                return False, ""
             current = self.model.level if self.model is not None else self._held_level
+            more = f" ({suppressed} similar suppressed)" if suppressed else ""
             return False, (f"level command {level} ignored: not in the family (allowed 0..{self.num_levels - 1}); "
-                           f"keeping level {current if current is not None else 'initial'}")
+                           f"keeping level {current if current is not None else 'initial'}{more}")
         with self._state_lock:
             if self.model is None:
                 self._held_level = level
@@ -381,7 +409,7 @@ class Pipeline:
         if suppressed is None:
             return
         more = f" ({suppressed} similar suppressed)" if suppressed else ""
-        self._log(severity, f"camera '{self.streams[stream]}': {text}{more}")
+        self._log(severity, clip_untrusted(f"camera '{self.streams[stream]}': {text}{more}"))
 
     def _process(self, frame: Frame, sink: ResultSink) -> None:
         from .preprocess import FrameError
@@ -415,10 +443,19 @@ class Pipeline:
         published = time.monotonic()
         now = self.now_ns()
         stamp = stamp_ns(header)
-        age_ms = (now - stamp) / 1e6
+        age_ms: float | None = (now - stamp) / 1e6
+        if stamp <= 0:  # never set: an age since 1970 says nothing
+            self._warn(frame.stream, "warning", "zero stamp: frame age left out of the statistics (stamp "
+                                                "header.stamp when the frame is captured)")
+            age_ms = None
+        elif age_ms < 0:
+            self._warn(frame.stream, "warning", f"stamp ahead of this node's clock: frame age left out of the "
+                                                f"statistics ({-age_ms:.1f} ms in the future; clocks not "
+                                                "synchronised?)")
+            age_ms = None
         model_residual = (inferred - decoded) * 1e3 - result.total_ms  # lock hand-over inside infer
         self.timing.add({
-            "transport": (frame.received_ns - stamp) / 1e6,
+            "transport": (frame.received_ns - stamp) / 1e6 if age_ms is not None else 0.0,
             "wait": (taken - frame.received) * 1e3,
             "conversion": (decoded - taken) * 1e3,
             "preprocess": result.preprocess_ms,

@@ -200,3 +200,56 @@ def test_pipeline_holds_level_until_ready_and_survives_bad_frames(tiny_model: An
     _, _, values = pipeline.diagnostics()
     keys = dict(values)
     assert keys["rear/image_raw.processed"] == "1" and keys["image_raw.rejected"] == "1"
+
+
+def test_invalid_level_commands_share_one_throttled_warning() -> None:
+    """200 bad commands in a burst: one warning (the README promises one throttled warning), valid ones still work."""
+    pipeline = Pipeline([""], 3)
+    texts = [pipeline.request_level(200 + i % 50) for i in range(200)]
+    assert all(ok is False for ok, _ in texts)
+    said = [text for _, text in texts if text]
+    assert len(said) == 1 and "level command 200 ignored" in said[0] and "allowed 0..2" in said[0], said
+    ok, text = pipeline.request_level(2)
+    assert ok and text, "a valid command is never throttled"
+
+
+def test_untrusted_strings_in_log_lines_are_clipped() -> None:
+    from dynofa_ros.perception import MAX_ECHO, clip_untrusted
+
+    huge = "x" * 100_000
+    line = clip_untrusted(f"raw frame dropped: unknown encoding {huge!r}; supported: rgb8")
+    assert line == f"raw frame dropped: unknown encoding '{'x' * MAX_ECHO}'…(100000 chars); supported: rgb8"
+    assert clip_untrusted("encoding 'rgb8'") == "encoding 'rgb8'"
+    assert len(clip_untrusted("y" * 100_000)) < 1100  # an unquoted echo is capped as a whole
+
+
+def _stamped(frame_id: str, sec: int, nanosec: int = 0) -> Any:
+    msg = _image(frame_id)
+    msg.header.stamp = SimpleNamespace(sec=sec, nanosec=nanosec)
+    return msg
+
+
+def test_zero_and_future_stamps_warn_once_and_stay_out_of_the_age_statistics(tiny_model: Any) -> None:
+    logs: list[tuple[str, str]] = []
+    now_ns = 1_700_000_000 * 10**9
+    pipeline = Pipeline([""], 2, now_ns=lambda: now_ns, logger=lambda sev, msg: logs.append((sev, msg)))
+    sink = Sink()
+    pipeline.set_sink(sink)
+    pipeline.start(lambda: tiny_model)
+    try:
+        frames = [_stamped("zero0", 0), _stamped("zero1", 0), _stamped("ahead0", 1_700_000_005),
+                  _stamped("ahead1", 1_700_000_009)]
+        for i, msg in enumerate(frames):  # one at a time: the newest-frame slot would drop a waiting one
+            pipeline.submit(0, msg, now_ns)
+            assert _until(lambda i=i: pipeline.slots.stats()[0].processed == i + 1)
+        assert pipeline.slots.stats()[0].age_ms_p50 is None, "zero/future stamps must not enter the age statistics"
+        pipeline.submit(0, _stamped("good", 1_699_999_999, 500_000_000), now_ns)
+        assert _until(lambda: pipeline.slots.stats()[0].processed == 5)
+    finally:
+        assert pipeline.stop()
+    assert [r["frame_id"] for _, r in sink.results] == ["zero0", "zero1", "ahead0", "ahead1", "good"]
+    warnings = [msg for sev, msg in logs if sev == "warning"]
+    assert sum("zero stamp" in m for m in warnings) == 1, warnings
+    ahead = [m for m in warnings if "ahead of this node's clock" in m]
+    assert len(ahead) == 1 and "5000.0 ms in the future" in ahead[0], warnings
+    assert pipeline.slots.stats()[0].age_ms_p50 == pytest.approx(500.0)

@@ -262,7 +262,8 @@ class PerceptionRuntime:
             self.log.warning(f"level command {msg.data} ignored: node not configured")
             return
         accepted, text = self.pipeline.request_level(int(msg.data))
-        self._log("info" if accepted else "warning", text)
+        if text:  # "" while invalid commands are throttled
+            self._log("info" if accepted else "warning", text)
 
     # ------------------------------------------------------------------ sink (called on the worker thread)
     def publish_result(self, stream: int, classification: str, model_ms: float, level: int,
