@@ -37,6 +37,7 @@ setup(
             f"dvfs_node = {PACKAGE}.nodes.dvfs_node:main",
             f"monitor_node = {PACKAGE}.nodes.monitor_node:main",
             f"dynofa-profile = {PACKAGE}.tools.profile:main",
+            f"dynofa-export = {PACKAGE}.tools.export:main",
             f"build_family = {PACKAGE}.tools.build_family:main",
             f"make_scenario_bag = {PACKAGE}.tools.make_scenario_bag:main",
             f"replay = {PACKAGE}.tools.replay:main",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from . import supernet as sn
+    from .bundle import Bundle
 
 log = logging.getLogger("dynofa_ros.model")
 
@@ -75,12 +76,17 @@ class RunDevice:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` takes CUDA when torch sees it, else the CPU, and says so once (a Jetson whose torch is a CPU build
+    runs, slowly, instead of exiting)."""
     import torch
 
     if device not in DEVICES:
         raise BackendError(f"device {device!r}; allowed: {list(DEVICES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            log.warning("device auto: torch sees no CUDA device (torch.cuda.is_available() is False: a CPU build of "
+                        "torch, or no GPU driver); running on the CPU")
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendError("device 'cuda' requested but torch sees no CUDA device (torch.cuda.is_available() "
                            "is False); use device 'cpu' or 'auto'")
@@ -132,28 +138,46 @@ class DynamicOFA:
     def __init__(self, family: SubnetFamily, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", fp16: bool = False, threads: int | None = None,
                  strategy: str | None = None, top_k: int = 5, seed: int = 0, backend: str = "auto",
-                 providers: list[str] | None = None, cache_dir: str | os.PathLike[str] | None = None):
+                 providers: list[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 bundle: Bundle | None = None):
         t0 = time.perf_counter()
         if device not in DEVICES:
             raise BackendError(f"device {device!r}; allowed: {list(DEVICES)}")
-        self.backend = choose_backend(backend, strategy)
         self.family = family
         self.fp16 = fp16
         self.strategy = strategy or "static"
         self.top_k = top_k
-        source = LevelSource(family, weights, seed)
-        self.weights = source.weights
-        self.bn_source = source.bn_source
-        self._source = source
+        self.bundle = bundle
+        self.class_names: tuple[str, ...] | None = bundle.class_names if bundle is not None else None
         self._provider = ""
         self._supernet = None
         self.cache_dir: Path | None = None  # onnxruntime: where the exported levels are cached
         self.exported_levels = 0  # onnxruntime: levels exported at this start-up (0 on a warm cache)
+        if bundle is not None:  # exported models: no supernet, no weights file, no torch
+            if backend == "torch" or strategy == "supernet":
+                raise BackendError("a bundle holds ONNX models: it runs with backend 'onnxruntime' (or 'auto'), "
+                                   "not 'torch'")
+            self.backend = choose_backend("onnxruntime")
+            self.weights = bundle.weights
+            self.bn_source = bundle.bn_source
+            if self.weights is None:
+                log.warning("%s", RANDOM_WEIGHTS_NOTE)
+            self._levels: list[Any] = self._prepare_bundle(bundle, device, fp16, threads, providers, cache_dir)
+            self._finish(t0)
+            return
+        self.backend = choose_backend(backend, strategy)
+        source = LevelSource(family, weights, seed)
+        self.weights = source.weights
+        self.bn_source = source.bn_source
+        self._source = source
         if self.backend == "torch":
-            self._levels: list[Any] = self._prepare_torch(source, device, fp16, threads)
+            self._levels = self._prepare_torch(source, device, fp16, threads)
         else:
             self._levels = self._prepare_onnxruntime(source, device, fp16, threads, providers, cache_dir)
         self._source = None  # drop the supernet and statistics: every level now holds what it needs
+        self._finish(t0)
+
+    def _finish(self, t0: float) -> None:
         self._lock = threading.Lock()
         self._active = 0
         self._pending: int | None = None
@@ -166,6 +190,9 @@ class DynamicOFA:
         from .backends.torch_backend import prepare_levels
 
         self.device = resolve_device(device)
+        if fp16 and self.device.type != "cuda" and device == "auto":
+            log.warning("fp16 ignored: device auto fell back to the CPU, which runs fp32")
+            fp16 = self.fp16 = False
         if fp16 and self.device.type != "cuda":
             raise BackendError("fp16 needs device 'cuda' (half precision on a CPU is slower and less accurate)")
         if threads:
@@ -183,7 +210,23 @@ class DynamicOFA:
         prepared = ob.prepare_levels([lv.r for lv in self.family.levels], source.materials(), source.static_level,
                                      device=device, providers=providers, threads=threads, fp16=fp16,
                                      cache_dir=cache_dir)
+        return self._adopt(prepared, device)
+
+    def _prepare_bundle(self, bundle: Bundle, device: str, fp16: bool, threads: int | None,
+                        providers: list[str] | None, cache_dir: str | os.PathLike[str] | None) -> list[Any]:
+        from .backends import onnxruntime_backend as ob
+
+        prepared = ob.prepare_bundle_levels(bundle, device=device, providers=providers, threads=threads, fp16=fp16,
+                                            cache_dir=cache_dir)
+        return self._adopt(prepared, device)
+
+    def _adopt(self, prepared: Any, device: str) -> list[Any]:
+        from .backends import onnxruntime_backend as ob
+
         self.device = RunDevice("cuda" if prepared.running in ob.GPU_PROVIDERS else "cpu")
+        if device == "auto" and self.device.type == "cpu":
+            log.warning("device auto: no GPU execution provider runs here (onnxruntime offers %s); running on the "
+                        "CPU", ", ".join(prepared.providers.chain))
         self.fp16 = prepared.fp16
         self._provider = prepared.running
         self.cache_dir = prepared.cache_dir
@@ -266,7 +309,7 @@ class DynamicOFA:
             t1 = time.perf_counter()
             logits = prepared.run(batch)
             t2 = time.perf_counter()
-        preds = postprocess.top_k(logits[0], self.top_k if top_k is None else top_k)
+        preds = postprocess.top_k(logits[0], self.top_k if top_k is None else top_k, self.class_names)
         t3 = time.perf_counter()
         return InferenceResult(level, preds, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 

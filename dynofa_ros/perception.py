@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -82,6 +83,7 @@ class PerceptionConfig:
     seed: int = 0
     timing_window: int = 300
     diagnostics_period_s: float = 1.0
+    bundle: str = ""  # an exported bundle directory (dynofa-export): family and models from it, no torch needed
 
     def check(self) -> None:
         """Cross-field and value checks that a ParameterDescriptor cannot express."""
@@ -131,12 +133,21 @@ def resolve_family_path(path: str, share_dir: str | None, cwd: str | os.PathLike
 
 
 def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily:
-    """Resolve and load the family file, and check ``initial_level`` against it."""
-    path = resolve_family_path(cfg.family_file, share_dir)
-    try:
-        family = fm.load(path)
-    except fm.FamilyError as exc:
-        raise ConfigError(f"parameter family_file: {exc}") from None
+    """Resolve and load the family file (or the bundle's, when ``bundle`` is set), and check ``initial_level``."""
+    if cfg.bundle:
+        from .bundle import BundleError, load_bundle
+
+        try:
+            family = load_bundle(cfg.bundle).family
+        except BundleError as exc:
+            raise ConfigError(f"parameter bundle: {exc}") from None
+        path = Path(cfg.bundle)
+    else:
+        path = resolve_family_path(cfg.family_file, share_dir)
+        try:
+            family = fm.load(path)
+        except fm.FamilyError as exc:
+            raise ConfigError(f"parameter family_file: {exc}") from None
     if not 0 <= cfg.initial_level < len(family):
         raise ConfigError(f"parameter initial_level: {cfg.initial_level} is not in family {family.name!r} "
                           f"({path}); allowed: 0..{len(family) - 1}")
@@ -152,6 +163,8 @@ def model_accepts(name: str) -> bool:
 
 def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     """Build DynamicOFA with every level prepared; configuration failures become ConfigError."""
+    if cfg.bundle:
+        return build_bundle_model(cfg)
     from .backends import BackendError
     from .model import DynamicOFA, LevelError
     from .supernet import WeightsError
@@ -175,6 +188,29 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
         raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
     except (fm.FamilyError, LevelError) as exc:
         raise ConfigError(f"parameter family_file: {exc}") from None
+    return model
+
+
+def build_bundle_model(cfg: PerceptionConfig) -> Any:
+    """DynamicOFA from an exported bundle: ONNX Runtime only; nothing on this path imports torch or ofa."""
+    from .backends import BackendError
+    from .bundle import BundleError, load_bundle
+    from .model import DynamicOFA, LevelError
+
+    if cfg.weights_path:
+        log.warning("parameter weights_path ignored: bundle %s carries its own exported weights", cfg.bundle)
+    try:
+        bundle = load_bundle(cfg.bundle)
+        model = DynamicOFA(bundle.family, device=cfg.device, fp16=cfg.fp16, threads=cfg.threads or None,
+                           top_k=cfg.top_k, backend=cfg.backend, bundle=bundle)
+        warm_up(model)
+        model.switch(cfg.initial_level)
+    except BundleError as exc:
+        raise ConfigError(f"parameter bundle: {exc}") from None
+    except BackendError as exc:
+        raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
+    except (fm.FamilyError, LevelError) as exc:
+        raise ConfigError(f"parameter bundle: {exc}") from None
     return model
 
 
@@ -501,6 +537,7 @@ class Pipeline:
                 ("weights_real", str(not model.random_weights).lower()),
                 ("accuracy", model.accuracy_label(level)),
                 ("model_memory_mb", f"{model.memory_bytes() / 2**20:.1f}"),
+                ("torch_loaded", str("torch" in sys.modules).lower()),  # false on the bundle runtime
             ]
             status = (1, "running RANDOM weights: predictions are meaningless") if model.random_weights \
                 else (0, f"running level {level}")
@@ -527,9 +564,9 @@ def free_memory() -> None:
 
     gc.collect()
     with contextlib.suppress(Exception):
-        import torch
+        torch = sys.modules.get("torch")  # only if already loaded: a torch-free runtime must stay torch-free
 
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)

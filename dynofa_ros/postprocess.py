@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,11 +37,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def top_k(logits: np.ndarray, k: int) -> list[Prediction]:
-    """Highest-probability classes, best first; ties broken by lower class index (deterministic)."""
+def top_k(logits: np.ndarray, k: int, names: Sequence[str] | None = None) -> list[Prediction]:
+    """Highest-probability classes, best first; ties broken by lower class index (deterministic).
+
+    ``names``: class names in logit order (a bundle's ``classes.txt``); default the packaged ImageNet list.
+    """
     flat = np.asarray(logits).reshape(-1)
     k = max(1, min(int(k), flat.size))
     probs = softmax(flat)
     order = np.lexsort((np.arange(flat.size), -probs))[:k]
-    names = imagenet_class_names()
+    names = imagenet_class_names() if names is None else names
     return [Prediction(int(i), names[i] if i < len(names) else str(i), float(probs[i])) for i in order]

@@ -131,6 +131,9 @@ class PerceptionRuntime:
                                                            read_only=ro, int_range=(10, 100000)))
         decl("diagnostics_period_s", d.diagnostics_period_s, _descriptor(
             "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
+        decl("bundle", d.bundle, _descriptor(
+            "Exported bundle directory (dynofa-export); when set, family_file and weights_path are not used and "
+            "every level runs on ONNX Runtime without torch", read_only=ro))
 
     def read_config(self) -> PerceptionConfig:
         get = self.node.get_parameter
