@@ -568,10 +568,9 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             lat *= plant.switch_factor
         end = start + lat / 1000.0
         busy_log.append((start, end))
-        tag = level if tagging == "true" else (heard_level if heard_level is not None else level)
-        if tagging == "active_level":
-            # the latency is published before the level: the manager pairs it with the level it heard last
-            tag = ends[-1][1] if ends else level
+        # "active_level": the latency is published before the level, so the manager pairs it with the level
+        # of the previous frame (the last one it heard)
+        tag = level if tagging == "true" or not ends else ends[-1][1]
         inbox.append((end + msg_delay_s, LatencySample(lat, tag, end + msg_delay_s)))
         ends.append((end + 2 * msg_delay_s, level))
         del ends[:-8]
