@@ -53,6 +53,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from statistics import NormalDist
 
 from .platforms import DomainPower
 from .tail_estimate import TailEstimator
@@ -62,6 +63,8 @@ POLICIES = ("joint", "step")
 MIN_OWN_SAMPLES = 5
 #: Seconds of the newest samples that describe "now" when a violation asks where to drop to.
 RECENT_S = 1.0
+#: Newest samples whose median says how slow "now" is when a violation asks where to drop to.
+DROP_RECENT_SAMPLES = 5
 #: Significance of the miss-count test that declares the running level in violation of the miss budget.
 VIOLATION_ALPHA = 0.01
 #: A level held this many windows without a violation has its failure count cleared.
@@ -141,6 +144,7 @@ class PolicyConfig:
     probe_quiet_s: float = 4.0           # seconds without a violation before probing a more accurate level
     probe_backoff_max_s: float = 60.0    # longest block of a level after repeated failed probes
     overhead_ms: float = 0.0             # per-frame time that does not grow with the network (decode, pre/post)
+    prior_log_spread: float = 0.0        # σ of log latency assumed until ~10 samples show it (0: trust the profile)
     stale_timeout_s: float = 2.0
     safe_level: int = 0
     battery_low: float = 0.20            # state of charge below which energy-saving mode starts
@@ -161,7 +165,7 @@ class PolicyConfig:
                 raise PolicyConfigError(f"{f.name} must be a finite number, got {v!r}")
         ranges = {
             "miss_budget": (0.001, 0.5), "window_s": (0.5, 600.0), "probe_quiet_s": (0.0, 3600.0),
-            "probe_backoff_max_s": (0.0, 86400.0), "overhead_ms": (0.0, 1000.0),
+            "probe_backoff_max_s": (0.0, 86400.0), "overhead_ms": (0.0, 1000.0), "prior_log_spread": (0.0, 2.0),
             "latency_margin": (0.0, 0.9), "up_hysteresis": (0.0, 0.9), "min_dwell_s": (0.0, 3600.0),
             "freq_min_dwell_s": (0.0, 3600.0), "stale_timeout_s": (0.01, 3600.0), "battery_low": (0.0, 1.0),
             "battery_hysteresis": (0.0, 1.0), "saver_freq_fraction": (0.0, 1.0),
@@ -511,21 +515,24 @@ class JointPolicy(Policy):
         q = 1.0 - self.config.miss_budget
         cands = []
         if self.tails.count(level) >= MIN_OWN_SAMPLES:
-            cands.append(self.tails.tail_ratio(level, q))
+            cands.append(self.tails.tail_ratio(level, q, self.config.prior_log_spread))
         if level != self.state.level or self.tails.count(level) < MIN_OWN_SAMPLES:
             ref = self._ref_ratios()
             if ref:
-                cands.append(self.tails.tail(ref, q))
+                cands.append(self.tails.tail(ref, q, self.config.prior_log_spread))
         vals = [c for c in cands if c is not None]
-        return max(vals) if vals else 1.0
+        if vals:
+            return max(vals)
+        # nothing measured yet on this machine: the profile's median with a typical spread around it
+        return math.exp(NormalDist().inv_cdf(q) * self.config.prior_log_spread)
 
     def _drop_ratio(self, now: float) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
         ``RECENT_S`` moved (contention just began), the newest median times the window's tail/median spread."""
         q = 1.0 - self.config.miss_budget
         window = self._ref_ratios()
-        recent = self._ref_ratios(now - RECENT_S)
-        tail = self.tails.tail(window, q) or 1.0
+        recent = self._ref_ratios(now - RECENT_S)[-DROP_RECENT_SAMPLES:]
+        tail = self.tails.tail(window, q, self.config.prior_log_spread) or self.tail_ratio(self.state.level)
         if not recent:
             return tail
         median = self.tails.quantile(window, 0.5) or 1.0

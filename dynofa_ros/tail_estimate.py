@@ -91,11 +91,11 @@ class TailEstimator:
             return None
         return float(np.quantile(np.asarray(values, dtype=float), q))
 
-    def tail_ratio(self, level: int, q: float) -> float | None:
-        return self.tail(self.ratios(level), q)
+    def tail_ratio(self, level: int, q: float, prior_log_spread: float = 0.0) -> float | None:
+        return self.tail(self.ratios(level), q, prior_log_spread)
 
     @classmethod
-    def tail(cls, values: Sequence[float], q: float) -> float | None:
+    def tail(cls, values: Sequence[float], q: float, prior_log_spread: float = 0.0) -> float | None:
         """The q-quantile, never below a log-normal fit's once there are ``FIT_MIN`` values.
 
         An empirical 98th percentile of 150 values moves by ±7 % from one window to the next (it rests
@@ -104,8 +104,10 @@ class TailEstimator:
         quantile keeps: the larger of the two is planned with.
         """
         emp = cls.quantile(values, q)
-        if emp is None or len(values) < FIT_MIN or not 0.5 < q < 1.0:
+        if emp is None or not 0.5 < q < 1.0:
             return emp
+        if len(values) < FIT_MIN:  # too few to see the spread: the median with the spread assumed a priori
+            return max(emp, float(np.median(values)) * math.exp(NormalDist().inv_cdf(q) * prior_log_spread))
         logs = np.log(np.asarray(values, dtype=float))
         fit = float(np.exp(logs.mean() + NormalDist().inv_cdf(q) * logs.std(ddof=1)))
         return max(emp, fit)

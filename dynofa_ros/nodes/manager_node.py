@@ -65,6 +65,8 @@ TUNABLES: dict[str, tuple[str, tuple[float, float]]] = {
                             (0.0, 86400.0)),
     "overhead_ms": ("joint: per-frame ms that do not grow with the network (decode, pre/post-processing)",
                     (0.0, 1000.0)),
+    "prior_log_spread": ("joint: σ of log latency assumed until about 10 samples of a level show it "
+                         "(0 = trust the profile; 0.3 on a shared CPU)", (0.0, 2.0)),
     "stale_timeout_s": ("an input received once but not for this long → safe default", (0.01, 3600.0)),
     "battery_low": ("state of charge (0..1) below which the energy-saving mode starts", (0.0, 1.0)),
     "battery_hysteresis": ("energy-saving mode ends above battery_low + this", (0.0, 1.0)),
