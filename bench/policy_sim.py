@@ -1,7 +1,7 @@
 """Joint vs step vs Linux governors on one trace, side by side. **All figures are simulated.**
 
     .venv/bin/python bench/policy_sim.py [--trace default|tight|all] [--seed 7] [--family FILE]
-                                          [--profile xavier_nx_gpu]
+                                          [--profile xavier_nx_gpu] [--sigma 0.03] [--switch-factor 1.0]
 
 The platform model (latency vs clocks and contention, power from an assumed Xavier NX V-f table,
 thermal lag, frame drops) is documented in ``dynofa_ros/sim.py`` and ``dynofa_ros/platforms.py``;
@@ -13,6 +13,7 @@ latency: a row that saves energy by missing deadlines is not a fair competitor.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from dynofa_ros import family as fm
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="latency noise seed")
     ap.add_argument("--family", default=str(sim.REFERENCE_FAMILY))
     ap.add_argument("--profile", default="xavier_nx_gpu", help="latency profile of the family to use")
+    ap.add_argument("--sigma", type=float, default=None,
+                    help="log-normal latency spread of the platform (default: the model's 0.03)")
+    ap.add_argument("--switch-factor", type=float, default=None,
+                    help="first frame after a level switch this much slower (default 1.0; 1.14 measured on a CPU)")
     args = ap.parse_args(argv)
     try:
         levels = levels_from_family(fm.load(args.family), args.profile)
@@ -33,13 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"policy_sim: {exc}", file=sys.stderr)
         return 2
     truth = sim.PlatformTruth(seed=args.seed)
+    if args.sigma is not None:
+        truth = dataclasses.replace(truth, noise_sigma=args.sigma)
+    if args.switch_factor is not None:
+        truth = dataclasses.replace(truth, switch_factor=args.switch_factor)
     names = list(sim.TRACES) if args.trace == "all" else [args.trace]
     for name in names:
         trace = sim.TRACES[name]()
         results = sim.run_table(trace, levels, truth)
         print(f"\ntrace {trace.name} ({trace.duration_s:.0f} s), family {args.family} [{args.profile}], "
-              f"board {truth.board.name}, seed {args.seed} — SIMULATED")
+              f"board {truth.board.name}, seed {args.seed}, latency spread σ {truth.noise_sigma:g}, "
+              f"switch factor {truth.switch_factor:g} — SIMULATED")
         print(sim.format_table(results))
+        print(sim.energy_summary(results))
     print("\nmiss %: processed frames later than the target; drop %: frames never processed; energy: CPU+GPU "
           "rails over the whole trace (board base power excluded); 'joint saves' = 1 - E_joint / E_row.")
     return 0

@@ -125,6 +125,7 @@ class PlatformTruth:
     thermal_tau_s: float = 20.0
     inference_cpu_share: float = 0.5  # one of the two online Carmel cores (15 W 2-core mode)
     seed: int = 7
+    switch_factor: float = 1.0        # first frame after a level switch is this much slower (1.14 measured on CPU)
 
     def parts_ms(self, spec: LevelSpec, cpu_khz: int, gpu_hz: int, seg: Segment) -> tuple[float, float, float]:
         """(fixed, CPU, GPU) parts of one inference in ms, before noise."""
@@ -226,6 +227,7 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
     next_decision = 0.0
     pending: list[LatencySample] = []
     last_util = (1.0, 1.0)
+    prev_level: int | None = None
     t = arrival = last_temp_t = power_now = 0.0
 
     def power(u_c: float, u_g: float) -> float:
@@ -265,6 +267,9 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
         spec = levels[level]
         fixed_ms, cpu_ms, gpu_ms = truth.parts_ms(spec, cpu, gpu, seg)
         lat = (fixed_ms + cpu_ms + gpu_ms) * math.exp(rng.gauss(0.0, truth.noise_sigma))
+        if prev_level is not None and level != prev_level:
+            lat *= truth.switch_factor
+        prev_level = level
         gpu_share = (fixed_ms + gpu_ms) / (fixed_ms + cpu_ms + gpu_ms)
         p_active = power(min(truth.inference_cpu_share + 0.5 * seg.cpu_contention, 1.0),
                          min(gpu_share + 0.5 * seg.gpu_contention, 1.0))
@@ -320,6 +325,28 @@ def run_table(trace: Trace | None = None, levels: Sequence[LevelSpec] | None = N
     levels = levels if levels is not None else reference_levels()
     truth = truth or PlatformTruth()
     return [simulate(trace, levels, c, truth) for c in standard_controllers(levels, truth.board)]
+
+
+def energy_summary(results: Sequence[Result], reference: str = "joint (ours)",
+                   against: Sequence[tuple[str, float]] = (("step + performance", 0.30),
+                                                           ("step + schedutil", 0.15))) -> str:
+    """The issue's energy goals, one line each: saving of ``reference`` against a row, and the miss rates
+    side by side (a saving bought with more missed deadlines does not count)."""
+    by = {r.name: r for r in results}
+    ref = by[reference]
+    step = by.get("step + performance")
+    lines = []
+    for name, goal in against:
+        r = by.get(name)
+        if r is None:
+            continue
+        saving = 1.0 - ref.energy_j / r.energy_j
+        ok = saving >= goal and (step is None or ref.miss_rate <= step.miss_rate)
+        lines.append(f"{reference} vs {name}: energy {ref.energy_j:.0f} J vs {r.energy_j:.0f} J "
+                     f"({100 * saving:+.1f} %, goal ≥ {100 * goal:.0f} %), misses {100 * ref.miss_rate:.2f} % vs "
+                     f"{100 * r.miss_rate:.2f} % (step + performance: "
+                     f"{100 * step.miss_rate if step else float('nan'):.2f} %) → {'met' if ok else 'NOT met'}")
+    return "\n".join(lines)
 
 
 def format_table(results: Sequence[Result], reference: str = "joint (ours)") -> str:
