@@ -17,12 +17,19 @@ Format (``format_version`` 1)::
       "levels": [
         {"ks": [20 x 3|5|7], "e": [20 x 3|4|6], "d": [5 x 2|3|4], "r": 128..224 step 4,
          "accuracy": {"top1": 74.2, "source": "measured|predicted|unknown", "note": "..."},
-         "latency_ms": {"xavier_nx_gpu": 41.2, "generic_cpu/onnxruntime": 9.8, ...}}
+         "latency_ms": {"xavier_nx_gpu": 41.2, "generic_cpu/onnxruntime": 9.8, ...},
+         "latency_spread": {"generic_cpu/onnxruntime":              # optional, per profile
+                            {"p90_over_p50": 1.12, "p98_over_p50": 1.2, "runs": 30}}}
       ]
     }
 
 Latency profiles are free-form names: ``<device>`` or ``<device>/<backend>`` so the manager can use
 the numbers of what actually runs.
+
+``latency_spread`` (optional, absent in older files) is how much one frame's latency of that level varies
+on that profile's device, as ratios of quantiles to the median (``profiler.latency_spread`` documents how
+they are estimated). The manager plans on a latency tail, so two levels whose medians are closer than
+this spread cannot be told apart at run time; the offline stage records it and spaces levels by it.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ ACCURACY_SOURCES = ("measured", "predicted", "unknown")
 #: Levels travel as ``std_msgs/UInt8`` (``dynofa/subnet_cmd``, ``dynofa/active_level``): a 257th level would
 #: wrap to level 0 on the wire, so a family may hold at most 256 (levels 0..255).
 MAX_LEVELS = 256
+#: Keys of one ``latency_spread`` entry: two quantile ratios (>= 1) and, optionally, the runs they rest on.
+SPREAD_KEYS = ("p90_over_p50", "p98_over_p50", "runs")
 
 
 class FamilyError(ValueError):
@@ -85,6 +94,8 @@ class Level:
     r: int
     accuracy: Accuracy = field(default_factory=lambda: Accuracy(None))
     latency_ms: dict[str, float] = field(default_factory=dict)
+    #: profile → {"p90_over_p50", "p98_over_p50"[, "runs"]}; only for profiles in ``latency_ms``
+    latency_spread: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def arch(self) -> dict[str, Any]:
         """The arguments of ``OFAMobileNetV3.set_active_subnet`` plus resolution."""
@@ -97,16 +108,24 @@ class Level:
     def latency(self, profile: str) -> float | None:
         return self.latency_ms.get(profile)
 
-    def with_latency(self, profile: str, ms: float) -> Level:
+    def with_latency(self, profile: str, ms: float, spread: dict[str, float] | None = None) -> Level:
+        """A copy with this profile's latency; its spread is replaced by ``spread`` (dropped when None:
+        a spread measured with an older latency does not describe the new one)."""
         lat = dict(self.latency_ms)
         lat[profile] = float(ms)
-        return Level(self.ks, self.e, self.d, self.r, self.accuracy, lat)
+        spreads = {k: v for k, v in self.latency_spread.items() if k != profile}
+        if spread is not None:
+            spreads[profile] = dict(spread)
+        return Level(self.ks, self.e, self.d, self.r, self.accuracy, lat, spreads)
 
     def to_json(self) -> dict[str, Any]:
         acc: dict[str, Any] = {"top1": self.accuracy.top1, "source": self.accuracy.source}
         if self.accuracy.note:
             acc["note"] = self.accuracy.note
-        return {**self.arch(), "accuracy": acc, "latency_ms": dict(sorted(self.latency_ms.items()))}
+        out = {**self.arch(), "accuracy": acc, "latency_ms": dict(sorted(self.latency_ms.items()))}
+        if self.latency_spread:  # absent rather than empty: files without spreads stay as they were
+            out["latency_spread"] = {k: dict(v) for k, v in sorted(self.latency_spread.items())}
+        return out
 
 
 @dataclass
@@ -181,13 +200,18 @@ class SubnetFamily:
         self.source_path = path
         return path
 
-    def with_profile(self, profile: str, latencies_ms: Sequence[float], *, reference: bool = False
-                     ) -> SubnetFamily:
-        """A copy with one more latency profile; levels re-sorted when it becomes the reference."""
+    def with_profile(self, profile: str, latencies_ms: Sequence[float], *, reference: bool = False,
+                     spreads: Sequence[dict[str, float]] | None = None) -> SubnetFamily:
+        """A copy with one more latency profile (and its per-level spread, if measured); levels re-sorted
+        when it becomes the reference."""
         if len(latencies_ms) != len(self.levels):
             raise FamilyError(f"{self.name}: {len(latencies_ms)} latencies for {len(self.levels)} levels")
+        if spreads is not None and len(spreads) != len(self.levels):
+            raise FamilyError(f"{self.name}: {len(spreads)} latency spreads for {len(self.levels)} levels")
         fam = copy.copy(self)
-        fam.levels = [lv.with_latency(profile, ms) for lv, ms in zip(self.levels, latencies_ms, strict=True)]
+        per_level = spreads if spreads is not None else [None] * len(self.levels)
+        fam.levels = [lv.with_latency(profile, ms, sp)
+                      for lv, ms, sp in zip(self.levels, latencies_ms, per_level, strict=True)]
         if reference:
             fam.reference_profile = profile
             fam.levels.sort(key=lambda lv: lv.latency_ms[profile])
@@ -254,8 +278,43 @@ def parse_level(raw: Any, where: str, index: int) -> Level:
         if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms) or ms <= 0:
             raise _fail(where, f"{key}.latency_ms.{prof}", f"{ms!r}: must be a positive number of ms")
         lat[str(prof)] = float(ms)
+    spread = _parse_spread(raw.get("latency_spread", {}), where, f"{key}.latency_spread", lat)
     return Level(ks, e, d, r, Accuracy(None if top1 is None else float(top1), source,
-                                       str(acc_raw.get("note", ""))), lat)
+                                       str(acc_raw.get("note", ""))), lat, spread)
+
+
+def _parse_spread(raw: Any, where: str, key: str, latency_ms: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``latency_spread``: per profile of this level, quantile ratios >= 1 (p98 >= p90) and optional runs."""
+    if not isinstance(raw, dict):
+        raise _fail(where, key, "must be an object {profile: {p90_over_p50, p98_over_p50[, runs]}}")
+    out: dict[str, dict[str, float]] = {}
+    for prof, entry in raw.items():
+        k = f"{key}.{prof}"
+        if prof not in latency_ms:
+            raise _fail(where, k, f"no latency_ms for profile {prof!r}; allowed profiles: {sorted(latency_ms)}")
+        if not isinstance(entry, dict):
+            raise _fail(where, k, "must be an object {p90_over_p50, p98_over_p50[, runs]}")
+        unknown = sorted(set(entry) - set(SPREAD_KEYS))
+        if unknown:
+            raise _fail(where, f"{k}.{unknown[0]}", f"unknown key; allowed keys: {list(SPREAD_KEYS)}")
+        values: dict[str, float] = {}
+        for name in SPREAD_KEYS[:2]:
+            v = entry.get(name)
+            if v is None:
+                raise _fail(where, f"{k}.{name}", "missing (required: p90_over_p50, p98_over_p50)")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 1.0:
+                raise _fail(where, f"{k}.{name}", f"{v!r}: must be a ratio >= 1 (a quantile over the median)")
+            values[name] = float(v)
+        if values["p98_over_p50"] < values["p90_over_p50"]:
+            raise _fail(where, f"{k}.p98_over_p50", f"{values['p98_over_p50']!r} is below p90_over_p50 "
+                                                    f"{values['p90_over_p50']!r}; allowed: >= p90_over_p50")
+        if "runs" in entry:
+            runs = entry["runs"]
+            if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+                raise _fail(where, f"{k}.runs", f"{runs!r}: must be a positive integer")
+            values["runs"] = runs
+        out[str(prof)] = values
+    return out
 
 
 def validate(family: SubnetFamily, where: str = "<family>") -> None:
@@ -275,6 +334,8 @@ def validate(family: SubnetFamily, where: str = "<family>") -> None:
         value = getattr(family, key)
         if value is not None and not isinstance(value, str):
             raise _fail(where, key, f"{value!r} must be a string")
+    for i, lv in enumerate(family.levels):  # spreads built in code (not parsed) are checked before saving
+        _parse_spread(lv.latency_spread, where, f"levels[{i}].latency_spread", lv.latency_ms)
     if ref is not None:
         for i, lv in enumerate(family.levels):
             if ref not in lv.latency_ms:

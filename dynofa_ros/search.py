@@ -8,8 +8,10 @@ Steps (``build_family``):
    latency from the chosen model (``latency_model.py``); every candidate evaluated is archived;
 3. the best few archived candidates of each bin are re-measured on the device, interleaved
    (``device_latency.py``), and the Pareto front of (measured latency, predicted accuracy) is taken;
-4. K levels spanning the front (geometric latency targets, fastest and most accurate always kept)
-   are measured once more, longer, and written as a family whose reference profile is what was measured.
+4. K levels spanning the front (geometric latency targets, fastest and most accurate always kept, no two
+   adjacent ones closer than the measured per-frame noise where the range allows: ``select_levels``)
+   are measured once more, longer, and written as a family whose reference profile is what was measured,
+   with each level's latency spread beside it.
 
 Reused from ``ofa``: the architecture encoding, random sampling, mutation (``MobileNetArchEncoder``) and
 the evolution loop with its crossover (``EvolutionFinder``). Wrapped where they do not fit:
@@ -55,6 +57,7 @@ from .family import (
     validate,
 )
 from .latency_model import SEARCH_RESOLUTIONS, Arch, LatencyModel, relative_errors
+from .profiler import LatencySpread, spread_from_quantiles
 
 DEFAULT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.2"
 PREDICTED_NOTE = "OFA accuracy predictor (OFA held-out split, reads ~4-6 points above ImageNet val top-1)"
@@ -89,6 +92,7 @@ class Candidate:
     top1: float
     predicted_ms: float
     measured_ms: float | None = None
+    spread: LatencySpread | None = None  # per-frame spread of the measurement, once measured
 
     @property
     def key(self) -> str:
@@ -300,25 +304,60 @@ def pareto(cands: Sequence[Candidate], measured: bool = True) -> list[Candidate]
     return front
 
 
-def select_levels(front: Sequence[Candidate], k: int, measured: bool = True) -> list[Candidate]:
+def select_levels(front: Sequence[Candidate], k: int, measured: bool = True, min_ratio: float = 1.0
+                  ) -> list[Candidate]:
     """Up to K front points spanning its latency range: geometric targets, fastest and most accurate kept.
 
     A point closer than half a step (in log latency) to one already chosen is not taken: two levels that
     far apart differ by less than measurement noise, and switching between them would buy nothing.
+
+    ``min_ratio`` is the per-frame latency noise (p98/p50, ``noise_ratio``): no two chosen levels are
+    closer than that (``L_hi / L_lo >= min_ratio``), and K shrinks to what the range holds at that spacing
+    (``1 + floor(ln(range) / ln(min_ratio))``). Why: the manager plans on each level's 98th percentile, so
+    when the next level's median lies inside this level's tail, no frame (and no short window) tells the
+    two apart; the band of targets where one is right and the other wrong is narrower than the window-to-
+    window wobble of the tail estimate, so the manager would switch between them on noise, for a fraction
+    of a point of accuracy. Only where there is no room at all (the whole front narrower than the noise)
+    are the fastest and the most accurate both kept anyway. ``min_ratio = 1`` is the old rule.
     """
     front = list(front)
     if len(front) <= 2:
         return front
+    if not (math.isfinite(min_ratio) and min_ratio >= 1.0):
+        raise ValueError(f"min_ratio {min_ratio!r}: must be a latency ratio >= 1")
     lat = [math.log(c.measured_ms if measured and c.measured_ms is not None else c.predicted_ms) for c in front]
+    gap = math.log(min_ratio)
+    if gap > 0:
+        k = max(2, min(k, 1 + math.floor((lat[-1] - lat[0]) / gap + 1e-9)))
     step = (lat[-1] - lat[0]) / (k - 1)
+    sep = max(0.5 * step, gap) - 1e-12
     chosen = {0, len(front) - 1}
     for j in range(1, k - 1):
         target = lat[0] + step * j
         free = [i for i in range(len(front)) if i not in chosen
-                and all(abs(lat[i] - lat[c]) >= 0.5 * step for c in chosen)]
+                and all(abs(lat[i] - lat[c]) >= sep for c in chosen)]
         if free:
             chosen.add(min(free, key=lambda i: (abs(lat[i] - target), i)))
     return [front[i] for i in sorted(chosen)]
+
+
+def noise_ratio(cands: Sequence[Candidate]) -> float:
+    """The per-frame latency noise levels are spaced by: the median p98/p50 of the measured candidates.
+
+    One figure for the machine rather than one per pair: with 10 re-measurement runs a single candidate's
+    spread is itself noisy, while the noise comes mostly from the machine (load, threads), not the network.
+    1.0 (no spacing beyond the old rule) when nothing was measured.
+    """
+    ratios = sorted(c.spread.p98_over_p50 for c in cands if c.spread is not None)
+    if not ratios:
+        return 1.0
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
+def close_pairs(latencies_ms: Sequence[float], min_ratio: float) -> list[int]:
+    """Indices i where level i+1 is less than ``min_ratio`` slower than level i (sorted latencies)."""
+    return [i for i in range(len(latencies_ms) - 1) if latencies_ms[i + 1] < latencies_ms[i] * min_ratio * (1 - 1e-9)]
 
 
 def to_levels(cands: Sequence[Candidate], profile: str, accuracy: Sequence[Accuracy] | None = None) -> list[Level]:
@@ -328,7 +367,9 @@ def to_levels(cands: Sequence[Candidate], profile: str, accuracy: Sequence[Accur
         a = canonical(c.arch)
         acc = accuracy[i] if accuracy is not None else Accuracy(round(c.top1, 3), "predicted", PREDICTED_NOTE)
         ms = c.measured_ms if c.measured_ms is not None else c.predicted_ms
-        out.append(Level(tuple(a["ks"]), tuple(a["e"]), tuple(a["d"]), a["r"], acc, {profile: round(ms, 3)}))
+        spread = {profile: c.spread.to_json()} if c.measured_ms is not None and c.spread is not None else {}
+        out.append(Level(tuple(a["ks"]), tuple(a["e"]), tuple(a["d"]), a["r"], acc, {profile: round(ms, 3)},
+                         spread))
     return out
 
 
@@ -383,6 +424,8 @@ class BuildResult:
     final: list[Candidate] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     also_final_ms: list[float] = field(default_factory=list)
+    spacing: float = 1.0  # the min_ratio the levels were selected with (the noise, or the caller's figure)
+    close: list[int] = field(default_factory=list)  # final levels i closer than ``spacing`` to level i+1
 
     def model_errors(self) -> list[float]:
         """Relative error of the search's latency model on the final levels (measured ones only)."""
@@ -400,7 +443,7 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
                  name: str, supernet: str, profile: str, provenance: str, meter: Meter | None = None,
                  remeasure_runs: int = 10, final_runs: int = 30,
                  accuracy_fn: Callable[[list[Arch]], list[Accuracy]] | None = None,
-                 cover: Sequence[Arch] = (), also_final: Sequence[Arch] = (),
+                 cover: Sequence[Arch] = (), also_final: Sequence[Arch] = (), spacing: float | None = None,
                  log: Callable[[str], None] = lambda _msg: None) -> BuildResult:
     """Search, re-measure per bin, take the front, pick K levels, measure them again, make the family.
 
@@ -412,6 +455,10 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
     the search found nothing better). ``also_final``: architectures measured in the same interleaved run
     as the final levels (``BuildResult.also_final_ms``), e.g. the latency model's calibration networks, so
     the model can be checked free of any drift in the machine's speed between phases.
+    ``spacing``: the smallest latency ratio between adjacent levels (``select_levels``' ``min_ratio``);
+    None: the per-frame noise measured while re-measuring the candidates (``noise_ratio``), 1.0 without a
+    meter. Covered levels are kept even when closer (the caller asked for them); the final levels still
+    closer than ``spacing`` after their last measurement are logged and listed in ``BuildResult.close``.
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -422,27 +469,48 @@ def build_family(predictor: AccuracyPredictor, latency_model: LatencyModel, sett
         t0 = time.perf_counter()
         log(f"re-measuring {len(cands)} candidates on this device ({remeasure_runs} interleaved runs each)")
         timings = meter.measure([c.arch for c in cands] + list(cover), runs=remeasure_runs)
-        cands = [replace(c, measured_ms=t.p50_ms) for c, t in zip(cands, timings, strict=False)]
+        cands = [replace(c, measured_ms=t.p50_ms, spread=_spread(t)) for c, t in zip(cands, timings, strict=False)]
         cover_ms = [t.p50_ms for t in timings[len(cands):]]
+        cover_spread: list[LatencySpread | None] = [_spread(t) for t in timings[len(cands):]]
         seconds["remeasure"] = time.perf_counter() - t0
     else:
         cover_ms = [latency_model.predict(a) for a in cover]
+        cover_spread = [None] * len(cover)
+    if spacing is None:
+        spacing = noise_ratio(cands)
+        if measured:
+            log(f"per-frame noise while re-measuring: p98/p50 ×{spacing:.2f} (median over {len(cands)} "
+                "candidates); adjacent levels are kept at least that far apart where the range allows")
     # covered architectures join the pool: where the search found nothing better, they are the front
     cover_top1 = predictor.predict(list(cover))
-    pool = cands + [Candidate(canonical(a), t, latency_model.predict(a), m if measured else None)
-                    for a, t, m in zip(cover, cover_top1, cover_ms, strict=True)]
+    pool = cands + [Candidate(canonical(a), t, latency_model.predict(a), m if measured else None, sp)
+                    for a, t, m, sp in zip(cover, cover_top1, cover_ms, cover_spread, strict=True)]
     front = pareto(pool, measured=measured)
-    chosen = select_levels(front, settings.levels, measured=measured)
+    chosen = select_levels(front, settings.levels, measured=measured, min_ratio=spacing)
     chosen = _add_cover(front, chosen, cover_ms, cover_top1, measured, log)
     if meter is not None:
         t0 = time.perf_counter()
         log(f"final measurement of {len(chosen)} levels ({final_runs} interleaved runs each)")
         timings = meter.measure([c.arch for c in chosen] + list(also_final), runs=final_runs, chunk=64)
-        chosen = [replace(c, measured_ms=t.p50_ms) for c, t in zip(chosen, timings, strict=False)]
+        chosen = [replace(c, measured_ms=t.p50_ms, spread=_spread(t)) for c, t in zip(chosen, timings, strict=False)]
         also_final_ms = [t.p50_ms for t in timings[len(chosen):]]
         seconds["final"] = time.perf_counter() - t0
     else:
         also_final_ms = []
     accuracy = accuracy_fn([c.arch for c in chosen]) if accuracy_fn else None
     fam = make_family(name, supernet, chosen, profile, provenance, accuracy, log)
-    return BuildResult(fam, evaluated, len(cands) if measured else 0, len(front), chosen, seconds, also_final_ms)
+    lat = [float(x) for x in fam.latencies(profile)]
+    close = close_pairs(lat, spacing)
+    for i in close:
+        log(f"levels {i} and {i + 1} are {lat[i + 1] / lat[i]:.2f}x apart, less than the noise ×{spacing:.2f} "
+            "(a covered level, or the final measurement moved them)")
+    return BuildResult(fam, evaluated, len(cands) if measured else 0, len(front), chosen, seconds, also_final_ms,
+                       spacing, close)
+
+
+def _spread(timing: Any) -> LatencySpread | None:
+    """The spread of a meter's timing (``device_latency.Timing``: p50, p90, runs); None if it has no p90."""
+    p50, p90 = getattr(timing, "p50_ms", None), getattr(timing, "p90_ms", None)
+    if not p50 or not p90:
+        return None
+    return spread_from_quantiles(p50, p90, int(getattr(timing, "runs", 0)), getattr(timing, "p98_ms", None))

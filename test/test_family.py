@@ -39,6 +39,37 @@ def test_round_trip(tmp_path: Path) -> None:
     assert again.to_json() == json.loads(out.read_text())
 
 
+def test_latency_spread_round_trips_and_old_files_stay_as_they_were(tmp_path: Path) -> None:
+    """The optional per-profile spread is saved and loaded; files without it load and save unchanged."""
+    fam = fm.load(SIX)
+    assert all(lv.latency_spread == {} for lv in fam.levels)
+    assert all("latency_spread" not in lv for lv in fam.to_json()["levels"])
+    spreads = [{"p90_over_p50": 1.1 + 0.01 * i, "p98_over_p50": 1.2 + 0.01 * i, "runs": 30} for i in range(len(fam))]
+    lat = [float(i + 1) for i in range(len(fam))]
+    with_spread = fam.with_profile("this_cpu", lat, spreads=spreads)
+    out = with_spread.save(tmp_path / "f.json")
+    again = fm.load(out)
+    assert [lv.latency_spread for lv in again.levels] == [{"this_cpu": sp} for sp in spreads]
+    assert again.levels == with_spread.levels
+    assert again.to_json() == json.loads(out.read_text())
+    # a new latency for the profile without a new spread drops the stale spread; other profiles keep theirs
+    remeasured = again.with_profile("this_cpu", lat)
+    assert all(lv.latency_spread == {} for lv in remeasured.levels)
+    other = again.with_profile("other_cpu", lat)
+    assert [lv.latency_spread for lv in other.levels] == [lv.latency_spread for lv in again.levels]
+    with pytest.raises(fm.FamilyError, match="2 latency spreads for 6 levels"):
+        fam.with_profile("this_cpu", lat, spreads=spreads[:2])
+
+
+def test_saving_a_bad_spread_fails_before_writing(tmp_path: Path) -> None:
+    fam = fm.load(SIX)
+    bad = fam.with_profile("this_cpu", [float(i + 1) for i in range(len(fam))],
+                           spreads=[{"p90_over_p50": 0.5, "p98_over_p50": 1.2}] * len(fam))
+    with pytest.raises(fm.FamilyError, match=r"bad.json: levels\[0\]\.latency_spread\.this_cpu\.p90_over_p50:"):
+        bad.save(tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
 def _raw() -> dict:
     return json.loads(SIX.read_text())
 
@@ -80,6 +111,22 @@ def _mutations():
     def too_many_levels(raw):  # 257 levels: level 256 would travel as UInt8 0
         raw["levels"] = [raw["levels"][0]] * 257
 
+    def spread_below_one(raw):
+        raw["levels"][1]["latency_spread"] = {"xavier_nx_gpu": {"p90_over_p50": 0.9, "p98_over_p50": 1.2}}
+
+    def spread_unknown_key(raw):
+        raw["levels"][1]["latency_spread"] = {"xavier_nx_gpu": {"p90_over_p50": 1.1, "p98_over_p50": 1.2,
+                                                                "p99": 1.5}}
+
+    def spread_without_latency(raw):
+        raw["levels"][1]["latency_spread"] = {"orin": {"p90_over_p50": 1.1, "p98_over_p50": 1.2}}
+
+    def spread_p98_below_p90(raw):
+        raw["levels"][1]["latency_spread"] = {"xavier_nx_gpu": {"p90_over_p50": 1.3, "p98_over_p50": 1.2}}
+
+    def spread_missing_p98(raw):
+        raw["levels"][1]["latency_spread"] = {"xavier_nx_gpu": {"p90_over_p50": 1.3}}
+
     return [
         (missing_key, "levels[2].e", "missing"),
         (wrong_length, "levels[1].ks", "20 entries"),
@@ -93,6 +140,11 @@ def _mutations():
         (reference_profile_list, "reference_profile", "xavier_nx_gpu"),
         (supernet_number, "supernet", "ofa_mbv3_d234_e346_k357_w1.2"),
         (too_many_levels, "levels", "at most 256"),
+        (spread_below_one, "levels[1].latency_spread.xavier_nx_gpu.p90_over_p50", ">= 1"),
+        (spread_unknown_key, "levels[1].latency_spread.xavier_nx_gpu.p99", "p98_over_p50"),
+        (spread_without_latency, "levels[1].latency_spread.orin", "xavier_nx_gpu"),
+        (spread_p98_below_p90, "levels[1].latency_spread.xavier_nx_gpu.p98_over_p50", ">= p90_over_p50"),
+        (spread_missing_p98, "levels[1].latency_spread.xavier_nx_gpu.p98_over_p50", "missing"),
     ]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from dynofa_ros import family as fm
 from dynofa_ros.accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError
-from dynofa_ros.device_latency import DeviceMeter, layer_keys
+from dynofa_ros.device_latency import DeviceMeter, Timing, layer_keys
 from dynofa_ros.latency_model import (
     SEARCH_RESOLUTIONS,
     SHIPPED_LUTS,
@@ -30,8 +30,10 @@ from dynofa_ros.search import (
     _shrink,
     arch_key,
     build_family,
+    close_pairs,
     evolve,
     largest_arch,
+    noise_ratio,
     select_levels,
     smallest_arch,
 )
@@ -146,6 +148,87 @@ def test_select_levels_spans_the_front():
     assert [c.measured_ms for c in chosen] == sorted(c.measured_ms for c in chosen)
 
 
+def _front(ratio: float, n: int, base: float = 10.0) -> list[Candidate]:
+    """A synthetic front: n candidates, each ``ratio`` slower and one point more accurate than the last."""
+    return [Candidate(smallest_arch(), 70 + i, base * ratio ** i, base * ratio ** i) for i in range(n)]
+
+
+def test_select_levels_keeps_adjacent_levels_wider_apart_than_the_noise():
+    """Front points 10 % apart, noise p98/p50 = 1.3: range 2.85x holds 4 levels at >= 1.3x, not 6."""
+    front = _front(1.1, 12)
+    old = select_levels(front, 6)
+    assert len(old) == 6 and close_pairs([c.measured_ms for c in old], 1.3)  # the old rule keeps close pairs
+    chosen = select_levels(front, 6, min_ratio=1.3)
+    lat = [c.measured_ms for c in chosen]
+    assert chosen[0] is front[0] and chosen[-1] is front[-1]
+    assert close_pairs(lat, 1.3) == []
+    assert all(lat[i + 1] / lat[i] >= 1.3 for i in range(len(lat) - 1))
+    assert len(chosen) == 4  # 1 + floor(ln 2.85 / ln 1.3): as many as the range holds at that spacing
+
+
+def test_select_levels_keeps_k_levels_where_the_range_allows_and_both_ends_where_it_does_not():
+    wide = _front(1.1, 40)  # 41x range: six levels fit at >= 1.3x, so the noise costs no level
+    chosen = select_levels(wide, 6, min_ratio=1.3)
+    assert len(chosen) == 6 and close_pairs([c.measured_ms for c in chosen], 1.3) == []
+    narrow = _front(1.05, 5)  # the whole front (1.22x) is narrower than the noise: no room, ends kept
+    chosen = select_levels(narrow, 6, min_ratio=1.3)
+    assert chosen == [narrow[0], narrow[-1]]
+    assert select_levels(_front(1.1, 12), 4, min_ratio=1.0) == select_levels(_front(1.1, 12), 4)
+    with pytest.raises(ValueError, match=">= 1"):
+        select_levels(narrow, 3, min_ratio=0.9)
+
+
+def test_noise_ratio_is_the_median_spread_of_the_measured_candidates():
+    from dynofa_ros.profiler import LatencySpread
+
+    cands = [Candidate(smallest_arch(), 70, 10.0, 10.0, LatencySpread(1.1, r, 10)) for r in (1.2, 1.5, 1.3, 9.0)]
+    assert noise_ratio(cands) == pytest.approx(1.4)  # the median: one very noisy candidate does not set it
+    assert noise_ratio([Candidate(smallest_arch(), 70, 10.0)]) == 1.0  # nothing measured: the old rule
+
+
+class NoisyMeter:
+    """A fake device: latency is the table's prediction, each frame spreads p90/p50 = ``p90`` around it."""
+
+    def __init__(self, model, p90: float):
+        self.model, self.p90 = model, p90
+
+    def measure(self, archs, *, warmup=3, runs=15, chunk=12):
+        return [Timing(self.model.predict(a), self.model.predict(a) * self.p90, runs) for a in archs]
+
+
+def test_build_family_spaces_levels_by_the_measured_noise_and_records_the_spread(predictor, gpu_lut, tmp_path):
+    settings = SearchSettings(levels=6, seed=0, budget=3, population=12, bins=8, per_bin=2)
+    quiet = build_family(predictor, gpu_lut, settings, name="q", supernet=DEFAULT_SUPERNET, profile="fake/cpu",
+                         provenance="t", meter=NoisyMeter(gpu_lut, 1.0), final_runs=30)
+    noisy = build_family(predictor, gpu_lut, settings, name="n", supernet=DEFAULT_SUPERNET, profile="fake/cpu",
+                         provenance="t", meter=NoisyMeter(gpu_lut, 1.08), final_runs=30)
+    expected = 1.08 ** (2.0537 / 1.2816)  # p98/p50 extrapolated from p90/p50 = 1.08: about 1.13
+    assert quiet.spacing == pytest.approx(1.0) and noisy.spacing == pytest.approx(expected, rel=1e-3)
+    lat = noisy.family.latencies("fake/cpu")
+    assert close_pairs(lat, expected) == [] and noisy.close == []
+    assert close_pairs(quiet.family.latencies("fake/cpu"), expected)  # the tiny front (~1.3x) is narrow ...
+    assert len(noisy.family) < len(quiet.family)  # ... so the noisy device keeps fewer levels
+    for lv in noisy.family.levels:
+        sp = lv.latency_spread["fake/cpu"]
+        assert sp == {"p90_over_p50": 1.08, "p98_over_p50": round(expected, 3), "runs": 30}
+    again = fm.load(noisy.family.save(tmp_path / "n.json"))
+    assert again.to_json() == noisy.family.to_json()
+    given = build_family(predictor, gpu_lut, settings, name="g", supernet=DEFAULT_SUPERNET, profile="fake/cpu",
+                         provenance="t", meter=NoisyMeter(gpu_lut, 1.0), spacing=1.1)
+    assert given.spacing == 1.1 and close_pairs(given.family.latencies("fake/cpu"), 1.1) == []
+    assert 2 < len(given.family) < len(quiet.family)
+
+
+def test_cli_level_spacing_is_auto_or_a_ratio_of_at_least_one(tmp_path, capsys):
+    out = str(tmp_path / "x.json")
+    assert cli.parse_args(["--out", out]).level_spacing is None
+    assert cli.parse_args(["--out", out, "--level-spacing", "1.3"]).level_spacing == 1.3
+    for bad in ("0.8", "fast", "inf"):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--out", out, "--level-spacing", bad])
+        assert "allowed: auto or a latency ratio >= 1" in capsys.readouterr().err
+
+
 def test_affine_calibration_recovers_a_linear_relation():
     cal = AffineCalibration.fit([1.0, 2.0, 4.0], [3.5, 5.0, 8.0])
     assert cal.scale == pytest.approx(1.5)
@@ -246,6 +329,8 @@ def test_cli_writes_a_loadable_family(tmp_path, capsys):
     assert fam.reference_profile == "xavier-nx-gpu/lut"
     assert "PREDICTED" in fam.provenance
     assert "latency range" in capsys.readouterr().out
+    assert "Levels spaced at least x1.00" in fam.provenance and "no measurement" in fam.provenance
+    assert all(lv.latency_spread == {} for lv in fam.levels)  # nothing measured, no spread claimed
 
 
 def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):

@@ -9,6 +9,8 @@ Latency models: ``lut-xavier-nx-cpu`` / ``lut-xavier-nx-gpu`` (the Dynamic-OFA a
 reused next time), ``measure`` (every candidate run on this device). Table models are fitted to a few
 whole networks measured here (--calibrate N) unless --no-measure. Accuracy is the OFA predictor's
 (labelled ``predicted``) unless --weights and --val-dir are given (then ``measured``).
+Adjacent levels are kept at least the per-frame latency noise apart (p98/p50, measured while
+re-measuring the candidates, or --level-spacing), and each level's spread is written to the family.
 See docs/offline_stage.md.
 """
 
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cover", action="append", default=[], metavar="FAMILY",
                    help="a family (same supernet) the new one must match at every latency: for each of its "
                         "levels the fastest front point at least as fast and accurate (predicted) is kept too")
+    p.add_argument("--level-spacing", default="auto", type=_spacing, metavar="auto|RATIO",
+                   help="smallest latency ratio between adjacent levels (default auto: the per-frame noise "
+                        "p98/p50 measured here; 1.0 with --no-measure); e.g. 1.3 for the noise a robot's "
+                        "other nodes add")
     p.add_argument("--remeasure-runs", type=int, default=10)
     p.add_argument("--final-runs", type=int, default=30)
     p.add_argument("--predictor", default=str(PREDICTOR_FILE), help="accuracy predictor state dict (.pth)")
@@ -96,6 +102,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.levels < 2:
         p.error("--levels must be at least 2")
     return args
+
+
+def _spacing(text: str) -> float | None:
+    """``--level-spacing``: ``auto`` (None: measured) or a latency ratio >= 1."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: auto or a latency ratio >= 1, e.g. 1.3") from None
+    if not (value >= 1.0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: auto or a latency ratio >= 1, e.g. 1.3")
+    return value
 
 
 def cpu_name() -> str:
@@ -213,25 +232,29 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     result = build_family(predictor, model, settings, name=name, supernet=args.supernet, profile=profile,
                           provenance="", meter=meter, remeasure_runs=args.remeasure_runs,
                           final_runs=args.final_runs, accuracy_fn=accuracy_fn, cover=cover,
-                          also_final=calib_archs, log=log)
+                          also_final=calib_archs, spacing=args.level_spacing, log=log)
     fam = result.family
     total = time.perf_counter() - t_start
 
     # ------------------------------------------------------------- report
     print()
     print(f"{'level':>5} {'res':>4} {'depths':>15} {'top-1 %':>8} {'source':>9} {'predicted ms':>12} "
-          f"{'measured ms':>11} {'error':>6}")
+          f"{'measured ms':>11} {'error':>6} {'p90/p50':>8} {'p98/p50':>8}")
     by_key = {arch_key(c.arch): c for c in result.final}
     for i, lv in enumerate(fam.levels):
         c = by_key[arch_key(lv.arch())]
         meas = f"{c.measured_ms:11.2f}" if c.measured_ms else f"{'-':>11}"
         err = f"{abs(c.predicted_ms - c.measured_ms) / c.measured_ms * 100:5.1f}%" if c.measured_ms else f"{'-':>6}"
+        sp = lv.latency_spread.get(profile)
+        spread = f" {sp['p90_over_p50']:8.2f} {sp['p98_over_p50']:8.2f}" if sp else f" {'-':>8} {'-':>8}"
         print(f"{i:>5} {lv.r:>4} {lv.d!s:>15} {lv.accuracy.top1:8.2f} {lv.accuracy.source:>9} "
-              f"{c.predicted_ms:12.2f} {meas} {err}")
+              f"{c.predicted_ms:12.2f} {meas} {err}{spread}")
     lat = fam.latencies()
     errors = result.model_errors()
     print()
-    print(f"latency range {lat[0]:.2f} → {lat[-1]:.2f} ms ({lat[-1] / lat[0]:.2f}x) on profile {profile}")
+    print(f"latency range {lat[0]:.2f} → {lat[-1]:.2f} ms ({lat[-1] / lat[0]:.2f}x) on profile {profile}; "
+          f"levels spaced at least x{result.spacing:.2f} where the range allows"
+          + (f" (closer pairs: {', '.join(f'{i}-{i + 1}' for i in result.close)})" if result.close else ""))
     if errors:
         print(f"latency model error on the final levels: median {statistics.median(errors) * 100:.1f} %, "
               f"max {max(errors) * 100:.1f} % ({model.name})")
@@ -260,9 +283,16 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
             f"{result.front}, {settings.levels} levels spanning it" + (" plus the covering ones" if cover else "")
             + f": {len(fam)} levels.",
             *[n + "." for n in notes]]
+    spacing_how = ("given (--level-spacing)" if args.level_spacing is not None else
+                   "p98/p50 of per-frame latency, median over the re-measured candidates" if meter is not None
+                   else "no measurement, so no noise figure")
+    prov.append(f"Levels spaced at least x{result.spacing:.2f} apart where the range allows ({spacing_how})"
+                + (f"; closer pairs kept: {', '.join(f'{i}-{i + 1}' for i in result.close)}" if result.close else "")
+                + ".")
     if meter is not None:
         prov.append(f"Latency {profile}: median of {args.final_runs} interleaved runs per level, batch 1, "
-                    f"{backend} static sub-networks, random weights ({load_text()} at the end of the build).")
+                    f"{backend} static sub-networks, random weights ({load_text()} at the end of the build); "
+                    "latency_spread: p90/p50 of the same runs, p98/p50 extrapolated log-normally from it.")
         if errors:
             prov.append(f"Latency model error on these levels: median {statistics.median(errors) * 100:.1f} %"
                         + (f" ({statistics.median(refit_errors) * 100:.1f} % with the table refitted on networks "

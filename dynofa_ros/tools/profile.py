@@ -5,6 +5,8 @@
 
 ``--calibrate`` re-estimates each level's BatchNorm statistics from an image folder first and stores
 them beside the family (``<family>.bn.pt``), which OFA sub-networks need for their published accuracy.
+``--write`` stores each level's median under the profile name and its spread (p90/p50, p98/p50: see
+``profiler.latency_spread``) under ``latency_spread``, which the offline stage spaces levels by.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--device-profile", default=None,
                    help="device part of the profile name (default: generic_cpu or generic_cuda)")
-    p.add_argument("--write", action="store_true", help="store the p50 latencies in the family file")
+    p.add_argument("--write", action="store_true",
+                   help="store the p50 latencies and their spread (p90/p50, p98/p50) in the family file")
     p.add_argument("--reference", action="store_true", help="make this profile the family's reference (re-sort)")
     p.add_argument("--out", default=None, help="write the updated family here instead of in place")
     p.add_argument("--calibrate", default=None, metavar="DIR", help="image folder for per-level BN statistics")
@@ -83,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     device_profile = args.device_profile or f"generic_{model.device.type}"
     profile = f"{device_profile}/{profile_backend(model.backend_label())}"
     if args.write or args.out:
-        fam = fam.with_profile(profile, [p.p50_ms for p in report.levels], reference=args.reference)
-        fam.save(out)
-        print(f"wrote latency profile {profile!r} to {out}")
+        spreads = [p.spread.to_json() for p in report.levels if p.spread is not None]
+        try:
+            fam = fam.with_profile(profile, [p.p50_ms for p in report.levels], reference=args.reference,
+                                   spreads=spreads if len(spreads) == len(report.levels) else None)
+            fam.save(out)
+        except (fm.FamilyError, OSError) as exc:  # e.g. the reference profile measured out of order
+            hint = " (--reference re-sorts the levels by it)" if "sorted by" in str(exc) else ""
+            print(f"dynofa-profile: not written: {exc}{hint}", file=sys.stderr)
+            return 2
+        print(f"wrote latency profile {profile!r} and its per-level spread to {out}")
     return 0
 
 
