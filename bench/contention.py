@@ -427,6 +427,32 @@ def plot(path: Path, patterns: list[Pattern], results: dict[str, list[ColumnScor
     plt.close(fig)
 
 
+def plot_agreement(path: Path, rows: Sequence[dict]) -> None:
+    """Simulated vs real miss rate per pattern and controller (the realism figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    mx = max([100 * max(r["real_miss"], r["sim_miss"]) for r in rows] + [5.0]) * 1.05
+    ax.plot([0, mx], [0, mx], "k-", lw=0.8)
+    ax.fill_between([0, mx], [-5, mx - 5], [5, mx + 5], color="0.9", label="±5 points")
+    for r in rows:
+        c = {"joint": "C0", "step": "C1"}.get(r["controller"], "0.5")
+        ax.errorbar(100 * r["real_miss"], 100 * r["sim_miss"], yerr=100 * r["sim_miss_sd"], fmt="o", c=c)
+        ax.annotate(f"{r['pattern']}/{r['controller']}", (100 * r["real_miss"], 100 * r["sim_miss"]), fontsize=6,
+                    xytext=(3, -8), textcoords="offset points")
+    ax.set_xlim(0, mx)
+    ax.set_ylim(0, mx)
+    ax.set_xlabel("real deadline misses % (this machine)")
+    ax.set_ylabel("SIMULATED deadline misses % (plant learned from fixed levels)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
               kept: dict[str, Any]) -> None:
@@ -565,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
                                         else json.loads(Path(args.from_runs).read_text()))
         Path(args.sim_data).write_text(json.dumps(data, separators=(",", ":")))
         print(f"wrote {args.sim_data} ({Path(args.sim_data).stat().st_size / 1024:.0f} KiB)")
+        rows = sim.agreement(data, [c for c in ("joint", "step") if c in cols])
+        print("\nSimulator (learned from the fixed-level columns) vs this real run, same patterns:")
+        print(sim.format_agreement(rows))
+        (out / "sim_vs_real.json").write_text(json.dumps(rows, indent=1))
+        plot_agreement(out / "sim_vs_real.png", rows)
     return 0
 
 

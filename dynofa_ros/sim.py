@@ -733,3 +733,37 @@ def simulate_controller(scn: GraphScenario, plant: LearnedPlant, controller: str
         pol = make_policy(controller, levels, config=cfg)
         runs.append(simulate_graph(scn, plant, pol, decision_rate_hz=rate, seed=s, tagging=tagging))
     return runs
+
+
+def agreement(data: dict, controllers: Sequence[str] = ("joint", "step"), seeds: Sequence[int] = tuple(range(6)),
+              tagging: str = "true") -> list[dict]:
+    """Sim vs real per pattern and controller: the realism figure (miss rate, switches/min, mean level)."""
+    rows = []
+    for name, (scn, plant) in realism_scenarios(data).items():
+        for col in controllers:
+            real = data["patterns"][name]["real"].get(col)
+            if real is None:
+                continue
+            runs = simulate_controller(scn, plant, col, seeds=seeds, tagging=tagging)
+            rows.append({"pattern": name, "controller": col, "real_miss": real["miss_rate"],
+                         "sim_miss": float(np.mean([r.miss_rate for r in runs])),
+                         "sim_miss_sd": float(np.std([r.miss_rate for r in runs])),
+                         "real_sw_min": real["switches_per_min"],
+                         "sim_sw_min": float(np.mean([r.switches_per_min for r in runs])),
+                         "real_level": real["mean_level"], "sim_level": float(np.mean([r.level.mean() for r in runs]))})
+    return rows
+
+
+def format_agreement(rows: Sequence[dict]) -> str:
+    head = (f"{'pattern':<14} {'controller':<10} {'real miss %':>11} {'sim miss %':>14} {'real sw/min':>11} "
+            f"{'sim sw/min':>10} {'real lvl':>8} {'sim lvl':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['pattern']:<14} {r['controller']:<10} {100 * r['real_miss']:11.1f} "
+                     f"{100 * r['sim_miss']:8.1f} ±{100 * r['sim_miss_sd']:4.1f} {r['real_sw_min']:11.1f} "
+                     f"{r['sim_sw_min']:10.1f} {r['real_level']:8.2f} {r['sim_level']:7.2f}")
+    if rows:
+        err = [abs(r["real_miss"] - r["sim_miss"]) for r in rows]
+        lines.append(f"|sim − real| miss rate: mean {100 * float(np.mean(err)):.1f} points, "
+                     f"max {100 * float(np.max(err)):.1f} points over {len(rows)} runs (sim: mean over seeds)")
+    return "\n".join(lines)
