@@ -211,6 +211,7 @@ def build_bundle_model(cfg: PerceptionConfig) -> Any:
         raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
     except (fm.FamilyError, LevelError) as exc:
         raise ConfigError(f"parameter bundle: {exc}") from None
+    free_memory()  # session creation and warm-up leave freed heap behind: give it back before the robot runs
     return model
 
 
