@@ -1,0 +1,648 @@
+"""One runtime manager for several dynamic DNNs on one device: levels of every app and the shared clocks.
+
+Why a joint decision: two perception nodes on one machine share its cores (and its clocks). Two independent
+managers each read the other app's load as "slowdown" and step down, then step up when the other has
+stepped down: two controllers on one plant. This module decides all of them at once, pure and deterministic
+(no rclpy), so every rule is unit-tested and the bench scores exactly what the manager node runs.
+
+Per app it keeps one :class:`~dynofa_ros.policy.JointPolicy` as its *rule engine*: the per-level latency
+tails (:mod:`dynofa_ros.tail_estimate`), the binomial miss-budget violation test, the drop ratio when
+contention has just begun, and the probe backoff are the single-app rules, reused unchanged. What is new:
+
+Objective, in order
+    1. meet every app's deadline under its miss budget (the tail of each app at its level, with the
+       interference of the others' levels, fits ``target · (1 - latency_margin)``);
+    2. maximise the priority-weighted predicted accuracy ``Σ priority_i · accuracy_i``;
+    3. minimise the modelled power of the shared CPU/GPU clocks (the cheapest pair that keeps every app's
+       predicted tail within its plan).
+
+Interference model (learned online)
+    App *i*'s latency ratio (measured / profile, the same ratio the tail estimator keeps) is regressed on
+    the *demand* of the other apps, ``D_-i = Σ_j rate_j · (L_prof,j(level_j) + overhead) / 1000`` (the
+    profiled CPU share their current levels need at their measured frame rates): ``log ratio_i = a_i +
+    β_i · D_-i``, least squares over the last ``INTERFERENCE_WINDOW_S`` of samples. A change of the other
+    apps' levels from ``D`` to ``D'`` scales app *i*'s predicted tail by ``exp(β_i · (D' - D))``. The slope
+    is *trusted* only when the window holds ``INTERFERENCE_MIN_SAMPLES`` samples whose ``D`` spreads by at
+    least ``INTERFERENCE_MIN_SPREAD`` and its standard error is below ``INTERFERENCE_MAX_SE``.
+
+Safe rules when unsure
+    * an untrusted slope is taken as ``BETA_HARM`` for a change that raises the others' demand (pessimistic)
+      and as ``BETA_RELIEF`` for one that lowers it (only part of the relief is credited);
+    * a move up (probe) of one app is evaluated on *every* app's deadline: another app's violation while
+      the probe is young is the probe's fault. The probe is reverted, the probing app's level is blocked
+      with the single-app exponential backoff, and the other apps' samples taken during the probe are
+      dropped (they describe a combination of levels that no longer runs);
+    * only one app probes at a time, and only when every app has been quiet for ``probe_quiet_s`` and
+      settled (``min_dwell_s`` since any change, ``1/miss_budget`` samples at its level).
+
+Over-subscription: the lower priority yields first
+    When an app violates, the apps of *lower* priority are lowered first (towards their accuracy floors),
+    the violating app and those above it keeping their levels, as long as the interference model predicts
+    that is enough; only then is the violating app itself lowered. When no combination of levels meets
+    every deadline, deadlines are given up in increasing priority: the apps that yield run their fastest
+    allowed level (fewest misses), and the reason says which app yielded to which.
+
+Shared rules (as the single-app policy): thermal hard limit → every app at level 0 and the lowest clocks;
+a stale device reading (load, temperature, battery) → every app at ``safe_level`` and maximum clocks; an
+app whose latency feedback went stale → that app at ``safe_level`` (the others keep being managed); battery
+saver and the soft thermal limit cap the clocks, saver also lifts the accuracy floors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from .platforms import DomainPower
+from .policy import (
+    MIN_OWN_SAMPLES,
+    RECENT_S,
+    VIOLATION_ALPHA,
+    Decision,
+    JointPolicy,
+    LatencySample,
+    LevelSpec,
+    PolicyConfig,
+    PolicyConfigError,
+    PolicyInputs,
+    Reading,
+    _fmt_f,
+    binomial_tail,
+)
+
+#: Seconds of (demand of the others, latency ratio) pairs the interference slope is fitted on.
+INTERFERENCE_WINDOW_S = 30.0
+#: Pairs needed before the slope may be trusted.
+INTERFERENCE_MIN_SAMPLES = 40
+#: Spread (max - min) of the others' demand needed in the window: without it the slope is not identified.
+INTERFERENCE_MIN_SPREAD = 0.05
+#: Largest standard error of the slope that is trusted.
+INTERFERENCE_MAX_SE = 0.25
+#: Untrusted slope for a change that raises the others' demand: one CPU's worth of other work ×1.65.
+BETA_HARM = 0.5
+#: Untrusted slope for a change that lowers it: only part of the relief is counted on.
+BETA_RELIEF = 0.2
+#: Largest number of level combinations searched per decision (beyond it, apps are searched greedily).
+MAX_COMBINATIONS = 20000
+#: Frame rate assumed for an app that has not reported yet (Hz).
+DEFAULT_RATE_HZ = 20.0
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class AppSpec:
+    """One managed application: its name (namespace), its family's levels and its priority weight."""
+
+    name: str
+    levels: tuple[LevelSpec, ...]
+    priority: float = 1.0
+
+
+@dataclass(frozen=True)
+class AppInputs:
+    """What one app's topics carried since the previous decision (``None`` / 0: no target, no floor)."""
+
+    target_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    latencies: tuple[LatencySample, ...] = ()
+    active_level: int | None = None
+
+
+@dataclass(frozen=True)
+class MultiInputs:
+    """Everything one joint decision may depend on: per-app inputs and the shared device readings."""
+
+    now: float
+    apps: Mapping[str, AppInputs] = field(default_factory=dict)
+    cpu_load: Reading | None = None
+    gpu_load: Reading | None = None
+    cpu_temp_c: Reading | None = None
+    gpu_temp_c: Reading | None = None
+    battery_soc: Reading | None = None
+
+
+@dataclass(frozen=True)
+class MultiDecision:
+    """Levels of every app (by name), the shared clocks, one reason per app and one for the whole."""
+
+    levels: Mapping[str, int]
+    cpu_freq_khz: int | None
+    gpu_freq_hz: int | None
+    reason: str
+    reasons: Mapping[str, str]
+    mode: str = "normal"
+    predicted_ms: Mapping[str, float | None] = field(default_factory=dict)
+    yielded: tuple[str, ...] = ()
+
+    def app(self, name: str) -> Decision:
+        """This decision as one app's single-app :class:`Decision` (per-app diagnostics and logs)."""
+        return Decision(self.levels[name], self.cpu_freq_khz, self.gpu_freq_hz, self.reasons[name], self.mode,
+                        self.predicted_ms.get(name))
+
+
+# ---------------------------------------------------------------------------------------------- interference
+@dataclass(frozen=True)
+class _Pair:
+    stamp: float
+    demand: float       # the others' profiled CPU share when the frame ran
+    log_ratio: float    # log(measured / (profile · clock factor)) of this app's frame
+
+
+class InterferenceModel:
+    """Per app, ``log ratio = a + β · D_others`` fitted on a sliding window; ``None`` when not identified."""
+
+    def __init__(self, names: Sequence[str], window_s: float = INTERFERENCE_WINDOW_S):
+        self.window_s = window_s
+        self.pairs: dict[str, deque[_Pair]] = {n: deque(maxlen=4096) for n in names}
+        self._slopes: dict[str, float | None] = {}  # fitted once per change of the window
+
+    def add(self, name: str, stamp: float, demand: float, ratio: float) -> None:
+        if ratio > 0 and math.isfinite(ratio) and math.isfinite(demand):
+            self.pairs[name].append(_Pair(stamp, demand, math.log(ratio)))
+            self._slopes.pop(name, None)
+
+    def forget_before(self, now: float) -> None:
+        for dq in self.pairs.values():
+            while dq and dq[0].stamp < now - self.window_s:
+                dq.popleft()
+        self._slopes.clear()
+
+    def slope(self, name: str) -> float | None:
+        """The fitted β when trusted (enough pairs, enough spread of D, small standard error), else None."""
+        if name not in self._slopes:
+            self._slopes[name] = self._fit(name)
+        return self._slopes[name]
+
+    def _fit(self, name: str) -> float | None:
+        pts = self.pairs[name]
+        n = len(pts)
+        if n < INTERFERENCE_MIN_SAMPLES:
+            return None
+        xs = [p.demand for p in pts]
+        if max(xs) - min(xs) < INTERFERENCE_MIN_SPREAD:
+            return None
+        ys = [p.log_ratio for p in pts]
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        beta = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+        resid = sum((y - my - beta * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+        se = math.sqrt(resid / max(n - 2, 1) / sxx)
+        if se > INTERFERENCE_MAX_SE or beta < 0.0:  # a negative slope is confounding (load came with a yield)
+            return None
+        return beta
+
+    def factor(self, name: str, d_now: float, d_new: float) -> tuple[float, bool]:
+        """Scale of ``name``'s latency when the others' demand goes from ``d_now`` to ``d_new``; trusted?"""
+        if abs(d_new - d_now) < 1e-12:
+            return 1.0, True
+        beta = self.slope(name)
+        if beta is None:
+            beta = BETA_HARM if d_new > d_now else BETA_RELIEF
+            return math.exp(beta * (d_new - d_now)), False
+        return math.exp(beta * (d_new - d_now)), True
+
+
+# ---------------------------------------------------------------------------------------------- the policy
+@dataclass
+class _Probe:
+    app: str
+    from_level: int
+    to_level: int
+    since: float
+
+
+@dataclass
+class _AppCtx:
+    """One app's situation at one decision."""
+
+    name: str
+    cur: int
+    floor: int
+    target: float | None
+    budget: float
+    up_budget: float
+    violating: bool = False
+    stale: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+class MultiPolicy:
+    """Joint levels of several apps and shared clocks (module docstring); ``decide(MultiInputs)``."""
+
+    name = "multi"
+
+    def __init__(self, apps: Sequence[AppSpec], cpu_freqs_khz: Sequence[int] = (), gpu_freqs_hz: Sequence[int] = (),
+                 config: PolicyConfig | None = None, cpu_power: DomainPower | None = None,
+                 gpu_power: DomainPower | None = None):
+        if not apps:
+            raise PolicyConfigError("no apps to manage")
+        names = [a.name for a in apps]
+        if len(set(names)) != len(names):
+            raise PolicyConfigError(f"app names must be unique, got {names}")
+        for a in apps:
+            if not a.priority > 0 or not math.isfinite(a.priority):
+                raise PolicyConfigError(f"apps.{a.name}.priority must be a finite number above 0, got {a.priority}")
+        self.apps = {a.name: a for a in apps}
+        # priority order (highest first, then name): every loop below runs in it, so decisions are deterministic
+        self.order = [a.name for a in sorted(apps, key=lambda a: (-a.priority, a.name))]
+        self.config = (config or PolicyConfig()).validate()
+        self.subs: dict[str, JointPolicy] = {}
+        for a in apps:
+            self.subs[a.name] = JointPolicy(list(a.levels), cpu_freqs_khz, gpu_freqs_hz, self.config, cpu_power,
+                                            gpu_power)
+        # the device-wide rules (thermal, saver) are kept in one more engine that never sees latencies
+        self.device = JointPolicy([LevelSpec(None, 1.0)], cpu_freqs_khz, gpu_freqs_hz,
+                                  replace(self.config, safe_level=0), cpu_power, gpu_power)
+        self.cpu_freqs, self.gpu_freqs = self.device.cpu_freqs, self.device.gpu_freqs
+        self.cpu: int | None = self.device._max_cpu()
+        self.gpu: int | None = self.device._max_gpu()
+        self.last_freq_change = -math.inf
+        self.interference = InterferenceModel(self.order)
+        self.level_history: dict[str, list[tuple[float, int]]] = {n: [(-math.inf, self.subs[n].state.level)]
+                                                                   for n in self.order}
+        self.rates: dict[str, float] = dict.fromkeys(self.order, DEFAULT_RATE_HZ)
+        self.first_sample: dict[str, float | None] = dict.fromkeys(self.order)
+        self.probe: _Probe | None = None
+        self.evidence_since: dict[str, float] = dict.fromkeys(self.order, -math.inf)
+        self._cache: dict[tuple[str, int, bool], float] = {}
+        self.last_violation = -math.inf
+        self.last_change = -math.inf
+
+    # -- configuration
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """New tunables for every app (learned estimates kept)."""
+        self.config = config.validate()
+        for sub in self.subs.values():
+            sub.reconfigure(config)
+        self.device.reconfigure(replace(config, safe_level=0))
+
+    @property
+    def levels(self) -> dict[str, int]:
+        return {n: self.subs[n].state.level for n in self.order}
+
+    # -- demand and prediction
+    def _level_at(self, name: str, t: float) -> int:
+        hist = self.level_history[name]
+        lvl = hist[0][1]
+        for when, lv in hist:
+            if when > t:
+                break
+            lvl = lv
+        return lvl
+
+    def demand(self, name: str, level: int) -> float:
+        """Profiled CPU share of ``name`` at ``level``: its measured frame rate × the level's profiled time."""
+        sub = self.subs[name]
+        ms = sub.levels[level].latency_ms + self.config.overhead_ms
+        return min(1.0, self.rates[name] * ms / 1000.0)
+
+    def others_demand(self, name: str, levels: Mapping[str, int]) -> float:
+        return sum(self.demand(j, levels[j]) for j in self.order if j != name)
+
+    def predict(self, name: str, level: int, combo: Mapping[str, int], cpu: int | None, gpu: int | None,
+                drop: bool = False, now: float = 0.0) -> float:
+        """Predicted tail (ms) of ``name`` at ``level`` when the apps run ``combo`` at clocks (cpu, gpu)."""
+        sub = self.subs[name]
+        key = (name, level, drop)
+        ratio = self._cache.get(key)
+        if ratio is None:  # quantiles are the costly part: once per (app, level) per decision
+            ratio = sub.tail_ratio(level)
+            if drop:
+                ratio = max(ratio, sub._drop_ratio(now))
+            self._cache[key] = ratio
+        f, _ = self.interference.factor(name, self.others_demand(name, self.levels), self.others_demand(name, combo))
+        return sub.predict_ms(level, cpu, gpu, ratio * f)
+
+    # -- inputs
+    def _ingest(self, inp: MultiInputs) -> None:
+        now = inp.now
+        for name in self.order:
+            app = inp.apps.get(name, AppInputs())
+            sub = self.subs[name]
+            sub._ingest(PolicyInputs(now=now, latencies=app.latencies))
+            sub.tails.forget_before(now)
+            for s in app.latencies:
+                if not (0 <= s.level < len(sub.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
+                    continue
+                start = s.stamp - s.latency_ms / 1000.0
+                others = {j: self._level_at(j, start) for j in self.order}
+                cpu, gpu = sub._freqs_at(start)
+                base = (sub.levels[s.level].latency_ms + self.config.overhead_ms) * sub.model.factor(cpu, gpu)
+                self.interference.add(name, s.stamp, self.others_demand(name, others), s.latency_ms / base)
+            if app.latencies and self.first_sample[name] is None:
+                self.first_sample[name] = min(s.stamp for s in app.latencies)
+            first = self.first_sample[name]
+            if first is not None:  # frames per second over the window (what the app really runs at)
+                span = min(self.config.window_s, max(now - first, 1e-3))
+                n = sum(len(dq) for dq in sub.tails.samples)
+                if n >= 5:
+                    self.rates[name] = n / span
+        self.interference.forget_before(now)
+
+    # -- the decision
+    def decide(self, inp: MultiInputs) -> MultiDecision:
+        """One joint decision; rules in the priority order of the module docstring."""
+        self._ingest(inp)
+        self._cache = {}
+        cfg, now = self.config, inp.now
+        dev_in = PolicyInputs(now=now, cpu_load=inp.cpu_load, gpu_load=inp.gpu_load, cpu_temp_c=inp.cpu_temp_c,
+                              gpu_temp_c=inp.gpu_temp_c, battery_soc=inp.battery_soc)
+        dev = self.device.decide(dev_in)  # thermal hard / stale device readings / caps, by the single-app rules
+        if dev.mode in ("thermal_hard", "stale"):
+            lvl = {n: (0 if dev.mode == "thermal_hard" else cfg.safe_level) for n in self.order}
+            lvl = {n: min(v, len(self.subs[n].levels) - 1) for n, v in lvl.items()}
+            return self._commit(now, lvl, dev.cpu_freq_khz, dev.gpu_freq_hz, dict.fromkeys(self.order, dev.reason),
+                                dev.reason, dev.mode, ())
+        saver_cap, thermal_cap, notes = self.device._caps(dev_in)
+        cpus, gpus = self.device._allowed(min(saver_cap, thermal_cap))
+        cap_c, cap_g = cpus[-1], gpus[-1]
+        mode = "saver" if self.device.state.saver else ("thermal_soft" if self.device.state.thermal_soft else "normal")
+
+        ctx: dict[str, _AppCtx] = {}
+        for name in self.order:
+            ctx[name] = self._context(name, inp, now)
+        why: dict[str, list[str]] = {n: list(ctx[n].notes) for n in self.order}
+        managed = [n for n in self.order if not ctx[n].stale and ctx[n].target is not None]
+        cur = self.levels
+        want = dict(cur)
+        for n in self.order:  # stale feedback → safe level; below the floor → up to it; no target → top
+            c = ctx[n]
+            if c.stale:
+                want[n] = min(cfg.safe_level, len(self.subs[n].levels) - 1)
+                why[n].append(c.stale)
+            elif c.cur < c.floor:
+                want[n] = c.floor
+                why[n].append(f"level {c.cur} is below the accuracy floor → level {c.floor}")
+            elif c.target is None:
+                want[n] = len(self.subs[n].levels) - 1
+                why[n].append("no latency target → most accurate level")
+        yielded: tuple[str, ...] = ()
+
+        violating = [n for n in managed if ctx[n].violating and want[n] == cur[n]]
+        if violating:
+            self.last_violation = now
+        # a young probe is evaluated on every app's deadline: another app's violation is the probe's fault
+        if self.probe is not None:
+            p = self.probe
+            others = [n for n in violating if n != p.app]
+            if others and cur[p.app] == p.to_level:
+                sub = self.subs[p.app]
+                sub._fail(p.to_level, now, sub.tail_ratio(p.to_level))
+                want[p.app] = p.from_level
+                why[p.app].append(f"probe of level {p.to_level} reverted: {', '.join(others)} missed its deadline "
+                                  f"while {p.app} ran it → level {p.from_level}")
+                for n in others:
+                    self.evidence_since[n] = now
+                    why[n].append(f"misses during {p.app}'s probe are the probe's, not {n}'s: level kept")
+                violating = [n for n in violating if n not in others]
+                self.probe = None
+            elif self._settled(p.app, now) or cur[p.app] != p.to_level:
+                self.probe = None
+
+        free = [n for n in managed if want[n] == cur[n]]
+        if violating:
+            want, yielded = self._on_violation(ctx, violating, free, want, cap_c, cap_g, now, why)
+        elif self.probe is None and free:
+            self._try_probe(ctx, free, want, cap_c, cap_g, now, why)
+        for n in managed:
+            if want[n] == cur[n] and not any(why[n]):
+                why[n].append(f"level {cur[n]} holds {ctx[n].target:g} ms within the {cfg.miss_budget:.0%} budget")
+
+        c, g = self._clocks(ctx, want, cpus, gpus, cap_c, cap_g, now)
+        preds: dict[str, float | None] = {}
+        for n in self.order:
+            preds[n] = self.predict(n, want[n], want, c, g, drop=n in violating and want[n] <= cur[n], now=now)
+        reasons = {}
+        for n in self.order:
+            t = ctx[n].target
+            tail = f", predicted p{100 * (1 - cfg.miss_budget):g} {preds[n]:.1f} ms" if t is not None else ""
+            reasons[n] = f"{n}: " + "; ".join(why[n] + notes) + f"; {_fmt_f(c, g)}{tail}"
+        if yielded:
+            mode = "infeasible"
+        overall = " | ".join(f"{n} L{want[n]}" for n in self.order) + f" ({_fmt_f(c, g)})"
+        if yielded:
+            overall += f"; yielded (lowest priority first): {', '.join(yielded)}"
+        return self._commit(now, want, c, g, reasons, overall, mode, yielded, preds)
+
+    def _context(self, name: str, inp: MultiInputs, now: float) -> _AppCtx:
+        cfg, sub = self.config, self.subs[name]
+        app = inp.apps.get(name, AppInputs())
+        floor_acc = None if self.device.state.saver else app.min_accuracy
+        floor = sub.floor_level(floor_acc)
+        notes = []
+        if floor is None:
+            notes.append(f"no level reaches the accuracy floor {floor_acc:g} %: most accurate level only")
+            floor = len(sub.levels) - 1
+        target = app.target_latency_ms or None
+        context = (target, floor_acc)
+        if context != sub._context:  # new target or floor: what failed before says nothing now
+            sub._context = context
+            n = len(sub.levels)
+            sub.failures, sub.blocked_until, sub.fail_ratio = [0] * n, [-math.inf] * n, [None] * n
+        stale = ""
+        last = sub.state.last_latency
+        if last is not None and now - last > cfg.stale_timeout_s:
+            stale = f"latency feedback {now - last:.1f} s old > {cfg.stale_timeout_s:g} s → safe level"
+        c = _AppCtx(name, sub.state.level, floor, target, (target or 0.0) * (1.0 - cfg.latency_margin),
+                    (target or 0.0) * (1.0 - cfg.latency_margin - cfg.up_hysteresis), stale=stale, notes=notes)
+        if target is not None and not stale:
+            c.violating = self._violates(name, target, now)
+        return c
+
+    def _violates(self, name: str, target: float, now: float) -> bool:
+        """The single-app violation test, on the evidence since ``evidence_since`` (after a yield or a reverted
+        probe, the misses measured under the combination before it are no evidence about the one now)."""
+        sub, cfg = self.subs[name], self.config
+        since = self.evidence_since[name]
+        if since == -math.inf:
+            return sub._violation(target, now)
+        lat = sub.tails.latencies(sub.state.level, since)
+        if not lat:
+            return False
+        for s in (since, max(since, now - RECENT_S)):
+            xs = sub.tails.latencies(sub.state.level, s)
+            k = sum(x > target for x in xs)
+            if k and binomial_tail(len(xs), k, cfg.miss_budget) < VIOLATION_ALPHA:
+                return True
+        return len(lat) < MIN_OWN_SAMPLES and max(lat) > target * (1.0 + cfg.latency_margin)
+
+    def _settled(self, name: str, now: float) -> bool:
+        sub, cfg = self.subs[name], self.config
+        enough = max(5, math.ceil(1.0 / cfg.miss_budget))
+        return now - self.last_change >= cfg.min_dwell_s and sub.tails.count(sub.state.level) >= enough
+
+    def _fits_all(self, ctx: Mapping[str, _AppCtx], combo: Mapping[str, int], names: Sequence[str], cpu: int | None,
+                  gpu: int | None, now: float, drop: Sequence[str] = (), up: str | None = None) -> bool:
+        for n in names:
+            limit = ctx[n].up_budget if n == up else ctx[n].budget
+            if self.predict(n, combo[n], combo, cpu, gpu, drop=n in drop and combo[n] <= ctx[n].cur, now=now) > limit:
+                return False
+        return True
+
+    def _weighted(self, combo: Mapping[str, int]) -> float:
+        return sum(self.apps[n].priority * (self.subs[n].levels[combo[n]].accuracy or 0.0) for n in self.order)
+
+    def _on_violation(self, ctx: dict[str, _AppCtx], violating: list[str], free: list[str], want: dict[str, int],
+                      cap_c: int | None, cap_g: int | None, now: float,
+                      why: dict[str, list[str]]) -> tuple[dict[str, int], tuple[str, ...]]:
+        """Levels after a violation: lower priorities yield first, then the violating apps drop themselves.
+
+        Stage 1: only the apps of lower priority than the highest-priority violator move (each at most to its
+        floor), if the interference model predicts that enough. Stage 2: those apps at their floors, and the
+        violators (with any app of their priority) drop as far as needed. A higher-priority app never loses
+        accuracy while a lower-priority one runs above its floor for it: what users can rely on.
+        """
+        cfg = self.config
+        managed = [n for n in self.order if n in free]
+        best_p = max(self.apps[n].priority for n in violating)
+        lower = [n for n in managed if self.apps[n].priority < best_p and n not in violating]
+        stage2_base = dict(want)
+        for n in lower:
+            stage2_base[n] = ctx[n].floor
+        stage2 = [n for n in managed if n not in lower and self.apps[n].priority <= best_p]
+        stages = ([(want, lower)] if lower else []) + [(stage2_base, stage2)]
+        for base, movable in stages:
+            pick = self._search(ctx, base, movable, managed, cap_c, cap_g, now, violating)
+            if pick is None:
+                continue
+            for n in managed:
+                if pick[n] < ctx[n].cur and n in violating:
+                    self.subs[n]._fail(ctx[n].cur, now, self.subs[n].tail_ratio(ctx[n].cur))
+                    why[n].append(f"level {ctx[n].cur} misses {ctx[n].target:g} ms more often than the "
+                                  f"{cfg.miss_budget:.0%} budget → level {pick[n]}")
+                elif pick[n] < ctx[n].cur:
+                    helped = [v for v in violating if self.apps[v].priority > self.apps[n].priority] or violating
+                    why[n].append(f"yields to {', '.join(helped)} (priority {self.apps[n].priority:g} < "
+                                  f"{max(self.apps[v].priority for v in helped):g}) → level {pick[n]}")
+                elif n in violating:
+                    why[n].append(f"level {ctx[n].cur} missed {ctx[n].target:g} ms; kept, lower-priority apps yield")
+                    self.evidence_since[n] = now  # its misses were under the combination before the yield
+            return pick, ()
+        # no combination meets every deadline: give deadlines up, lowest priority first
+        given_up: list[str] = []
+        for n in reversed(self.order):
+            if n not in managed:
+                continue
+            given_up.append(n)
+            keep = [m for m in managed if m not in given_up]
+            trial = dict(stage2_base)
+            for m in given_up:
+                trial[m] = ctx[m].floor
+            pick = self._search(ctx, trial, keep, keep, cap_c, cap_g, now, violating) if keep else trial
+            if pick is None:
+                continue
+            for m in managed:
+                if m in violating and pick[m] < ctx[m].cur:
+                    self.subs[m]._fail(ctx[m].cur, now, self.subs[m].tail_ratio(ctx[m].cur))
+            for m in given_up:
+                why[m].append(f"no combination of levels meets every deadline: {m} (priority "
+                              f"{self.apps[m].priority:g}) yields, fastest allowed level {ctx[m].floor}")
+            for m in keep:
+                if pick[m] != ctx[m].cur:
+                    why[m].append(f"level {ctx[m].cur} → {pick[m]} to hold {ctx[m].target:g} ms")
+            return pick, tuple(given_up)
+        return want, tuple(given_up)  # unreachable: with every deadline given up the trial is returned
+
+    def _search(self, ctx: dict[str, _AppCtx], base: dict[str, int], movable: Sequence[str], check: Sequence[str],
+                cap_c: int | None, cap_g: int | None, now: float, drop: Sequence[str]) -> dict[str, int] | None:
+        """Most priority-weighted-accurate combination, each movable app at or below its level, meeting every
+        deadline of ``check`` at the highest allowed clocks; None when none does."""
+        ranges = [range(ctx[n].floor, max(base[n], ctx[n].floor) + 1) for n in movable]
+        total = math.prod(len(r) for r in ranges)
+        best: tuple[float, dict[str, int]] | None = None
+        if total > MAX_COMBINATIONS:  # greedy: lower the lowest-priority movable app first, one level at a time
+            combo = dict(base)
+            for n in reversed(list(movable)):
+                while not self._fits_all(ctx, combo, check, cap_c, cap_g, now, drop) and combo[n] > ctx[n].floor:
+                    combo[n] -= 1
+            return combo if self._fits_all(ctx, combo, check, cap_c, cap_g, now, drop) else None
+        for levels in itertools.product(*[reversed(r) for r in ranges]):
+            combo = dict(base)
+            combo.update(zip(movable, levels, strict=True))
+            if not self._fits_all(ctx, combo, check, cap_c, cap_g, now, drop):
+                continue
+            score = self._weighted(combo)
+            if best is None or score > best[0] + 1e-9:
+                best = (score, combo)
+        return None if best is None else best[1]
+
+    def _try_probe(self, ctx: dict[str, _AppCtx], free: list[str], want: dict[str, int], cap_c: int | None,
+                   cap_g: int | None, now: float, why: dict[str, list[str]]) -> None:
+        """One app up, the move with the largest weighted gain that every app's prediction allows."""
+        cfg = self.config
+        if now - self.last_violation < cfg.probe_quiet_s or not all(self._settled(n, now) for n in free):
+            return
+        cands: list[tuple[float, str, int]] = []
+        for n in free:
+            sub, c = self.subs[n], ctx[n]
+            top, up = len(sub.levels) - 1, c.cur
+            for lv in range(c.cur + 1, top + 1):
+                trial = dict(want)
+                trial[n] = lv
+                if not sub._probe_allowed(lv, now, sub.tail_ratio(lv)):
+                    break
+                if not self._fits_all(ctx, trial, [m for m in free], cap_c, cap_g, now, up=n):
+                    break
+                up = lv
+            if up > c.cur:
+                gain = self.apps[n].priority * ((sub.levels[up].accuracy or 0.0) - (sub.levels[c.cur].accuracy or 0.0))
+                cands.append((gain, n, up))
+            elif c.cur < top and now < sub.blocked_until[c.cur + 1]:
+                why[n].append(f"level {c.cur + 1} blocked for {sub.blocked_until[c.cur + 1] - now:.1f} s more after "
+                              f"{sub.failures[c.cur + 1] or 1} failed stay(s)")
+        if not cands:
+            return
+        gain, n, up = max(cands, key=lambda x: (x[0], -self.order.index(x[1])))
+        self.probe = _Probe(n, ctx[n].cur, up, now)
+        want[n] = up
+        why[n].append(f"probe: level {up} predicted within {ctx[n].up_budget:.1f} ms with every other app "
+                      f"still within its deadline (weighted gain {gain:.2f})")
+
+    def _clocks(self, ctx: dict[str, _AppCtx], want: dict[str, int], cpus: list[int | None], gpus: list[int | None],
+                cap_c: int | None, cap_g: int | None, now: float) -> tuple[int | None, int | None]:
+        """The lowest-power clock pair that keeps every app's predicted tail within its plan."""
+        managed = [n for n in self.order if ctx[n].target is not None and not ctx[n].stale]
+        pair = None
+        for c in cpus:
+            for g in gpus:
+                if self._fits_all(ctx, want, managed, c, g, now, drop=[n for n in managed if ctx[n].violating]):
+                    key = (self.device.power_w(c, g), c or 0, g or 0)
+                    if pair is None or key < pair[0]:
+                        pair = (key, c, g)
+        c, g = (pair[1], pair[2]) if pair is not None else (cap_c, cap_g)
+        recent = now - self.last_freq_change < self.config.freq_min_dwell_s  # raise at once, lower after a dwell
+        if recent and self.cpu is not None and c is not None and c < self.cpu <= (cap_c or self.cpu):
+            c = self.cpu
+        if recent and self.gpu is not None and g is not None and g < self.gpu <= (cap_g or self.gpu):
+            g = self.gpu
+        return c, g
+
+    def _commit(self, now: float, levels: dict[str, int], cpu: int | None, gpu: int | None, reasons: dict[str, str],
+                reason: str, mode: str, yielded: tuple[str, ...],
+                preds: dict[str, float | None] | None = None) -> MultiDecision:
+        for n in self.order:
+            st = self.subs[n].state
+            if levels[n] != st.level:
+                st.level, st.last_level_change = levels[n], now
+                self.level_history[n].append((now, levels[n]))
+                del self.level_history[n][:-64]
+                self.last_change = now
+        if (cpu, gpu) != (self.cpu, self.gpu):
+            self.cpu, self.gpu, self.last_freq_change = cpu, gpu, now
+        for sub in self.subs.values():  # every app's samples are scaled by the clocks they ran under
+            if (sub.state.cpu, sub.state.gpu) != (cpu, gpu):
+                sub.state.cpu, sub.state.gpu, sub.state.last_freq_change = cpu, gpu, now
+                sub.state.freq_history.append((now, cpu, gpu))
+                del sub.state.freq_history[:-64]
+        return MultiDecision(dict(levels), cpu, gpu, reason, reasons, mode, preds or dict.fromkeys(self.order),
+                             yielded)
+
+
+def make_multi_policy(apps: Sequence[AppSpec], cpu_freqs_khz: Sequence[int] = (), gpu_freqs_hz: Sequence[int] = (),
+                      config: PolicyConfig | None = None, cpu_power: DomainPower | None = None,
+                      gpu_power: DomainPower | None = None) -> MultiPolicy:
+    """A :class:`MultiPolicy` (validated: unique names, priorities above 0, a valid config)."""
+    return MultiPolicy(apps, cpu_freqs_khz, gpu_freqs_hz, config, cpu_power, gpu_power)
