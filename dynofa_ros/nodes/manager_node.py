@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import fields
 from typing import Any
 
@@ -21,6 +22,7 @@ from sensor_msgs.msg import BatteryState, Temperature
 from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
 from .. import family as fm
+from ..multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
 from ..platforms import BOARDS
 from ..policy import (
     POLICIES,
@@ -50,6 +52,8 @@ from .rm_common import (
 )
 
 MAX_TARGET_MS = 10000.0
+#: An app name becomes a namespace: a ROS name token.
+APP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 #: Policy tunables exposed as parameters: name -> (description, range). Defaults come from PolicyConfig.
 TUNABLES: dict[str, tuple[str, tuple[float, float]]] = {
@@ -121,22 +125,31 @@ class ManagerNode(Node):
         p("safe_level", dflt.safe_level, descriptor("level used when inputs go stale", int_range=(0, 255)))
         for name, (text, rng) in TUNABLES.items():
             p(name, float(getattr(dflt, name)), descriptor(text, float_range=rng))
+        p("apps", Parameter.Type.STRING_ARRAY,
+          descriptor("several apps managed together (docs/manager.md): names, each its own namespace "
+                     "(<app>/dynofa/...) and apps.<app>.* parameters; unset or [] = one app on dynofa/...",
+                     read_only=True, type_=ParameterType.PARAMETER_STRING_ARRAY))
 
-        self.family = self._load_family()
-        profile = self.get_parameter("latency_profile").value
-        try:
-            self.levels = levels_from_family(self.family, profile or None)
-        except PolicyConfigError as exc:  # one line naming the parameter or the family file (rm_common.run)
-            what = (f"parameter latency_profile: {profile!r}" if profile else
-                    f"parameter latency_profile is empty and {self.family.source_path} has no reference_profile")
-            raise ConfigError(f"{what}: {exc}") from None
+        self.multi: MultiPolicy | None = None
+        app_names = self._app_names()
         cpu_f, gpu_f, cpu_pw, gpu_pw = self._frequency_tables()
         self.freq_tables = (cpu_f, gpu_f, cpu_pw, gpu_pw)
-        try:
-            self.policy = make_policy(self.get_parameter("policy").value, self.levels, cpu_f, gpu_f,
-                                      self._config(), cpu_pw, gpu_pw)
-        except PolicyConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        if app_names:
+            self._init_multi(app_names)
+        else:
+            self.family = self._load_family()
+            profile = self.get_parameter("latency_profile").value
+            try:
+                self.levels = levels_from_family(self.family, profile or None)
+            except PolicyConfigError as exc:  # one line naming the parameter or the family file (rm_common.run)
+                what = (f"parameter latency_profile: {profile!r}" if profile else
+                        f"parameter latency_profile is empty and {self.family.source_path} has no reference_profile")
+                raise ConfigError(f"{what}: {exc}") from None
+            try:
+                self.policy = make_policy(self.get_parameter("policy").value, self.levels, cpu_f, gpu_f,
+                                          self._config(), cpu_pw, gpu_pw)
+            except PolicyConfigError as exc:
+                raise ConfigError(str(exc)) from None
 
         self.target: float | None = self.get_parameter("target_latency_ms").value or None
         self.target_source = "parameter"
@@ -149,14 +162,17 @@ class ManagerNode(Node):
         self._published: dict[str, int | None] = {"level": None, "cpu": None, "gpu": None}
         self._last_diag = -math.inf
 
-        self.pub_level = self.create_publisher(UInt8, "dynofa/subnet_cmd", COMMAND_QOS)
         self.pub_cpu = self.create_publisher(UInt32, "dynofa/cpu_freq_cmd", COMMAND_QOS)
         self.pub_gpu = self.create_publisher(UInt64, "dynofa/gpu_freq_cmd", COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        subscribe(self, Float64MultiArray, stats.TOPIC, self._on_stats, stats.QOS)
-        subscribe(self, UInt8, "dynofa/active_level", self._on_active_level, COMMAND_QOS)
-        subscribe(self, Float32, "dynofa/target_latency_ms", self._on_target, INPUT_QOS)
-        subscribe(self, Float32, "dynofa/min_accuracy", self._on_min_accuracy, INPUT_QOS)
+        if self.multi is None:
+            self.pub_level = self.create_publisher(UInt8, "dynofa/subnet_cmd", COMMAND_QOS)
+            subscribe(self, Float64MultiArray, stats.TOPIC, self._on_stats, stats.QOS)
+            subscribe(self, UInt8, "dynofa/active_level", self._on_active_level, COMMAND_QOS)
+            subscribe(self, Float32, "dynofa/target_latency_ms", self._on_target, INPUT_QOS)
+            subscribe(self, Float32, "dynofa/min_accuracy", self._on_min_accuracy, INPUT_QOS)
+        else:
+            self._subscribe_apps()
         subscribe(self, BatteryState, "battery_state", self._on_battery, SENSOR_QOS)
         subscribe(self, Temperature, "thermal/cpu", lambda m: self._on_temp("cpu_temp_c", "thermal/cpu", m),
                   SENSOR_QOS)
@@ -168,15 +184,170 @@ class ManagerNode(Node):
         self.create_timer(1.0 / self.get_parameter("decision_rate_hz").value, self._tick)
         cpu_txt = f"{cpu_f[0]}..{cpu_f[-1]} kHz" if cpu_f else "not controlled"
         gpu_txt = f"{gpu_f[0]}..{gpu_f[-1]} Hz" if gpu_f else "not controlled"
-        self.get_logger().info(f"family {self.family.name} ({len(self.levels)} levels), policy {self.policy.name}, "
-                               f"CPU {cpu_txt}, GPU {gpu_txt}")
+        if self.multi is not None:
+            self.get_logger().info("apps " + ", ".join(
+                f"{n} ({self.app_family[n].name}, {len(self.multi.subs[n].levels)} levels, priority "
+                f"{self.multi.apps[n].priority:g})" for n in self.multi.order) + f", policy multi (joint per app), "
+                f"CPU {cpu_txt}, GPU {gpu_txt}")
+        else:
+            self.get_logger().info(f"family {self.family.name} ({len(self.levels)} levels), policy "
+                                   f"{self.policy.name}, CPU {cpu_txt}, GPU {gpu_txt}")
 
     # ------------------------------------------------------------------ configuration
-    def _load_family(self) -> fm.SubnetFamily:
+    def _load_family(self, key: str = "family_file") -> fm.SubnetFamily:
         try:
-            return fm.load(_share_path(self.get_parameter("family_file").value))
+            return fm.load(_share_path(self.get_parameter(key).value))
         except fm.FamilyError as exc:
+            raise ConfigError(str(exc) if key == "family_file" else f"parameter {key}: {exc}") from None
+
+    # ------------------------------------------------------------------ several apps (docs/manager.md)
+    def _app_names(self) -> list[str]:
+        """The ``apps`` list, checked: each name a ROS name token (it becomes a namespace), no duplicates."""
+        try:
+            names = list(self.get_parameter("apps").value or [])
+        except ParameterUninitializedException:
+            return []
+        for n in names:
+            if not APP_NAME.fullmatch(n):
+                raise ConfigError(f"parameter apps: {n!r} is not a valid app name (letters, digits and '_', "
+                                  "starting with a letter: it becomes the app's namespace)")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"parameter apps: {dup[0]!r} is listed twice")
+        return names
+
+    def _init_multi(self, names: list[str]) -> None:
+        """Per app: family, priority, target and floor parameters; one MultiPolicy over all of them."""
+        p = self.declare_parameter
+        self.app_family: dict[str, fm.SubnetFamily] = {}
+        self.app_target: dict[str, float | None] = {}
+        self.app_floor: dict[str, float | None] = {}
+        self.app_samples: dict[str, list[LatencySample]] = {}
+        self.app_active: dict[str, int | None] = {}
+        self.app_published: dict[str, int | None] = {}
+        specs = []
+        for n in names:
+            k = f"apps.{n}."
+            p(k + "family_file", Parameter.Type.STRING,
+              descriptor(f"app {n}: family JSON (relative: CWD, then share/dynofa_ros)", read_only=True,
+                         type_=ParameterType.PARAMETER_STRING))
+            p(k + "latency_profile", "", descriptor(f"app {n}: latency profile to plan with; empty = the family's "
+                                                    "reference_profile", read_only=True))
+            p(k + "priority", 1.0, descriptor(f"app {n}: priority weight (accuracy is maximised weighted by it; "
+                                              "the lowest priority yields first)", float_range=(0.001, 1000.0),
+                                              read_only=True))
+            p(k + "target_latency_ms", 0.0, descriptor(f"app {n}: latency target in ms, 0 = none (also on "
+                                                       f"{n}/dynofa/target_latency_ms; the latest wins)",
+                                                       float_range=(0.0, MAX_TARGET_MS)))
+            p(k + "min_accuracy", 0.0, descriptor(f"app {n}: accuracy floor in % top-1, 0 = none (also on "
+                                                  f"{n}/dynofa/min_accuracy)", float_range=(0.0, 100.0)))
+            try:
+                path = self.get_parameter(k + "family_file").value
+            except ParameterUninitializedException:
+                path = None
+            if not path:
+                raise ConfigError(f"parameter {k}family_file is not set: every app in 'apps' needs its family file")
+            fam = self._load_family(k + "family_file")
+            profile = self.get_parameter(k + "latency_profile").value
+            try:
+                levels = levels_from_family(fam, profile or None)
+            except PolicyConfigError as exc:
+                raise ConfigError(f"parameter {k}latency_profile: {exc}") from None
+            self.app_family[n] = fam
+            self.app_target[n] = self.get_parameter(k + "target_latency_ms").value or None
+            self.app_floor[n] = self.get_parameter(k + "min_accuracy").value or None
+            self.app_samples[n], self.app_active[n], self.app_published[n] = [], None, None
+            specs.append(AppSpec(n, tuple(levels), float(self.get_parameter(k + "priority").value)))
+        self.levels = list(min((s.levels for s in specs), key=len))  # safe_level must exist in every family
+        cpu_f, gpu_f, cpu_pw, gpu_pw = self.freq_tables
+        try:
+            self.multi = MultiPolicy(specs, cpu_f, gpu_f, self._config(), cpu_pw, gpu_pw)
+        except PolicyConfigError as exc:
             raise ConfigError(str(exc)) from None
+        self.policy = self.multi.subs[self.multi.order[0]]  # for the shared code paths that name a policy
+        self.multi_last = None
+
+    def _subscribe_apps(self) -> None:
+        assert self.multi is not None
+        self.app_pub: dict[str, Any] = {}
+        for n in self.multi.order:
+            self.app_pub[n] = self.create_publisher(UInt8, f"{n}/dynofa/subnet_cmd", COMMAND_QOS)
+            num = len(self.multi.subs[n].levels)
+            subscribe(self, Float64MultiArray, f"{n}/{stats.TOPIC}",
+                      lambda m, n=n, num=num: self._on_app_stats(n, num, m), stats.QOS)
+            subscribe(self, UInt8, f"{n}/dynofa/active_level", lambda m, n=n, num=num: self._on_app_active(n, num, m),
+                      COMMAND_QOS)
+            subscribe(self, Float32, f"{n}/dynofa/target_latency_ms", lambda m, n=n: self._on_app_target(n, m),
+                      INPUT_QOS)
+            subscribe(self, Float32, f"{n}/dynofa/min_accuracy", lambda m, n=n: self._on_app_floor(n, m), INPUT_QOS)
+
+    def _on_app_stats(self, name: str, num_levels: int, msg: Float64MultiArray) -> None:
+        try:
+            s = stats.from_msg(msg, num_levels)
+        except ValueError as exc:
+            return self.bad.drop(f"{name}/{stats.TOPIC}", str(exc))
+        self.app_samples[name].append(LatencySample(s.latency_ms, s.level, self._now()))
+        del self.app_samples[name][:-500]
+
+    def _on_app_active(self, name: str, num_levels: int, msg: UInt8) -> None:
+        if msg.data >= num_levels:
+            return self.bad.drop(f"{name}/dynofa/active_level", f"level {msg.data} is unknown (family has levels "
+                                                                f"0..{num_levels - 1})")
+        self.app_active[name] = int(msg.data)
+
+    def _on_app_target(self, name: str, msg: Float32) -> None:
+        why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
+        if why:
+            return self.bad.drop(f"{name}/dynofa/target_latency_ms", f"{why} (0 clears the target)")
+        self.app_target[name] = float(msg.data) or None
+
+    def _on_app_floor(self, name: str, msg: Float32) -> None:
+        why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")
+        if why:
+            return self.bad.drop(f"{name}/dynofa/min_accuracy", why)
+        self.app_floor[name] = float(msg.data) or None
+
+    def _tick_multi(self) -> None:
+        """One joint decision: every app's level on its own topic, the shared clocks once."""
+        assert self.multi is not None
+        now = self._now()
+        inp = MultiInputs(now, {n: AppInputs(self.app_target[n], self.app_floor[n], tuple(self.app_samples[n]),
+                                             self.app_active[n]) for n in self.multi.order}, **self.readings)
+        self.app_samples = {n: [] for n in self.multi.order}
+        d = self.multi.decide(inp)
+        last = self.multi_last
+        changed = last is None or (dict(d.levels), d.cpu_freq_khz, d.gpu_freq_hz, d.mode) != \
+            (dict(last.levels), last.cpu_freq_khz, last.gpu_freq_hz, last.mode)
+        self.multi_last = d
+        for n in self.multi.order:
+            if self.app_published[n] != d.levels[n]:
+                self.app_pub[n].publish(UInt8(data=d.levels[n]))
+                self.app_published[n] = d.levels[n]
+        if d.cpu_freq_khz is not None and self._published["cpu"] != d.cpu_freq_khz:
+            self.pub_cpu.publish(UInt32(data=int(d.cpu_freq_khz)))
+            self._published["cpu"] = d.cpu_freq_khz
+        if d.gpu_freq_hz is not None and self._published["gpu"] != d.gpu_freq_hz:
+            self.pub_gpu.publish(UInt64(data=int(d.gpu_freq_hz)))
+            self._published["gpu"] = d.gpu_freq_hz
+        if changed:
+            self.get_logger().info(f"{d.reason} :: " + " :: ".join(d.reasons[n] for n in self.multi.order))
+        if changed or now - self._last_diag >= 1.0:
+            self._last_diag = now
+            statuses = []
+            for n in self.multi.order:
+                level = DIAG_WARN if d.mode in ("stale", "infeasible", "thermal_hard") else DIAG_OK
+                pred = d.predicted_ms.get(n)
+                statuses += diagnostics(self, f"dynofa manager: {n}", level, d.reasons[n], {
+                    "app": n, "policy": "multi", "mode": d.mode, "level": d.levels[n],
+                    "priority": f"{self.multi.apps[n].priority:g}", "yielded": str(n in d.yielded).lower(),
+                    "cpu_freq_khz": d.cpu_freq_khz, "gpu_freq_hz": d.gpu_freq_hz,
+                    "predicted_latency_ms": "" if pred is None else f"{pred:.2f}",
+                    "target_latency_ms": self.app_target[n] or 0.0, "min_accuracy": self.app_floor[n] or 0.0,
+                    "active_level": "" if self.app_active[n] is None else self.app_active[n],
+                    "bad_inputs_dropped": self.bad.total}).status
+            msg = DiagnosticArray(status=statuses)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.pub_diag.publish(msg)
 
     def _frequency_tables(self) -> tuple[list[int], list[int], Any, Any]:
         board_name = self.get_parameter("board").value
@@ -214,6 +385,18 @@ class ManagerNode(Node):
             config = self._config(tunables) if tunables else None
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        if self.multi is not None:
+            if "policy" in changes and changes["policy"] != "joint":
+                return SetParametersResult(successful=False, reason="policy: several apps are managed by the joint "
+                                                                    "policy only")
+            if config is not None:
+                self.multi.reconfigure(config)
+            for n in self.multi.order:
+                if f"apps.{n}.target_latency_ms" in changes:
+                    self.app_target[n] = changes[f"apps.{n}.target_latency_ms"] or None
+                if f"apps.{n}.min_accuracy" in changes:
+                    self.app_floor[n] = changes[f"apps.{n}.min_accuracy"] or None
+            return SetParametersResult(successful=True)
         if "policy" in changes and changes["policy"] not in POLICIES:
             return SetParametersResult(successful=False, reason=f"policy {changes['policy']!r} is unknown; "
                                                                 f"allowed: {list(POLICIES)}")
@@ -282,6 +465,8 @@ class ManagerNode(Node):
 
     # ------------------------------------------------------------------ decisions
     def _tick(self) -> None:
+        if self.multi is not None:
+            return self._tick_multi()
         now = self._now()
         inp = PolicyInputs(now=now, target_latency_ms=self.target, min_accuracy=self.min_accuracy,
                            latencies=tuple(self.samples), active_level=self.active_level, **self.readings)
