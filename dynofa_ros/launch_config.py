@@ -7,11 +7,27 @@ command lines (``--ros-args --params-file … -p … -r …``). So the wiring a 
 executables (``test/test_launch_config.py``, ``test/test_launch_files.py``).
 
 No rclpy, no launch imports: pure and unit-tested.
+
+Two rules keep a robot out of crash loops and surprises (issue 14):
+
+* **An argument left unset changes nothing.** Every argument that maps to a node parameter defaults to "",
+  meaning "the params file's value": ``dry_run``, ``device``, ``family_file``, ``weights_path``, ``bundle``.
+  Only what the operator typed becomes a ``-p`` override.
+* **Configuration errors stop the launch before any node starts, and nodes are not respawned.**
+  :func:`check_files` checks what the launch file can see (platform, params file, the family file or
+  bundle the perception node will read, the weights file) and raises one :class:`LaunchConfigError` line.
+  ``respawn`` is False for every node: ``launch_ros`` respawns on *any* exit and cannot tell a
+  configuration error from a crash, and every way these nodes exit by themselves is a configuration or
+  load error found at start-up (a bad frame or a failed inference is logged and dropped; the node keeps
+  running), which a restart repeats forever (seen: perception and manager respawning every 2-5 s).
+  A supervisor that can tell exit statuses apart (systemd ``Restart=on-failure``) is the place for
+  restarts after real crashes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +72,16 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("camera_topic", "image_raw", "Camera topic the perception node reads (remaps image_raw)"),
     Argument("platform", "generic_cpu", f"Board: one of {list(PLATFORMS)}; selects config/<platform>.yaml"),
     Argument("params_file", "", "Params file to use instead of config/<platform>.yaml"),
-    Argument("family_file", "", "Sub-network family JSON (empty: the platform's family)"),
+    Argument("family_file", "", "Sub-network family JSON (empty: the params file's family_file)"),
+    Argument("bundle", "", "Exported bundle directory (dynofa-export); the perception node runs it on ONNX Runtime "
+             "without torch, the manager reads its family.json (empty: no bundle)"),
     Argument("weights_path", "", "OFA supernet checkpoint (empty: the params file's value; '' = random weights)"),
     Argument("device", "", f"Inference device, one of {list(DEVICES[1:])} (empty: the params file's value)"),
     Argument("use_manager", "true", "Start the runtime manager (false: fixed level, for baselines)"),
     Argument("use_dvfs", "true", "Start the DVFS node that applies the manager's frequency commands"),
     Argument("use_monitor", "true", "Start the monitor node (load, temperature, power of this board)"),
-    Argument("dry_run", "false", "DVFS node logs frequency changes without writing sysfs"),
+    Argument("dry_run", "", "true: the DVFS node logs frequency changes without writing sysfs "
+             "(empty: the params file's dry_run)"),
 )
 ARGUMENT_NAMES = tuple(a.name for a in ARGUMENTS)
 
@@ -86,12 +105,13 @@ class LaunchArgs:
     platform: str = "generic_cpu"
     params_file: str = ""
     family_file: str = ""
+    bundle: str = ""
     weights_path: str = ""
     device: str = ""
     use_manager: bool = True
     use_dvfs: bool = True
     use_monitor: bool = True
-    dry_run: bool = False
+    dry_run: bool | None = None  # None: the params file's value
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> LaunchArgs:
@@ -101,7 +121,10 @@ class LaunchArgs:
             raise LaunchConfigError(f"unknown launch arguments {unknown}; allowed: {list(ARGUMENT_NAMES)}")
         kw: dict[str, Any] = {}
         for k, v in values.items():
-            kw[k] = to_bool(v, k) if k in ("use_manager", "use_dvfs", "use_monitor", "dry_run") else str(v)
+            if k == "dry_run" and str(v).strip() == "":
+                kw[k] = None
+            else:
+                kw[k] = to_bool(v, k) if k in ("use_manager", "use_dvfs", "use_monitor", "dry_run") else str(v)
         return cls(**kw)
 
     def check(self) -> None:
@@ -113,6 +136,8 @@ class LaunchArgs:
             raise LaunchConfigError(f"namespace: {self.namespace!r} is not a namespace")
         if not self.camera_topic:
             raise LaunchConfigError("camera_topic: empty")
+        if self.bundle and self.family_file:
+            raise LaunchConfigError("bundle and family_file: give one (a bundle carries its own family.json)")
 
 
 @dataclass(frozen=True)
@@ -144,13 +169,79 @@ def default_family(share_dir: str | Path, platform: str) -> str:
     return rel if (Path(share_dir) / rel).is_file() else FALLBACK_FAMILY
 
 
+def resolve_path(path: str, share_dir: str | Path) -> Path | None:
+    """Where a node will find ``path``: absolute as is; relative in the share directory, then the CWD (as the
+    perception node resolves ``family_file``). None when it is in neither."""
+    p = Path(path).expanduser()
+    for c in [p] if p.is_absolute() else [Path(share_dir) / p, Path(os.getcwd()) / p]:
+        if c.exists():
+            return c
+    return None
+
+
+def params_value(params: str | Path, node: str, name: str) -> Any:
+    """A parameter of ``node`` in a ``/**/<node>: ros__parameters:`` params file (None when not set there)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(params).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise LaunchConfigError(f"params_file: {params}: cannot be read ({type(exc).__name__}: {exc})") from None
+    for key in (f"/**/{node}", node, f"/{node}", "/**"):
+        section = data.get(key) if isinstance(data, dict) else None
+        if isinstance(section, dict) and name in (section.get("ros__parameters") or {}):
+            return section["ros__parameters"][name]
+    return None
+
+
+def check_files(args: LaunchArgs, share_dir: str | Path) -> None:
+    """What the launch file can see before starting anything: params file, bundle or family, weights.
+
+    One LaunchConfigError line names the argument (or the params file's parameter) and the missing path.
+    The bundle's contents (hashes, levels) are verified by the perception node itself, without torch.
+    """
+    params = Path(args.params_file or params_file(share_dir, args.platform))
+    if not params.is_file():
+        raise LaunchConfigError(f"params_file: {params} not found")
+    if args.bundle:
+        found = resolve_path(args.bundle, share_dir)
+        if found is not None and found.is_file():  # the family.json or manifest.json inside the bundle
+            found = found.parent
+        if found is None or not (found / "manifest.json").is_file():
+            raise LaunchConfigError(f"bundle: {args.bundle!r} is not a bundle directory (no manifest.json); "
+                                    "export one with: dynofa-export FAMILY --out DIR")
+        return
+    family = args.family_file or params_value(params, PERCEPTION[1], "family_file")
+    source = "family_file" if args.family_file else f"{params} perception_node.family_file"
+    if not family:
+        raise LaunchConfigError(f"{source}: not set; give family_file:=FILE or bundle:=DIR")
+    if resolve_path(str(family), share_dir) is None:
+        raise LaunchConfigError(f"{source}: {family!r} not found (looked in {share_dir} and {os.getcwd()})")
+    weights = args.weights_path or params_value(params, PERCEPTION[1], "weights_path")
+    if weights and not Path(str(weights)).expanduser().is_file():
+        source = "weights_path" if args.weights_path else f"{params} perception_node.weights_path"
+        raise LaunchConfigError(f"{source}: {weights!r} is not a file ('' runs random weights)")
+
+
 def node_specs(args: LaunchArgs, share_dir: str | Path) -> list[NodeSpec]:
-    """The nodes ``dynofa.launch.py`` starts for these arguments, in start order."""
+    """The nodes ``dynofa.launch.py`` starts for these arguments, in start order.
+
+    Only arguments that were given become overrides; nodes are not respawned (module docstring).
+    """
     args.check()
+    check_files(args, share_dir)
     params = (args.params_file or str(params_file(share_dir, args.platform)),)
     ns = args.namespace.strip("/")
-    family = args.family_file or default_family(share_dir, args.platform)
-    perception_over: dict[str, Any] = {"family_file": family}
+    perception_over: dict[str, Any] = {}
+    manager_over: dict[str, Any] = {}
+    if args.family_file:
+        perception_over["family_file"] = manager_over["family_file"] = args.family_file
+    if args.bundle:
+        bundle = resolve_path(args.bundle, share_dir) or Path(args.bundle)
+        bundle = bundle.parent if bundle.is_file() else bundle
+        perception_over["bundle"] = str(bundle)
+        perception_over["backend"] = "onnxruntime"  # a bundle holds ONNX models (a Jetson file may say torch)
+        manager_over["family_file"] = str(bundle / "family.json")
     if args.weights_path:
         perception_over["weights_path"] = args.weights_path
     if args.device:
@@ -158,11 +249,11 @@ def node_specs(args: LaunchArgs, share_dir: str | Path) -> list[NodeSpec]:
         if args.device == "cpu":
             perception_over["fp16"] = False  # a Jetson params file asks for fp16, which only CUDA can run
     remaps = (("image_raw", args.camera_topic),) if args.camera_topic != "image_raw" else ()
-    specs = [NodeSpec(*PERCEPTION, params, perception_over, remaps, ns, respawn=True, respawn_delay=2.0)]
+    specs = [NodeSpec(*PERCEPTION, params, perception_over, remaps, ns)]
     if args.use_manager:
-        specs.append(NodeSpec(*MANAGER, params, {"family_file": family}, (), ns, respawn=True, respawn_delay=2.0))
+        specs.append(NodeSpec(*MANAGER, params, manager_over, (), ns))
     if args.use_dvfs:
-        specs.append(NodeSpec(*DVFS, params, {"dry_run": args.dry_run}, (), ns))
+        specs.append(NodeSpec(*DVFS, params, {} if args.dry_run is None else {"dry_run": args.dry_run}, (), ns))
     if args.use_monitor:
         specs.append(NodeSpec(*MONITOR, params, {}, (), ns))
     return specs

@@ -1,12 +1,14 @@
-"""Start dynofa_ros on a robot: perception + runtime manager (respawned), optional DVFS and monitor nodes.
+"""Start dynofa_ros on a robot: perception + runtime manager, optional DVFS and monitor nodes.
 
     ros2 launch dynofa_ros dynofa.launch.py platform:=xavier_nx camera_topic:=/camera/color/image_raw
-    ros2 launch dynofa_ros dynofa.launch.py platform:=orin namespace:=robot1 use_dvfs:=false
+    ros2 launch dynofa_ros dynofa.launch.py platform:=orin bundle:=/data/bundle_orin namespace:=robot1
     ros2 launch dynofa_ros dynofa.launch.py --show-args
 
-Thin on purpose: every decision (which params file for the platform, which family, which overrides and
-remaps, which nodes) is made by ``dynofa_ros.launch_config.node_specs``, which the tests exercise
-where ``launch_ros`` is not installable; this file only turns its answer into ``Node`` actions.
+Thin on purpose: every decision (which params file for the platform, which overrides and remaps, which
+nodes, the configuration checks made before any node starts, and why no node is respawned) is made by
+``dynofa_ros.launch_config.node_specs``, which the tests exercise where ``launch_ros`` is not installable;
+this file only turns its answer into ``Node`` actions. A launch argument left unset overrides nothing:
+the params file's value stands.
 """
 
 from ament_index_python.packages import get_package_share_directory

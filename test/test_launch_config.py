@@ -22,32 +22,57 @@ def test_defaults_start_every_node_with_the_platform_params() -> None:
     assert [s.executable for s in specs] == ["perception_node", "manager_node", "dvfs_node", "monitor_node"]
     for s in specs:
         assert s.params_files == (str(REPO / "config/generic_cpu.yaml"),)
-    assert [s.respawn for s in specs] == [True, True, False, False]
-    assert specs[2].overrides == {"dry_run": False}
+    assert [s.respawn for s in specs] == [False, False, False, False]  # why: launch_config's docstring
 
 
 @pytest.mark.parametrize("platform", lc.PLATFORMS)
-def test_platform_selects_its_params_file(platform: str) -> None:
-    specs = lc.node_specs(lc.LaunchArgs(platform=platform), REPO)
-    assert {s.params_files for s in specs} == {(str(REPO / "config" / f"{platform}.yaml"),)}
-    assert (REPO / specs[0].overrides["family_file"]).is_file()
+def test_platform_selects_its_params_file_and_unset_arguments_override_nothing(platform: str) -> None:
+    """Launch defaults as ``ros2 launch`` passes them (every argument's default string): no ``-p`` at all, so
+    ``dry_run``, ``device``, ``family_file`` and the rest are the params file's values."""
+    defaults = {a.name: a.default for a in lc.ARGUMENTS}
+    specs = lc.node_specs(lc.LaunchArgs.from_strings({**defaults, "platform": platform}), REPO)
+    params = REPO / "config" / f"{platform}.yaml"
+    assert {s.params_files for s in specs} == {(str(params),)}
+    for s in specs:
+        assert s.overrides == {}, (platform, s.name, s.overrides)
+        assert "-p" not in lc.command_line(s)
+    assert (REPO / lc.params_value(params, "perception_node", "family_file")).is_file()
+    data = yaml.safe_load(params.read_text())
+    if platform != "generic_cpu":  # Jetson boards: device auto falls back to the CPU with one log line
+        assert data["/**/perception_node"]["ros__parameters"]["device"] == "auto"
+    else:  # the dry_run: true of a workstation's file is what runs (the old launch default 'false' overrode it)
+        assert data["/**/dvfs_node"]["ros__parameters"]["dry_run"] is True
 
 
-def test_arguments_become_overrides_and_remaps() -> None:
+def test_given_arguments_become_overrides_bundle_included(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "family.json").write_text("{}")
+    specs = lc.node_specs(lc.LaunchArgs.from_strings({"bundle": str(bundle / "family.json"), "dry_run": "false",
+                                                      "platform": "xavier_nx"}), REPO)
+    assert specs[0].overrides == {"bundle": str(bundle), "backend": "onnxruntime"}
+    assert specs[1].overrides == {"family_file": str(bundle / "family.json")}
+    assert specs[2].overrides == {"dry_run": False}
+
+
+def test_arguments_become_overrides_and_remaps(tmp_path: Path) -> None:
+    (tmp_path / "w.pth").write_bytes(b"checkpoint")  # the launch checks it exists; the node reads it
     args = lc.LaunchArgs.from_strings({"namespace": "/robot1", "camera_topic": "/front/image_raw",
-                                       "platform": "xavier_nx", "weights_path": "/w.pth", "device": "cpu",
+                                       "platform": "xavier_nx", "weights_path": str(tmp_path / "w.pth"),
+                                       "device": "cpu",
                                        "use_dvfs": "False", "use_monitor": "0", "dry_run": "true"})
     specs = lc.node_specs(args, REPO)
     assert [s.name for s in specs] == ["perception_node", "manager_node"]
     p = specs[0]
     assert p.namespace == "robot1" and p.remaps == (("image_raw", "/front/image_raw"),)
-    assert p.overrides["weights_path"] == "/w.pth" and p.overrides["device"] == "cpu"
+    assert p.overrides["weights_path"] == str(tmp_path / "w.pth") and p.overrides["device"] == "cpu"
     assert p.overrides["fp16"] is False  # the Jetson file's fp16 would be refused on a CPU
     cmd = lc.command_line(p, "/x/perception_node")
     assert cmd[:4] == ["/x/perception_node", "--ros-args", "-r", "__node:=perception_node"]
     assert cmd[4:6] == ["-r", "__ns:=/robot1"]
     assert cmd[cmd.index("--params-file") + 1].endswith("config/xavier_nx.yaml")
-    assert "weights_path:=/w.pth" in cmd and "fp16:=false" in cmd and "image_raw:=/front/image_raw" in cmd
+    assert f"weights_path:={tmp_path / 'w.pth'}" in cmd and "fp16:=false" in cmd and "image_raw:=/front/image_raw" in cmd
     # overrides come after the params file, as launch_ros passes them, so they win
     assert cmd.index("--params-file") < cmd.index("-p")
 
@@ -58,6 +83,14 @@ def test_fixed_level_baseline_has_no_manager() -> None:
 
 
 @pytest.mark.parametrize("values, needle", [
+    ({"family_file": "/nonexistent/family.json"}, "family_file: '/nonexistent/family.json' not found"),
+    ({"family_file": "config/families/missing.json"}, "family_file: 'config/families/missing.json' not found"),
+    ({"bundle": "/nonexistent/bundle"}, "bundle: '/nonexistent/bundle' is not a bundle directory"),
+    ({"bundle": str(REPO / "config")}, "is not a bundle directory (no manifest.json)"),
+    ({"bundle": "/b", "family_file": "config/families/generic_cpu.json"}, "give one"),
+    ({"weights_path": "/nonexistent/w.pth"}, "weights_path: '/nonexistent/w.pth' is not a file"),
+    ({"params_file": "/nonexistent.yaml"}, "params_file: /nonexistent.yaml not found"),
+    ({"dry_run": "sometimes"}, "dry_run"),
     ({"platform": "raspberry"}, "platform"),
     ({"device": "tpu"}, "device"),
     ({"use_dvfs": "maybe"}, "use_dvfs"),
@@ -65,8 +98,17 @@ def test_fixed_level_baseline_has_no_manager() -> None:
     ({"camera_topic": ""}, "camera_topic"),
 ])
 def test_bad_arguments_are_refused_by_name(values: dict, needle: str) -> None:
-    with pytest.raises(lc.LaunchConfigError, match=needle):
+    with pytest.raises(lc.LaunchConfigError) as info:
         lc.node_specs(lc.LaunchArgs.from_strings(values), REPO)
+    assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_params_file_naming_a_missing_family_is_refused_before_start(tmp_path: Path) -> None:
+    params = tmp_path / "p.yaml"
+    params.write_text((REPO / "config/generic_cpu.yaml").read_text().replace(
+        "family_file: config/families/generic_cpu.json", "family_file: config/families/gone.json"))
+    with pytest.raises(lc.LaunchConfigError, match=r"p\.yaml perception_node\.family_file: 'config/families/gone"):
+        lc.node_specs(lc.LaunchArgs(params_file=str(params)), REPO)
 
 
 def test_ros_values_survive_the_command_line() -> None:

@@ -99,3 +99,58 @@ def test_launch_file_runs(install, domain_id: int) -> None:
         runner.join(60)
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _run_like_launch(spec: lc.NodeSpec, env: dict[str, str], log_dir: Path, timeout: float = 90.0) -> list:
+    """Start ``spec`` as ``launch_ros`` would, respawn included: after an exit, ``respawn`` restarts it after
+    ``respawn_delay``. Returns every process started (ended by PID) until it stays down for that delay + 5 s."""
+    import time
+
+    from dynofa_ros.processes import Proc, find_executable
+
+    starts: list[Proc] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(starts) < 5:
+        proc = Proc(f"{spec.name}_{len(starts)}", lc.command_line(spec, find_executable(spec.executable)), env,
+                    log_dir)
+        starts.append(proc)
+        if proc.wait(max(1.0, deadline - time.monotonic())) is None:
+            break  # still running: not the case under test
+        if not spec.respawn:
+            time.sleep(5.0)  # what launch would do meanwhile: nothing (bounded observation, not a timing claim)
+            break
+        time.sleep(spec.respawn_delay)
+    for p in starts:
+        p.stop()
+    return starts
+
+
+@pytest.mark.usefixtures("isolated_network")
+def test_a_missing_family_exits_once_and_is_not_restarted(tmp_path: Path, domain_id: int) -> None:
+    """The family passes the launch's own check, then disappears before the nodes read it (a disk unmounted,
+    a deploy half-done): perception and manager each exit once with one configuration-error line naming the
+    file, and the launch wiring does not start them again (no 2-5 s crash loop)."""
+    from dynofa_ros.processes import graph_env
+
+    family = tmp_path / "family.json"
+    family.write_text((REPO / "config/families/generic_cpu.json").read_text())
+    specs = lc.node_specs(lc.LaunchArgs(family_file=str(family), use_dvfs=False, use_monitor=False), REPO)
+    family.unlink()
+    env = graph_env(domain_id)
+    for spec in specs:
+        starts = _run_like_launch(spec, env, tmp_path / "logs")
+        assert len(starts) == 1, f"{spec.name} was started {len(starts)} times"
+        status, out = starts[0].returncode, starts[0].output()
+        assert status not in (None, 0), (spec.name, status, out)
+        lines = [ln for ln in out.splitlines() if str(family) in ln and "configuration error" in ln.lower()]
+        assert lines, f"{spec.name}: no configuration-error line naming {family}:\n{out}"
+        assert "Traceback" not in out, out
+
+
+def test_unset_launch_arguments_leave_every_params_file_alone() -> None:
+    """Per platform, the defaults ``ros2 launch`` fills in produce no override for any node (see also
+    test_launch_config.py); the installed-layout check above then reads the file's values back."""
+    defaults = {a.name: a.default for a in lc.ARGUMENTS}
+    for platform in lc.PLATFORMS:
+        for spec in lc.node_specs(lc.LaunchArgs.from_strings({**defaults, "platform": platform}), REPO):
+            assert spec.overrides == {} and not spec.respawn, (platform, spec)
