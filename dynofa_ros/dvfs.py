@@ -9,6 +9,13 @@ users could not get clocks back down after ``jetson_clocks``). So this module
   listed value and the result says so; a request outside the listed range is refused;
 * refuses any path that resolves (symlinks followed) outside the root;
 * saves the original content of every file before its first write and restores it with :meth:`restore`;
+* with a ``state_dir``, also records those originals in a state file (written to a temporary file, fsynced,
+  renamed) *before* the first write, so a process killed with SIGKILL (the OOM killer, a watchdog, launch
+  escalating) cannot leave the clocks pinned until reboot: the next start finds the file, writes the
+  originals back (only files this module writes, only values the hardware lists) and removes it;
+* holds SIGINT, SIGTERM and SIGHUP while :meth:`restore` runs: a second Ctrl-C or a launch SIGTERM a
+  few ms after the first would otherwise raise ``KeyboardInterrupt`` in the middle and leave half the
+  files pinned;
 * never raises on an ``OSError`` (permission denied, read-only file system, a kernel ``EINVAL``): the error
   is returned in the result, so a node can report it in diagnostics and keep running;
 * in ``dry_run`` mode reads everything, decides everything, and writes nothing.
@@ -24,9 +31,14 @@ are written in the order the kernel accepts (never min > max in between).
 from __future__ import annotations
 
 import bisect
+import contextlib
+import hashlib
+import json
 import os
 import re
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +48,10 @@ WRITABLE = frozenset({"scaling_governor", "scaling_setspeed", "scaling_min_freq"
                       "min_freq", "max_freq"})
 CPU_MODES = ("auto", "userspace", "clamp")
 DEFAULT_CPUFREQ_DIR = "sys/devices/system/cpu/cpufreq"
+DEFAULT_STATE_DIR = "/run/dynofa_ros"  # tmpfs on a robot: cleared at boot, exactly when the clocks reset too
+STATE_FORMAT = 1
+HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+FREQUENCY_FILES = frozenset(WRITABLE - {"scaling_governor"})
 
 
 class OutsideRootError(PermissionError):
@@ -72,6 +88,54 @@ class Domain:
     max_file: str
     saved: dict[str, str] = field(default_factory=dict)   # file name -> original content
     current: int | None = None
+    governors: list[str] = field(default_factory=list)    # scaling_available_governors (CPU only)
+
+    def files(self) -> frozenset[str]:
+        """The files this module may write in this domain (and so the only ones a state file may name)."""
+        extra = {"scaling_governor", "scaling_setspeed"} if self.unit == "kHz" else set()
+        return frozenset({self.min_file, self.max_file, *extra})
+
+    def valid_original(self, name: str, value: str) -> bool:
+        """Whether ``value`` may be written back to ``name``: a listed frequency or a listed governor."""
+        if name == "scaling_governor":
+            return value in self.governors
+        return value.isdigit() and int(value) in self.available
+
+
+def state_file_name(root: str | os.PathLike[str]) -> str:
+    """One state file per sysfs root, so controllers of different trees (tests) never share one."""
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return f"dvfs-state-{digest}.json"
+
+
+@contextlib.contextmanager
+def signals_held(received: list[int] | None = None) -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM/SIGHUP for the duration of the block; yields the list of what arrived meanwhile.
+
+    Why not ``signal.pthread_sigmask``: it masks the calling thread only, and the kernel delivers a
+    process-directed signal to any thread that does not mask it (DDS and executor threads), after which
+    Python runs the handler in the main thread anyway. Replacing the Python-level handlers with one that
+    only records is what keeps ``KeyboardInterrupt`` out of the block. Handlers can only be changed from
+    the main thread; from another thread no Python signal handler can interrupt the block, so nothing is
+    needed. Signals that arrived are not re-delivered: the block is the way out, and the caller decides.
+    Meant for the way out: the handlers put back are Python's view of them, so a handler installed from C
+    (rclpy's SIGINT handler, which also wakes the executor) is replaced by Python's own.
+    """
+    got: list[int] = [] if received is None else received
+    previous: dict[int, Callable[..., object] | int] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in HELD_SIGNALS:
+            try:
+                old = signal.signal(sig, lambda signum, _frame: got.append(signum))
+            except (OSError, ValueError):
+                continue
+            if old is not None:  # None: installed from C (not restorable from Python); ours stays
+                previous[sig] = old
+    try:
+        yield got
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def snap_nearest(available: Sequence[int], value: int) -> int:
@@ -124,15 +188,22 @@ class DvfsController:
 
     def __init__(self, root: str | os.PathLike[str] = "/", *, cpufreq_dir: str = DEFAULT_CPUFREQ_DIR,
                  cpu_policies: Sequence[str] = (), gpu_devfreq_dirs: Sequence[str] = DEFAULT_GPU_DEVFREQ_DIRS,
-                 cpu_mode: str = "auto", dry_run: bool = False):
+                 cpu_mode: str = "auto", dry_run: bool = False, state_dir: str | os.PathLike[str] | None = None):
+        """Discover the domains; with ``state_dir``, first undo what a killed earlier run left pinned."""
         if cpu_mode not in CPU_MODES:
             raise ValueError(f"cpu_mode {cpu_mode!r} is unknown; allowed: {list(CPU_MODES)}")
         self.fs = Sysfs(root)
         self.dry_run = dry_run
         self.cpu_mode = cpu_mode
         self.notes: list[str] = []   # what discovery found or did not find, for the log and diagnostics
+        self.warnings: list[str] = []  # what start-up recovery found wrong, for the log as warnings
+        self.restore_messages: list[str] = []  # what the last restore wrote (dry run: would have written)
+        self.held_signals: list[int] = []  # signals that arrived during restore (held until it was done)
+        self.state_path: Path | None = Path(state_dir) / state_file_name(self.fs.root) if state_dir else None
         self.cpu: list[Domain] = self._discover_cpu(cpufreq_dir, cpu_policies)
         self.gpu: Domain | None = self._discover_gpu(gpu_devfreq_dirs)
+        if self.state_path is not None:
+            self._recover()
 
     # ------------------------------------------------------------------ discovery
     def _read_list(self, path: Path) -> list[int]:
@@ -171,7 +242,8 @@ class DvfsController:
             elif mode == "userspace" and "userspace" not in governors:
                 self.notes.append(f"CPU {name}: userspace governor not available ({governors}): clamping min/max")
                 mode = "clamp"
-            out.append(Domain(f"cpu/{name}", d, avail, mode, "kHz", "scaling_min_freq", "scaling_max_freq"))
+            out.append(Domain(f"cpu/{name}", d, avail, mode, "kHz", "scaling_min_freq", "scaling_max_freq",
+                              governors=governors))
             self.notes.append(f"CPU {name}: {len(avail)} frequencies {avail[0]}..{avail[-1]} kHz, {mode}")
         if not out:
             self.notes.append(f"CPU: no usable cpufreq policy under {base}: CPU frequency not controlled")
@@ -195,16 +267,118 @@ class DvfsController:
                           "GPU frequency not controlled")
         return None
 
+    # ------------------------------------------------------------------ state file
+    def _domains(self) -> list[Domain]:
+        return [*self.cpu, *([self.gpu] if self.gpu else [])]
+
+    def _rel(self, dom: Domain) -> str:
+        return str(dom.path.relative_to(self.fs.root))
+
+    def _persist(self) -> None:
+        """Record every saved original in the state file (or remove it when none is left); raises OSError.
+
+        Atomic: a temporary file in the same directory, fsynced, renamed over the old one, and the
+        directory fsynced, so a crash at any instant leaves either the old complete file or the new one.
+        """
+        if self.state_path is None or self.dry_run:
+            return
+        domains = {self._rel(d): dict(d.saved) for d in self._domains() if d.saved}
+        path = self.state_path
+        if not domains:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                path.unlink()
+                _fsync_dir(path.parent)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"format": STATE_FORMAT, "sysfs_root": str(self.fs.root), "pid": os.getpid(),
+                           "domains": domains}, indent=1, sort_keys=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(body + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(path.parent)
+
+    def _recover(self) -> None:
+        """Write back the originals an earlier run recorded and could not restore (it was killed), then forget them.
+
+        Trusts nothing in the file beyond what this controller would write itself: a domain must be one
+        discovered here, a file one of that domain's writable files, a value one the hardware lists.
+        Anything else is skipped with a warning naming it.
+        """
+        path = self.state_path
+        assert path is not None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
+                raise ValueError("no 'domains' object")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+            aside = path.with_name(path.name + ".unreadable")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            self.warnings.append(f"state file {path} is unreadable ({type(exc).__name__}: {exc}); moved to {aside}, "
+                                 "clocks pinned by an earlier run (if any) are not restored")
+            return
+        by_rel = {self._rel(d): d for d in self._domains()}
+        found: list[str] = []
+        for rel, files in data["domains"].items():
+            dom = by_rel.get(rel)
+            if dom is None or not isinstance(files, dict):
+                self.warnings.append(f"state file {path}: {rel!r} is not a domain controlled here: skipped")
+                continue
+            for name, value in files.items():
+                if name not in dom.files() or not isinstance(value, str) or not dom.valid_original(name, value):
+                    self.warnings.append(f"state file {path}: {rel}/{name} = {str(value)[:40]!r} is not a file and "
+                                         "value this node writes (listed as available): skipped")
+                    continue
+                dom.saved[name] = value
+                found.append(f"{dom.name} {name}={value}")
+        if self.dry_run:
+            for dom in self._domains():
+                dom.saved.clear()
+            self.warnings.append(f"dry run: state file {path} from an earlier run (pid {data.get('pid')}) would "
+                                 f"restore {found or 'nothing'}; nothing written, file left in place")
+            return
+        if not found:
+            self.warnings.append(f"state file {path} from an earlier run holds nothing to restore: removed")
+            with contextlib.suppress(OSError):
+                self._persist()
+            return
+        # not under signals_held: that would swap rclpy's C-level SIGINT handler for Python's for the whole run.
+        # A signal here stops the start-up; the state file, updated only at the end, is still there next time.
+        errors = self._restore()
+        if errors:
+            self.warnings.append(f"restoring the clocks an earlier run (pid {data.get('pid')}) left pinned failed: "
+                                 f"{errors}; the originals stay in {path} and are restored on exit")
+        else:
+            self.warnings.append(f"restored the clocks an earlier run (pid {data.get('pid')}) left pinned, from "
+                                 f"{path}: {', '.join(found)}")
+
     # ------------------------------------------------------------------ writes
     def _save(self, dom: Domain, name: str, res: ApplyResult) -> bool:
+        """Keep ``name``'s original content, in memory and (before any write) in the state file."""
         if name in dom.saved:
             return True
         try:
             dom.saved[name] = self.fs.read(dom.path / name)
-            return True
         except OSError as exc:
             res.errors.append(_err(exc, "read (to save)", dom.path / name))
             return False
+        try:
+            self._persist()
+        except OSError as exc:  # no record, no write: a crash would leave this value pinned until reboot
+            del dom.saved[name]
+            res.errors.append(f"{_err(exc, 'record the original of ' + name + ' in', self.state_path or Path())}; "
+                              f"{dom.path / name} not written")
+            return False
+        return True
 
     def _write(self, dom: Domain, name: str, value: str, res: ApplyResult, save: bool = True) -> bool:
         path = dom.path / name
@@ -284,12 +458,24 @@ class DvfsController:
 
     # ------------------------------------------------------------------ restore
     def restore(self) -> list[str]:
-        """Write back every original this controller saved; return the errors (empty when all went back)."""
+        """Write back every original this controller saved; return the errors (empty when all went back).
+
+        SIGINT/SIGTERM/SIGHUP are held for the duration (see :func:`signals_held`; what arrived is in
+        :attr:`held_signals`). The state file is updated only once everything was tried: if this process dies
+        half-way, the next start restores the rest. In dry-run mode nothing is written;
+        :attr:`restore_messages` says what would have been.
+        """
+        with signals_held(self.held_signals):
+            return self._restore()
+
+    def _restore(self) -> list[str]:
         errors: list[str] = []
-        for dom in [*self.cpu, *([self.gpu] if self.gpu else [])]:
+        self.restore_messages = []
+        had_saved = any(d.saved for d in self._domains())
+        for dom in self._domains():
             if not dom.saved:
                 continue
-            res = ApplyResult(dom.name, 0)
+            res = ApplyResult(dom.name, 0, dry_run=self.dry_run)
             saved = dict(dom.saved)
             if dom.min_file in saved and dom.max_file in saved:
                 self._write_min_max(dom, saved[dom.min_file], saved[dom.max_file], res, save=False)
@@ -302,16 +488,32 @@ class DvfsController:
             if "scaling_governor" in saved:
                 self._write(dom, "scaling_governor", saved["scaling_governor"], res, save=False)
             errors += res.errors
+            self.restore_messages += res.messages
             if not res.errors:
                 dom.saved.clear()
                 dom.current = None
+        try:
+            if had_saved:
+                self._persist()
+        except OSError as exc:
+            errors.append(_err(exc, "update", self.state_path or Path()))
         return errors
 
     def status(self) -> dict[str, str]:
         """Key/values for diagnostics."""
-        out = {"dry_run": str(self.dry_run), "sysfs_root": str(self.fs.root)}
-        for dom in [*self.cpu, *([self.gpu] if self.gpu else [])]:
+        out = {"dry_run": str(self.dry_run), "sysfs_root": str(self.fs.root),
+               "state_file": "" if self.state_path is None else str(self.state_path)}
+        for dom in self._domains():
             out[f"{dom.name} mode"] = dom.mode
             out[f"{dom.name} applied {dom.unit}"] = "" if dom.current is None else str(dom.current)
             out[f"{dom.name} saved files"] = ",".join(sorted(dom.saved))
         return out
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (POSIX: the directory entry is the directory's data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

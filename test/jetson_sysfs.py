@@ -7,6 +7,7 @@ INA3221 voltages in mV and currents in mA, every file ending with a newline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from dynofa_ros.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
@@ -29,10 +30,15 @@ def put(root: Path, rel: str, value: object) -> Path:
 
 
 def make_xavier_nx(root: Path, *, userspace: bool = True, cpu_temp_mc: int = 45500, gpu_temp_mc: int = 44000,
-                   gpu_load_permille: int = 250, with_power: bool = True) -> Path:
-    """Write the tree under ``root`` and return ``root``."""
+                   gpu_load_permille: int = 250, with_power: bool = True, cpu_policies: Sequence[int] = (0, 2, 4)
+                   ) -> Path:
+    """Write the tree under ``root`` and return ``root``.
+
+    ``cpu_policies``: the cpufreq policy numbers (Carmel: three two-core clusters, 0/2/4); more of them make
+    a restore long enough for a test to land a signal in the middle of it.
+    """
     khz = " ".join(str(f) for f in XAVIER_NX_CPU_KHZ)
-    for n in (0, 2, 4):  # Carmel: three two-core clusters
+    for n in cpu_policies:
         d = f"{CPUFREQ}/policy{n}"
         put(root, f"{d}/affected_cpus", f"{n} {n + 1}")
         put(root, f"{d}/scaling_available_frequencies", khz)

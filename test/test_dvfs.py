@@ -1,17 +1,25 @@
-"""DVFS against a sysfs tree laid out like a Jetson Xavier NX in a temporary directory (real files)."""
+"""DVFS against a sysfs tree laid out like a Jetson Xavier NX in a temporary directory (real files).
+
+The core (`DvfsController`) is tested directly; the last tests start the real dvfs_node process (loopback-only
+network namespace: scripts/test.sh) to check what only a process shows: SIGKILL, signals during restore, output.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
+from ros_harness import NodeProcess, RosProbe, ros_env
 
-from dynofa_ros.dvfs import DvfsController, OutsideRootError, Sysfs, snap_nearest
+from dynofa_ros.dvfs import DvfsController, OutsideRootError, Sysfs, signals_held, snap_nearest
+from dynofa_ros.dvfs import state_file_name as dvfs_state_name
 from dynofa_ros.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
 
 
@@ -225,3 +233,226 @@ def test_a_policy_already_in_userspace_gets_its_own_speed_back(nx):
     assert c.restore() == []
     assert (d / "scaling_setspeed").read_text() == "960000\n"
     assert (d / "scaling_governor").read_text() == "userspace\n"
+
+
+# ---------------------------------------------------------------------- state file: clocks back after SIGKILL
+def _state_files(state: Path) -> list[Path]:
+    return sorted(state.glob("dvfs-state-*.json")) if state.is_dir() else []
+
+
+def _without_setspeed(snap: dict[str, str]) -> dict[str, str]:
+    """The kernel resets scaling_setspeed itself when the governor leaves userspace (see above): not compared."""
+    return {k: v for k, v in snap.items() if not k.endswith("/scaling_setspeed")}
+
+
+def test_originals_are_recorded_before_the_first_write_and_restored_by_the_next_controller(nx, tmp_path):
+    """A controller that dies without restore() (SIGKILL) leaves a state file; the next one restores from it."""
+    state = tmp_path / "state"
+    before = snapshot(nx)
+    first = DvfsController(nx, state_dir=state)
+    assert _state_files(state) == []  # nothing changed yet, nothing recorded
+    assert all(r.ok for r in first.set_cpu_khz(729600)) and first.set_gpu_hz(306000000).ok
+    [path] = _state_files(state)
+    recorded = json.loads(path.read_text())
+    assert recorded["sysfs_root"] == str(nx) and recorded["pid"] == os.getpid()
+    assert recorded["domains"][f"{CPUFREQ}/policy2"] == {"scaling_governor": "schedutil"}
+    assert recorded["domains"][GPU_DEVFREQ] == {"min_freq": "114750000", "max_freq": "1109250000"}
+    assert not list(state.glob(".*.tmp"))  # written through a temporary file, renamed
+    del first  # killed: no restore
+    pinned = snapshot(nx)
+    assert pinned[f"{CPUFREQ}/policy0/scaling_governor"] == "userspace\n"
+    second = DvfsController(nx, state_dir=state)
+    assert _without_setspeed(snapshot(nx)) == _without_setspeed(before)
+    assert _state_files(state) == []
+    assert any("restored the clocks an earlier run" in w and str(path) in w for w in second.warnings), second.warnings
+    # and it records its own originals (the real ones, not the pinned ones) from here on
+    second.set_gpu_hz(510000000)
+    assert json.loads(_state_files(state)[0].read_text())["domains"][GPU_DEVFREQ]["max_freq"] == "1109250000"
+    assert second.restore() == [] and _state_files(state) == []
+
+
+def test_a_state_file_can_only_restore_known_files_to_listed_values(nx, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    put(nx, f"{CPUFREQ}/policy0/scaling_governor", "userspace")
+    put(nx, f"{CPUFREQ}/policy2/scaling_max_freq", "806400")
+    path = state / dvfs_state_name(nx)
+    path.write_text(json.dumps({"format": 1, "sysfs_root": str(nx), "pid": 1, "domains": {
+        f"{CPUFREQ}/policy0": {"scaling_governor": "performance",   # listed: restored
+                               "scaling_cur_freq": "115200"},       # not a file this node writes
+        f"{CPUFREQ}/policy2": {"scaling_max_freq": "999"},          # not a listed frequency
+        f"{CPUFREQ}/policy4": {"scaling_governor": "turbo"},        # not a listed governor
+        "../../etc": {"passwd": "x"},                                # not a domain here
+    }}))
+    before = snapshot(nx)
+    c = DvfsController(nx, state_dir=state)
+    after = snapshot(nx)
+    assert after.pop(f"{CPUFREQ}/policy0/scaling_governor") == "performance\n"
+    before.pop(f"{CPUFREQ}/policy0/scaling_governor")
+    assert after == before
+    skipped = [w for w in c.warnings if "skipped" in w]
+    assert len(skipped) == 4, c.warnings
+    assert _state_files(state) == []
+
+
+def test_an_unreadable_state_file_is_set_aside_with_one_warning(nx, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / dvfs_state_name(nx)
+    path.write_bytes(b"\xff{not json")
+    before = snapshot(nx)
+    c = DvfsController(nx, state_dir=state)
+    assert snapshot(nx) == before
+    assert len(c.warnings) == 1 and "unreadable" in c.warnings[0] and str(path) in c.warnings[0]
+    assert not path.exists() and path.with_name(path.name + ".unreadable").exists()
+
+
+def test_no_write_without_a_record_when_the_state_dir_cannot_be_written(nx, tmp_path):
+    blocker = put(tmp_path, "not_a_dir", "a file where the state directory should be")
+    before = snapshot(nx)
+    c = DvfsController(nx, state_dir=blocker / "state")
+    results = c.set_cpu_khz(1420800)
+    assert all(not r.ok and r.applied is None for r in results)
+    assert str(blocker / "state") in results[0].errors[0] and "not written" in results[0].errors[0]
+    assert snapshot(nx) == before
+    assert c.restore() == []
+
+
+def test_dry_run_records_nothing_and_leaves_an_earlier_state_file_alone(nx, tmp_path):
+    state = tmp_path / "state"
+    killed = DvfsController(nx, state_dir=state)
+    killed.set_gpu_hz(510000000)
+    [path] = _state_files(state)
+    pinned = snapshot(nx)
+    dry = DvfsController(nx, state_dir=state, dry_run=True)
+    assert snapshot(nx) == pinned and path.exists()
+    assert any(w.startswith("dry run: state file") and "would restore" in w for w in dry.warnings), dry.warnings
+    dry.set_cpu_khz(1420800)
+    assert _state_files(state) == [path] and snapshot(nx) == pinned
+
+
+def test_signals_held_records_instead_of_raising():
+    with signals_held() as got:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # let the interpreter run the Python-level handlers
+            if len(got) == 2:
+                break
+    assert got == [signal.SIGINT, signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+
+
+# ---------------------------------------------------------------------- dvfs_node as a real process
+NODE_WAIT = 60.0  # generous: a loaded 2-core machine starts a node in seconds, not minutes
+
+
+def _dvfs_node(root: Path, state: Path, domain_id: int, *extra: str) -> NodeProcess:
+    return NodeProcess("dvfs_node", ["-p", f"sysfs_root:={root}", "-p", f"state_dir:={state}",
+                                     "-p", "diagnostics_period_s:=0.2", *extra], env=ros_env(domain_id))
+
+
+def _wait_file(root: Path, rel: str, value: str, timeout: float = NODE_WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read(root, rel) == value:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _command(domain_id: int, root: Path, node: NodeProcess, khz: int, hz: int) -> None:
+    """Publish latched clock commands until dvfs_node has applied both, then drop the publishers.
+
+    The probe (and so its latched commands) is gone on return, so a restarted node is not re-commanded.
+    """
+    from std_msgs.msg import UInt32, UInt64
+
+    from dynofa_ros.nodes.rm_common import COMMAND_QOS
+
+    with RosProbe(domain_id, "dvfs_probe") as probe:
+        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, COMMAND_QOS)
+        gpu = probe.publisher("dynofa/gpu_freq_cmd", UInt64, COMMAND_QOS)
+        assert probe.wait_for_subscribers(cpu, 1, NODE_WAIT) and probe.wait_for_subscribers(gpu, 1, NODE_WAIT), \
+            node.output()
+        cpu.publish(UInt32(data=khz))
+        gpu.publish(UInt64(data=hz))
+        assert _wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(khz)), node.output()
+        assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(hz)), node.output()
+
+
+def test_node_killed_with_sigkill_gets_the_clocks_back_at_the_next_start(isolated_network, domain_id, tmp_path):
+    """Defect: the originals were only in memory, so SIGKILL left the clocks pinned until reboot."""
+    root, state = make_xavier_nx(tmp_path / "sysfs"), tmp_path / "state"
+    original = snapshot(root)
+    with _dvfs_node(root, state, domain_id) as first:
+        _command(domain_id, root, first, 1420800, 599250000)
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.wait(NODE_WAIT) == -signal.SIGKILL
+    pinned = snapshot(root)
+    assert pinned[f"{CPUFREQ}/policy2/scaling_governor"] == "userspace\n"
+    assert pinned[f"{GPU_DEVFREQ}/min_freq"] == "599250000\n"
+    with _dvfs_node(root, state, domain_id) as second:
+        assert second.wait_for_output("GPU: ", NODE_WAIT), second.output()  # discovery done: restored by now
+        assert _without_setspeed(snapshot(root)) == _without_setspeed(original), second.output()
+        assert "restored the clocks an earlier run" in second.output() and _state_files(state) == []
+        assert second.stop() == 0, second.output()
+    assert "no clock was changed" in second.output()
+    assert _without_setspeed(snapshot(root)) == _without_setspeed(original)
+
+
+SIGNAL_PAIRS = [(signal.SIGINT, signal.SIGINT), (signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+                (signal.SIGTERM, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize(("first_sig", "second_sig"), SIGNAL_PAIRS, ids=lambda s: signal.Signals(s).name)
+def test_a_second_signal_during_restore_does_not_cut_it_short(isolated_network, domain_id, tmp_path, first_sig,
+                                                              second_sig):
+    """Defect: a second Ctrl-C or SIGTERM while restore() ran raised KeyboardInterrupt half-way.
+
+    The tree has 64 cpufreq policies so that restoring takes a while; the second signal is sent the moment
+    the first file is seen restored (policy0's governor), i.e. in the middle of the restore, not by a
+    guessed delay. Each case runs twice.
+    """
+    policies = range(0, 128, 2)
+    for attempt in range(2):
+        root, state = make_xavier_nx(tmp_path / f"sysfs{attempt}", cpu_policies=policies), tmp_path / f"state{attempt}"
+        original = snapshot(root)
+        with _dvfs_node(root, state, domain_id) as node:
+            _command(domain_id, root, node, 1420800, 599250000)
+            assert _wait_file(root, f"{CPUFREQ}/policy126/scaling_setspeed", "1420800"), node.output()
+            first = root / CPUFREQ / "policy0/scaling_governor"
+            node.proc.send_signal(first_sig)
+            deadline = time.monotonic() + NODE_WAIT
+            while first.read_text().strip() != "schedutil" and node.alive() and time.monotonic() < deadline:
+                pass  # no sleep: the second signal must land while the other 63 policies are being restored
+            node.proc.send_signal(second_sig)
+            assert node.wait(NODE_WAIT) == 0, node.output()[-3000:]
+        assert _without_setspeed(snapshot(root)) == _without_setspeed(original), node.output()[-3000:]
+        assert _state_files(state) == []
+        out = node.output()
+        assert "clocks restored" in out and "Traceback" not in out, out
+
+
+def test_dry_run_node_says_what_it_would_have_restored(isolated_network, domain_id, tmp_path):
+    """Defect: with dry_run the node printed "clocks restored" although it had changed nothing."""
+    from std_msgs.msg import UInt32
+
+    from dynofa_ros.nodes.rm_common import COMMAND_QOS
+
+    root, state = make_xavier_nx(tmp_path / "sysfs"), tmp_path / "state"
+    original = snapshot(root)
+    with _dvfs_node(root, state, domain_id, "-p", "dry_run:=true") as node, \
+            RosProbe(domain_id, "dvfs_probe") as probe:
+        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, COMMAND_QOS)
+        assert probe.wait_for_subscribers(cpu, 1, NODE_WAIT), node.output()
+        cpu.publish(UInt32(data=1420800))
+        assert node.wait_for_output("dry run: would write", NODE_WAIT), node.output()
+        assert node.stop() == 0, node.output()
+    out = node.output()
+    assert "clocks restored" not in out, out
+    assert "dry run: no clock was written, so none restored" in out and "would write schedutil to" in out, out
+    assert snapshot(root) == original and _state_files(state) == []

@@ -2,12 +2,15 @@
 
 Only translation lives here: commands → :class:`~dynofa_ros.dvfs.DvfsController` calls, results → log and
 ``/diagnostics``. Every rule about what may be written is in ``dynofa_ros/dvfs.py``. On the way out
-(Ctrl-C, SIGTERM, shutdown, or a crash in spin) the clocks are restored to what they were. Topics,
-parameters and safety: docs/manager.md.
+(Ctrl-C, SIGTERM, shutdown, or a crash in spin) the clocks are restored to what they were, with further
+signals held until that is done; after SIGKILL the originals recorded in ``state_dir`` are restored at the
+next start. Topics, parameters and safety: docs/manager.md.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -17,7 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt32, UInt64
 
-from ..dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, ApplyResult, DvfsController
+from ..dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, DEFAULT_STATE_DIR, HELD_SIGNALS, ApplyResult, DvfsController
 from ..platforms import DEFAULT_GPU_DEVFREQ_DIRS
 from .rm_common import (
     COMMAND_QOS,
@@ -52,6 +55,10 @@ class DvfsNode(Node):
                                          "min/max clamping", read_only=True))
         p("dry_run", False, descriptor("decide and log, never write (robots where clocks must not be touched)",
                                        read_only=True))
+        p("state_dir", DEFAULT_STATE_DIR,
+          descriptor("directory where the original clock values are recorded before the first write, so that the "
+                     "next start restores them if this process is killed (SIGKILL, OOM); '' = do not record",
+                     read_only=True))
         p("diagnostics_period_s", 1.0, descriptor("seconds between /diagnostics messages", read_only=True,
                                                   float_range=(0.1, 60.0)))
         gp = self.get_parameter
@@ -63,9 +70,15 @@ class DvfsNode(Node):
             raise ConfigError(f"cpu_mode {gp('cpu_mode').value!r} is unknown; allowed: {list(CPU_MODES)}")
         self.ctl = DvfsController(gp("sysfs_root").value, cpufreq_dir=gp("cpufreq_dir").value,
                                   cpu_policies=policies, gpu_devfreq_dirs=gp("gpu_devfreq_dirs").value,
-                                  cpu_mode=gp("cpu_mode").value, dry_run=gp("dry_run").value)
+                                  cpu_mode=gp("cpu_mode").value, dry_run=gp("dry_run").value,
+                                  state_dir=gp("state_dir").value or None)
         for note in self.ctl.notes:
             self.get_logger().info(note)
+        for warning in self.ctl.warnings:
+            self.get_logger().warning(warning)
+        if not gp("state_dir").value and not self.ctl.dry_run:
+            self.get_logger().warning("state_dir is empty: if this process is killed, the clocks it set stay "
+                                      "pinned until reboot")
         self.errors: list[str] = []
         self.last_messages: list[str] = []
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
@@ -118,19 +131,56 @@ class DvfsNode(Node):
         return self.ctl.restore()
 
 
+_restored = threading.Event()   # set once on_exit has run: main() must not restore twice
+_nodes: list[DvfsNode] = []     # the node main() started, for the last-resort restore below
+
+
+def _hold_signals_for_exit(received: list[int]) -> None:
+    """From here to the end of the process, SIGINT/SIGTERM/SIGHUP are recorded, never raised.
+
+    The node is on its way out already; a second Ctrl-C or launch's SIGTERM a few ms after the first
+    must not cut the restore (or the shutdown after it) short. SIGKILL still ends a hung exit, and the
+    state file then restores at the next start.
+    """
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+
+
 def _restore(node: Node) -> None:
-    ctl = node.ctl  # type: ignore[attr-defined]
+    held: list[int] = []
+    _hold_signals_for_exit(held)
+    ctl: DvfsController = node.ctl  # type: ignore[attr-defined]
     changed = any(d.saved for d in [*ctl.cpu, *([ctl.gpu] if ctl.gpu else [])])
     errors = node.restore()  # type: ignore[attr-defined]
+    _restored.set()
     # the context may already be shut down: print, rclpy logging may be gone
+    if held or ctl.held_signals:
+        names = sorted({signal.Signals(s).name for s in [*held, *ctl.held_signals]})
+        print(f"dvfs_node: {', '.join(names)} received while restoring: held until the clocks were back", flush=True)
     if errors:
         print(f"dvfs_node: restore failed: {errors}", flush=True)
+    elif ctl.dry_run:
+        would = "; ".join(m.removeprefix("dry run: ") for m in ctl.restore_messages) or "nothing to write back"
+        print(f"dvfs_node: dry run: no clock was written, so none restored (a real run would now: {would})",
+              flush=True)
     else:
         print("dvfs_node: clocks restored" if changed else "dvfs_node: no clock was changed", flush=True)
 
 
+def _make_node() -> DvfsNode:
+    node = DvfsNode()
+    _nodes.append(node)
+    return node
+
+
 def main() -> int:
-    return run("dvfs_node", DvfsNode, on_exit=_restore)
+    try:
+        return run("dvfs_node", _make_node, on_exit=_restore)
+    except KeyboardInterrupt:
+        # a second signal landed between the first one and on_exit (rclpy's exit path): restore here
+        if _nodes and not _restored.is_set():
+            _restore(_nodes[0])
+        return 0
 
 
 if __name__ == "__main__":
