@@ -72,7 +72,8 @@ def test_arguments_become_overrides_and_remaps(tmp_path: Path) -> None:
     assert cmd[:4] == ["/x/perception_node", "--ros-args", "-r", "__node:=perception_node"]
     assert cmd[4:6] == ["-r", "__ns:=/robot1"]
     assert cmd[cmd.index("--params-file") + 1].endswith("config/xavier_nx.yaml")
-    assert f"weights_path:={tmp_path / 'w.pth'}" in cmd and "fp16:=false" in cmd and "image_raw:=/front/image_raw" in cmd
+    assert f"weights_path:={tmp_path / 'w.pth'}" in cmd
+    assert "fp16:=false" in cmd and "image_raw:=/front/image_raw" in cmd
     # overrides come after the params file, as launch_ros passes them, so they win
     assert cmd.index("--params-file") < cmd.index("-p")
 
