@@ -295,6 +295,13 @@ def test_a_state_file_can_only_restore_known_files_to_listed_values(nx, tmp_path
     assert _state_files(state) == []
 
 
+def test_a_refused_request_records_nothing(nx, tmp_path):
+    state = tmp_path / "state"
+    c = DvfsController(nx, state_dir=state)
+    assert not any(r.ok for r in c.set_cpu_khz(5_000_000)) and not c.set_gpu_hz(1).ok
+    assert _state_files(state) == []
+
+
 def test_an_unreadable_state_file_is_set_aside_with_one_warning(nx, tmp_path):
     state = tmp_path / "state"
     state.mkdir()

@@ -5,6 +5,13 @@ the perception node: it publishes the level it "runs" (the manager's last comman
 profile at the commanded clocks. Expected commands come from the pure policy fed the same story, so the
 test checks the wiring (topics, QoS, parameters, units) and that the processes agree with the core. Every
 wait is bounded; nothing asserts on wall-clock durations.
+
+Robust to a loaded machine: every wait is on the condition itself (the commands, a file's content, a log
+line) with a generous deadline. The manager attributes a latency sample to the clocks it had commanded when
+the sample's frame started (receive time − latency); on a loaded machine a sample the test computed from the
+previous commands can arrive after the manager switched, and one such outlier sits in the tail estimate for
+``window_s``. So the test's perception publishes a sample only for commands it has seen stable for a while and
+that did not change while the sample "ran", and ``window_s`` is short, so a stray sample ages out in seconds.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from dynofa_ros import sim
 from dynofa_ros.platforms import XAVIER_NX
 from dynofa_ros.policy import LatencySample, PolicyConfig, PolicyInputs, make_policy
 
-WAIT = 30.0
+WAIT = 90.0  # generous: a bound, not an expectation (a loaded 2-core machine is slow, never this slow)
 SLOWDOWN = 1.5
+STABLE_S = 0.4  # the test's perception reports only for commands it has seen unchanged this long
 MANAGER_PARAMS = {"min_dwell_s": 0.0, "freq_min_dwell_s": 0.0, "probe_quiet_s": 0.0,
-                  "stale_timeout_s": 600.0, "decision_rate_hz": 10.0}
+                  "stale_timeout_s": 600.0, "decision_rate_hz": 10.0, "window_s": 2.0}
 
 
 def _policy():
@@ -124,9 +132,9 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         want1 = (exp1.level, exp1.cpu_freq_khz, exp1.gpu_freq_hz)
         assert _wait_commands(cols, want1, WAIT), f"want {want1}, got {_commands(*cols)}\n{manager.output()}"
         assert _wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(exp1.cpu_freq_khz), WAIT), dvfs.output()
-        assert _read(root, f"{CPUFREQ}/policy4/scaling_governor") == "userspace"
+        assert _wait_file(root, f"{CPUFREQ}/policy4/scaling_governor", "userspace", WAIT), dvfs.output()
         assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
-        assert _read(root, f"{GPU_DEVFREQ}/min_freq") == str(exp1.gpu_freq_hz)
+        assert _wait_file(root, f"{GPU_DEVFREQ}/min_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
 
         # 2. latency feedback: the platform runs 1.5x slower than profiled. The test plays perception, and
         # reports a latency only once the clocks it ran under have been stable for a while (as a real frame
@@ -136,17 +144,20 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         def perception() -> None:
             fam = sim.reference_levels()
             seen, since = None, time.monotonic()
-            while not stop.wait(0.05):
+            while not stop.wait(0.1):
                 now_cmds = _commands(*cols)
                 if now_cmds != seen:
                     seen, since = now_cmds, time.monotonic()
                     continue
                 lvl, c, g = now_cmds
-                if lvl is None or c is None or g is None or time.monotonic() - since < 0.4:
+                if lvl is None or c is None or g is None or time.monotonic() - since < STABLE_S:
                     continue
                 f = 0.1 + 0.2 * XAVIER_NX.cpu_khz[-1] / c + 0.7 * XAVIER_NX.gpu_hz[-1] / g
+                ms = SLOWDOWN * fam[lvl].latency_ms * f
+                if stop.wait(ms / 1000.0) or _commands(*cols) != now_cmds:
+                    continue  # the "frame" ran across a command change: a real one would mix two settings
                 active.publish(UInt8(data=lvl))
-                latency.publish(inference_stats.to_msg(lvl, SLOWDOWN * fam[lvl].latency_ms * f, 0.0, 0))
+                latency.publish(inference_stats.to_msg(lvl, ms, 0.0, 0))
 
         feeder = threading.Thread(target=perception, daemon=True)
         feeder.start()
