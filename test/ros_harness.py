@@ -152,6 +152,27 @@ class RosProbe:
             self.node.destroy_client(client)
 
 
+def publish_paced_until(publish_one: Callable[[int], Any], hz: float, until: Callable[[], bool], *,
+                        min_count: int = 0, timeout: float) -> list[Any]:
+    """Call ``publish_one(i)`` at ``hz`` (a monotonic schedule) until ``until()`` holds and ``min_count`` were sent.
+
+    For tests that need "enough" results from a node that drops frames by design: how many frames a node
+    processes in a fixed window depends on the machine's load, so a test publishes until the condition
+    it needs holds (bounded by ``timeout``) instead of counting results of a fixed burst. Returns what
+    ``publish_one`` returned, in order.
+    """
+    sent: list[Any] = []
+    start = time.monotonic()
+    deadline = start + timeout
+    period = 1.0 / hz
+    while time.monotonic() < deadline and (len(sent) < min_count or not until()):
+        sent.append(publish_one(len(sent)))
+        delay = start + len(sent) * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return sent
+
+
 def diagnostic_values(array_msg: Any, status_name_contains: str = "") -> dict[str, str]:
     """Key/values of the first DiagnosticStatus whose name contains the given text."""
     for status in array_msg.status:
