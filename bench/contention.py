@@ -59,6 +59,7 @@ from dynofa_ros import family as fm  # noqa: E402
 from dynofa_ros import launch_config as lc  # noqa: E402
 from dynofa_ros import scenario as scn  # noqa: E402
 from dynofa_ros.processes import Proc, find_executable, network_is_isolated  # noqa: E402
+from dynofa_ros.sim import policy_fingerprint  # noqa: E402
 from dynofa_ros.tools.demo import Graph, contention_cmd  # noqa: E402
 
 FAMILY = REPO / "config/families/generic_cpu.json"
@@ -149,6 +150,7 @@ class RunRecord:
     loadavg_before: tuple[float, float, float] | None = None
     loadavg_after: tuple[float, float, float] | None = None
     wall_s: float = 0.0
+    fingerprint: str = ""   # dynofa_ros.sim.policy_fingerprint of the controller this column ran
 
 
 def build_bag(p: Pattern, out: Path) -> Path:
@@ -200,7 +202,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
         overrides["perception_node"].setdefault("initial_level", 0)
     else:
         overrides["perception_node"]["initial_level"] = int(column[1:])
-    rec = RunRecord(p.name, column, ok=False, loadavg_before=os.getloadavg())
+    rec = RunRecord(p.name, column, ok=False, loadavg_before=os.getloadavg(), fingerprint=policy_fingerprint(column))
     graph = Graph(args, domain_id=domain_id, log_dir=log_dir, exe_dir=exe_dir, overrides=overrides)
     workers: list[Proc] = []
     record = replay = None

@@ -427,12 +427,14 @@ class LearnedPlant:
     num_levels: int
     switch_factor: float = DEFAULT_SWITCH_FACTOR
     block: float = 20.0                           # mean length of a replayed run of consecutive frames
+    frame_delivery: float = 1.0                   # share of camera frames that reach the node
 
     @classmethod
     def from_json(cls, d: dict, block: float = 20.0) -> LearnedPlant:
         seqs = {int(b): {int(lv): np.asarray(v, dtype=float) for lv, v in cells.items() if len(v)}
                 for b, cells in d["busy"].items()}
-        return cls(seqs, int(d["num_levels"]), float(d.get("switch_factor", DEFAULT_SWITCH_FACTOR)), block)
+        return cls(seqs, int(d["num_levels"]), float(d.get("switch_factor", DEFAULT_SWITCH_FACTOR)), block,
+                   float(d.get("frame_delivery", 1.0)))
 
     @classmethod
     def lognormal(cls, profile_ms: Sequence[float], sigma: float, slowdown: dict[int, float],
@@ -581,13 +583,20 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
                 commanded.append((now + cmd_delay_s, d.level))
             next_tick += tick_period
 
+    # frames lost before the node (plant.frame_delivery < 1: large frames on a loaded machine)
+    keep = np.random.default_rng(seed + 7919).random(n_frames) < plant.frame_delivery
+    arrived = [int(i) for i in np.flatnonzero(keep)]
     while k < n_frames:
-        newest = min(math.floor(t_free * scn.fps + 1e-9), n_frames - 1)
-        if newest >= k and newest * period <= t_free:
-            dropped += newest - k
-            j, start = newest, t_free
+        i0 = bisect.bisect_left(arrived, k)
+        if i0 >= len(arrived):
+            break
+        i_new = bisect.bisect_right(arrived, math.floor(t_free * scn.fps + 1e-9)) - 1
+        if i_new >= i0 and arrived[i_new] * period <= t_free:
+            dropped += i_new - i0
+            j, start = arrived[i_new], t_free
         else:
-            j, start = k, k * period
+            j = arrived[i0]
+            start = max(j * period, t_free)
         manager_until(start)
         level = next(lv for when, lv in reversed(commanded) if when <= start)
         lat = draw(level, scn.busy_at(start))
@@ -623,13 +632,46 @@ def _target(pattern: dict, frame_t: np.ndarray) -> np.ndarray:
     return np.array([GraphScenario._at(pts, float(x)) for x in frame_t])
 
 
+#: What a managed run's behaviour depends on besides the machine: the policy code and the shipped params.
+CONTROLLER_FILES = ("dynofa_ros/policy.py", "dynofa_ros/tail_estimate.py", "config/generic_cpu.yaml")
+
+
 def policy_fingerprint(name: str) -> str:
-    """Hash of the policy module's source: a recorded real run describes the controller of that source."""
+    """Hash of the controller's sources and params: a recorded real run describes the controller of that hash."""
     import hashlib
 
-    from . import policy as pol
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for rel in CONTROLLER_FILES:
+        f = root / rel
+        h.update(rel.encode() + (f.read_bytes() if f.is_file() else b""))
+    return h.hexdigest()[:16] + f":{name}"
 
-    return hashlib.sha256(Path(pol.__file__).read_bytes()).hexdigest()[:16] + f":{name}"
+
+def _recorded_fingerprint(runs_json: dict, name: str) -> str:
+    """The fingerprint every ``name`` column was recorded under; 'mixed' when the code changed between them."""
+    seen = {r.get("fingerprint") or "unknown" for cols in runs_json["runs"].values()
+            for c, r in cols.items() if c == name and r.get("ok")}
+    return seen.pop() if len(seen) == 1 else "mixed"
+
+
+def _frame_delivery(runs_json: dict, patterns: dict, cam: str) -> float:
+    """Share of camera frames that reach the perception node at all (large frames over a loaded machine get
+    lost between replay and node): processed / offered, the largest over the fixed-level runs (the fastest
+    level loses the fewest frames to its own latency)."""
+    shares = []
+    for pname, cols in runs_json["runs"].items():
+        p = patterns[pname]
+        if f"{p['width']}x{p['height']}" != cam:
+            continue
+        for col, run in cols.items():
+            if not run.get("ok") or not col.startswith("L") or len(run["t_s"]) < 2:
+                continue
+            lat = np.asarray(run["latency_ms"])
+            offered = (run["t_s"][-1] - run["t_s"][0]) * p["fps"]
+            if offered > 0:
+                shares.append(min(1.0, len(lat) / offered))
+    return round(float(np.max(shares)), 3) if shares else 1.0
 
 
 def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float = DEFAULT_SWITCH_FACTOR) -> dict:
@@ -683,6 +725,7 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
                     ratios.append(lat[i] / float(np.median(plant.cell(int(lvl[i]), int(busy[i])))))
         plant_d["switch_factor"] = round(float(np.median(ratios)), 3) if len(ratios) >= 5 else switch_default
         plant_d["switches_seen"] = len(ratios)
+        plant_d["frame_delivery"] = _frame_delivery(runs_json, patterns, cam)
     for pname, cols in runs_json["runs"].items():
         p = patterns[pname]
         real = {}
@@ -705,7 +748,7 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
     return {"format": 1, "what": "per-level latency samples per number of busy processes, and real scores, "
                                  "extracted by dynofa_ros.sim.extract_realism_data from a bench/contention.py run",
             "family": runs_json.get("family"),
-            "policy_fingerprint": {n: policy_fingerprint(n) for n in ("joint", "step")},
+            "policy_fingerprint": {n: _recorded_fingerprint(runs_json, n) for n in ("joint", "step")},
             "plants": plants, "patterns": out_patterns}
 
 

@@ -1,0 +1,187 @@
+"""The simulator of the real graph (``dynofa_ros.sim.simulate_graph``) against a recorded real run.
+
+Why: the old simulator (3 % noise, contention ×1.3, the true level handed to the policy at once) said the
+``joint`` controller made 0-1 switches where the machine made 20, so no decision about the controller could
+be taken from it. Here the simulator learns its plant from a real ``bench/contention.py`` run on this
+2-core machine (``test/data/contention_real_run.json``: per level, the latencies the fixed-level columns
+measured, per number of busy processes; extracted by ``dynofa_ros.sim.extract_realism_data``), and is
+checked on what it was *not* fitted to: the miss rates of the managed columns of the same run (closed
+loop: the policy's decisions change which levels run, so the simulated frames-in-flight timing, decision
+timer, switch cost and spread all matter).
+
+Re-record after changing the controller or the machine (about 40 minutes, see bench/contention.py)::
+
+    . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py --threads 1 --duration-scale 0.75 \
+        --sim-data test/data/contention_real_run.json
+
+No wall-clock assertions: everything here is simulated, seeded and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynofa_ros import sim
+from dynofa_ros.policy import LevelSpec, StepPolicy
+
+DATA = Path(__file__).parent / "data" / "contention_real_run.json"
+SEEDS = tuple(range(6))
+
+#: Allowed |sim − real| miss rate, in points: per run, and averaged over the patterns. Why 10 and 5: one
+#: real column of ~30 s is 500-600 frames (binomial standard error up to 2.2 points at 30-50 % misses; the
+#: 640x480 column, whose large frames mostly never reach the node, ~120 frames: 4.5 points); the simulated
+#: figure is a mean over 6 seeds (±1-2 points). Above all, the fixed-level columns the plant is learned from
+#: were recorded minutes apart from the managed ones on a machine shared with other work: in the committed
+#: recording (load average 5-12 on 2 cores, stored in the file) the same level under the same contention
+#: differs between two runs by a median of 15 points. Per-run errors are therefore allowed up to 10 points,
+#: and the mean over patterns, where that drift averages out, to 5. Measured when committed: step 1.7-7.6
+#: points per pattern, 3.3 on average. An unrealistic simulator misses by far more: the old parametric model
+#: is 35-59 points off on the same runs (test below), so the bounds still tell a realistic model from one
+#: that is not.
+TOLERANCE = 0.10
+MEAN_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    return json.loads(DATA.read_text(encoding="utf-8"))
+
+
+def _sim_miss(scn: sim.GraphScenario, plant: sim.LearnedPlant, controller: str) -> float:
+    return float(np.mean([r.miss_rate for r in sim.simulate_controller(scn, plant, controller, seeds=SEEDS)]))
+
+
+def _compared(data: dict) -> list[str]:
+    """step always (the paper's baseline, unchanged); joint only while policy.py is the recorded one."""
+    out = ["step"]
+    if data["policy_fingerprint"].get("joint") == sim.policy_fingerprint("joint"):
+        out.append("joint")
+    return out
+
+
+def test_recorded_data_is_small_and_complete(data):
+    assert DATA.stat().st_size < 1_000_000
+    for name, p in data["patterns"].items():
+        assert "step" in p["real"], name
+        assert p["camera"] in data["plants"]
+
+
+def test_learned_contention_slowdown_grows_with_busy_processes(data):
+    plant = sim.LearnedPlant.from_json(data["plants"]["160x120"])
+    s1, s2 = plant.slowdown(1), plant.slowdown(2)
+    assert 1.0 < s1 < s2, (s1, s2)
+    # the spread the plant replays is the machine's, far from the old 3 %: log-latency std per idle level
+    sig = [float(np.std(np.log(v))) for v in plant.sequences[0].values()]
+    assert np.median(sig) > 0.1
+
+
+def test_sim_miss_rates_agree_with_the_real_run(data):
+    rows = []
+    for name, (scn, plant) in sim.realism_scenarios(data).items():
+        for col in _compared(data):
+            real = data["patterns"][name]["real"].get(col)
+            if real is None:
+                continue
+            rows.append((name, col, real["miss_rate"], _sim_miss(scn, plant, col)))
+    assert rows
+    bad = [r for r in rows if abs(r[2] - r[3]) > TOLERANCE]
+    table = "\n".join(f"{n:<14} {c:<6} real {100 * a:5.1f} %  sim {100 * b:5.1f} %" for n, c, a, b in rows)
+    assert not bad, f"sim and real disagree by more than {100 * TOLERANCE:g} points:\n{table}"
+    for col in {r[1] for r in rows}:
+        mean_err = float(np.mean([abs(a - b) for _, c, a, b in rows if c == col]))
+        assert mean_err <= MEAN_TOLERANCE, f"{col}: mean |sim − real| {100 * mean_err:.1f} points:\n{table}"
+
+
+def test_the_old_parametric_model_does_not_agree(data):
+    """The test above can fail: the plant the simulator used to assume (profile × ×1.3 under contention ×
+    3 % log-normal noise, no switch cost) predicts miss rates far from the real ones."""
+    levels = sim.bench_levels()
+    old = sim.LearnedPlant.lognormal([lv.latency_ms for lv in levels], 0.03, {0: 1.0, 1: 1.15, 2: 1.3})
+    errors = []
+    for name, (scn, _) in sim.realism_scenarios(data).items():
+        real = data["patterns"][name]["real"]["step"]["miss_rate"]
+        errors.append(abs(_sim_miss(scn, old, "step") - real))
+    assert max(errors) > 2 * TOLERANCE, errors
+
+
+# ---------------------------------------------------------------------------------------------- mechanics
+class RecordingStep(StepPolicy):
+    """The real step policy, keeping every input it was given (to see what the graph hands it)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen: list = []
+
+    def decide(self, inp):
+        self.seen.append(inp)
+        return super().decide(inp)
+
+
+def _two_level_plant() -> tuple[list[LevelSpec], sim.LearnedPlant]:
+    levels = [LevelSpec(70.0, 5.0), LevelSpec(80.0, 20.0)]
+    seqs = {0: {0: np.full(50, 5.0), 1: np.full(50, 20.0)}}
+    return levels, sim.LearnedPlant(seqs, 2, switch_factor=1.5)
+
+
+def test_frames_in_flight_switch_at_next_frame_and_first_frame_slower():
+    levels, plant = _two_level_plant()
+    scn = sim.GraphScenario("t", 4.0, 20.0, ((0.0, 0),), ((0.0, 15.0),))
+    pol = RecordingStep(levels)
+    run = sim.simulate_graph(scn, plant, pol, initial_level=1, decision_rate_hz=5.0, seed=3)
+    # level 1 (20 ms) misses 15 ms: step goes down to level 0 and stays
+    first0 = int(np.argmax(run.level == 0))
+    assert run.level[0] == 1 and first0 > 0 and np.all(run.level[first0:] == 0)
+    assert run.latency_ms[first0] == pytest.approx(5.0 * 1.5)      # the first frame after a switch is slower
+    assert run.latency_ms[first0 + 1] == pytest.approx(5.0)
+    # one frame at a time, each sample delivered after its own latency
+    starts = run.t_s - run.latency_ms / 1000.0
+    assert np.all(starts[1:] >= run.t_s[:-1] - 1e-9)
+    # a sample reaches the manager only once its frame is done: no decision sees a sample from its future
+    for inp in pol.seen:
+        assert all(s.stamp <= inp.now + 1e-9 for s in inp.latencies)
+
+
+def test_samples_tagged_with_the_true_level_unless_paired_with_active_level():
+    levels, plant = _two_level_plant()
+    scn = sim.GraphScenario("t", 4.0, 20.0, ((0.0, 0),), ((0.0, 15.0),))
+    wrong = {}
+    for tagging in ("true", "active_level"):
+        pol = RecordingStep(levels)
+        sim.simulate_graph(scn, plant, pol, initial_level=1, seed=3, tagging=tagging)
+        samples = [s for inp in pol.seen for s in inp.latencies]
+        # level 1 always takes 20 ms, level 0 at most 7.5 ms: a sample's latency names its true level
+        wrong[tagging] = sum(1 for s in samples if (s.latency_ms > 10.0) != (s.level == 1))
+    assert wrong["true"] == 0
+    assert wrong["active_level"] >= 1   # the first frame after the switch is read as the old level
+
+
+def test_extraction_splits_by_busy_processes_and_keeps_real_scores_apart():
+    """extract_realism_data: fixed-level frames go to the cell of the busy processes in force when the
+    frame *started*; managed columns give only the switch factor and the real scores."""
+    def run(level, lat, t, busy_changes, ok=True):
+        return {"ok": ok, "level": level, "latency_ms": lat, "t_s": t, "frame_t_s": [x - 0.01 for x in t],
+                "busy_changes": busy_changes, "loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [1.0, 1.0, 1.0]}
+
+    t = [0.05 * i for i in range(1, 201)]          # 10 s at 20 fps, 2 busy processes from 5 s
+    changes = [[0.0, 0], [5.0, 2]]
+    fixed = run([0] * 200, [5.0 if x < 5.01 else 15.0 for x in t], t, changes)
+    managed = run([1 if x < 3.0 else 0 for x in t], [12.0 if x < 3.0 else 5.0 for x in t], t, changes)
+    runs_json = {"family": "config/families/generic_cpu.json",
+                 "patterns": [{"name": "p", "duration_s": 10.0, "fps": 20.0, "width": 160, "height": 120,
+                               "busy": [[0.0, 0], [5.0, 2]], "targets": [[0.0, 10.0]]}],
+                 "runs": {"p": {"L0": fixed, "step": managed, "joint": run([], [], [], [], ok=False)}}}
+    d = sim.extract_realism_data(runs_json)
+    cells = d["plants"]["160x120"]["busy"]
+    # the frame received at 5.00 s started before the change: it is idle; the first frame is left out
+    assert set(cells) == {"0", "2"} and set(cells["0"]) == {"0"}
+    assert all(x == 5.0 for x in cells["0"]["0"]) and all(x == 15.0 for x in cells["2"]["0"])
+    assert len(cells["0"]["0"]) + len(cells["2"]["0"]) == 199
+    real = d["patterns"]["p"]["real"]
+    assert set(real) == {"L0", "step"}
+    assert real["step"]["miss_rate"] == pytest.approx(np.mean([x < 3.0 for x in t]), abs=1e-3)
+    assert real["L0"]["miss_rate"] == pytest.approx(0.5, abs=0.01)
+    assert d["patterns"]["p"]["busy"] == changes
