@@ -322,7 +322,8 @@ def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[flo
     """Scores of every column that ran, and the oracle (with its per-condition choice)."""
     scores: list[ColumnScore] = []
     per_cond: dict[str, dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for col, rec in runs.items():
+    order = {c: i for i, c in enumerate(["joint", "step", *[f"L{i}" for i in range(len(accuracy))]])}
+    for col, rec in sorted(runs.items(), key=lambda cr: order.get(cr[0], len(order))):
         if not rec.ok:
             continue
         busy, target, since = conditions(rec, p)

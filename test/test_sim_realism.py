@@ -38,12 +38,18 @@ SEEDS = tuple(range(6))
 #: were recorded minutes apart from the managed ones on a machine shared with other work: in the committed
 #: recording (load average 5-12 on 2 cores, stored in the file) the same level under the same contention
 #: differs between two runs by a median of 15 points. Per-run errors are therefore allowed up to 10 points,
-#: and the mean over patterns, where that drift averages out, to 5. Measured when committed: step 1.7-7.6
-#: points per pattern, 3.3 on average. An unrealistic simulator misses by far more: the old parametric model
-#: is 35-59 points off on the same runs (test below), so the bounds still tell a realistic model from one
-#: that is not.
+#: and the mean over patterns, where that drift averages out, to 5. Two real runs of the same controller
+#: and pattern, 10-40 minutes apart, differed by 5.5 points on average here (0.2-9.6 points on the 160x120
+#: patterns); the simulator is asked to agree with reality about as well as reality agrees with itself.
+#: Measured when committed: step 0.1-6.4 points per pattern (2.5 on average), joint 0.3-8.6 (3.3). An
+#: unrealistic simulator misses by far more: the old parametric model is 35-59 points off on the same runs
+#: (test below), so the bounds still tell a realistic model from one that is not.
 TOLERANCE = 0.10
 MEAN_TOLERANCE = 0.05
+#: Real columns with fewer frames are reported (bench --sim-data) but not judged here: on this machine ~80 %
+#: of the 640x480 frames never reach the node, leaving ~100 frames per column (binomial standard error ~5
+#: points, and two real runs of the same controller differed by 24 points there).
+MIN_FRAMES = 300
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def test_sim_miss_rates_agree_with_the_real_run(data):
     for name, (scn, plant) in sim.realism_scenarios(data).items():
         for col in _compared(data):
             real = data["patterns"][name]["real"].get(col)
-            if real is None:
+            if real is None or real["frames"] < MIN_FRAMES:
                 continue
             rows.append((name, col, real["miss_rate"], _sim_miss(scn, plant, col)))
     assert rows
