@@ -323,7 +323,8 @@ class DvfsController:
             aside = path.with_name(path.name + ".unreadable")
             with contextlib.suppress(OSError):
                 os.replace(path, aside)
-            self.warnings.append(f"state file {path} is unreadable ({type(exc).__name__}: {exc}); moved to {aside}, "
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.warnings.append(f"state file {path} is unreadable ({why}); moved to {aside}, "
                                  "clocks pinned by an earlier run (if any) are not restored")
             return
         by_rel = {self._rel(d): d for d in self._domains()}

@@ -339,18 +339,29 @@ def test_dry_run_records_nothing_and_leaves_an_earlier_state_file_alone(nx, tmp_
 
 
 def test_signals_held_records_instead_of_raising():
-    with signals_held() as got:
-        os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # let the interpreter run the Python-level handlers
-            if len(got) == 2:
-                break
-    assert got == [signal.SIGINT, signal.SIGTERM]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(1000):
-            pass
+    """Inside the block SIGINT/SIGTERM are recorded, not raised; after it, the handlers in place before are back."""
+    class Raised(Exception):
+        pass
+
+    def raising(signum: int, _frame: object) -> None:
+        raise Raised(signum)
+
+    previous = {sig: signal.signal(sig, raising) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with signals_held() as got:
+            signal.raise_signal(signal.SIGINT)  # delivered to this thread, handled at the next bytecode
+            signal.raise_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10.0
+            while len(got) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        assert got == [signal.SIGINT, signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is raising and signal.getsignal(signal.SIGTERM) is raising
+        with pytest.raises(Raised):
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------- dvfs_node as a real process
