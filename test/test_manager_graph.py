@@ -100,7 +100,8 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
     env = ros_env(domain_id)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     manager_args = [a for k, v in MANAGER_PARAMS.items() for a in ("-p", f"{k}:={v}")]
-    dvfs = NodeProcess("dvfs_node", ["-p", f"sysfs_root:={root}"], env=env, name="dvfs_node")
+    dvfs = NodeProcess("dvfs_node", ["-p", f"sysfs_root:={root}", "-p", f"state_dir:={tmp_path / 'dvfs_state'}"],
+                       env=env, name="dvfs_node")
     monitor = NodeProcess("monitor_node", ["-p", f"sysfs_root:={root}", "-p", "rate_hz:=5.0"], env=env,
                           name="monitor_node")
     manager = NodeProcess("manager_node", manager_args, env=env, name="manager_node")
