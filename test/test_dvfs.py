@@ -413,10 +413,14 @@ def test_node_killed_with_sigkill_gets_the_clocks_back_at_the_next_start(isolate
     pinned = snapshot(root)
     assert pinned[f"{CPUFREQ}/policy2/scaling_governor"] == "userspace\n"
     assert pinned[f"{GPU_DEVFREQ}/min_freq"] == "599250000\n"
-    with _dvfs_node(root, state, domain_id) as second:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    with _dvfs_node(root, state, domain_id) as second, RosProbe(domain_id, "dvfs_probe") as probe:
         assert second.wait_for_output("GPU: ", NODE_WAIT), second.output()  # discovery done: restored by now
         assert _without_setspeed(snapshot(root)) == _without_setspeed(original), second.output()
         assert "restored the clocks an earlier run" in second.output() and _state_files(state) == []
+        # fully started (a SIGINT while rclpy is still creating the node is another matter) before stopping
+        assert probe.collect("/diagnostics", DiagnosticArray).wait_for(1, NODE_WAIT), second.output()
         assert second.stop() == 0, second.output()
     assert "no clock was changed" in second.output()
     assert _without_setspeed(snapshot(root)) == _without_setspeed(original)
