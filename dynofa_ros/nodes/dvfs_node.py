@@ -16,6 +16,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterType
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt32, UInt64
@@ -115,6 +116,8 @@ class DvfsNode(Node):
             self._report([res] if res else [])
 
     def _publish_diagnostics(self) -> None:
+        if not self.context.ok():
+            return  # a signal shut rclpy down while a callback ran: the way out restores, nothing to publish
         values: dict[str, Any] = self.ctl.status()
         values["bad_commands_dropped"] = self.bad.total
         for i, e in enumerate(self.errors[-3:]):
@@ -125,7 +128,11 @@ class DvfsNode(Node):
             level, msg = DIAG_ERROR, "no controllable CPU or GPU frequency domain under " + str(self.ctl.fs.root)
         else:
             level, msg = DIAG_OK, "dry run: nothing written" if self.ctl.dry_run else "clocks applied"
-        self.pub_diag.publish(diagnostics(self, "dynofa dvfs", level, msg, values))
+        try:
+            self.pub_diag.publish(diagnostics(self, "dynofa dvfs", level, msg, values))
+        except _rclpy.RCLError:
+            if self.context.ok():
+                raise  # a real failure; a context shut down between the check and the publish is not
 
     def restore(self) -> list[str]:
         return self.ctl.restore()
