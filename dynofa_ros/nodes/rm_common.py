@@ -363,6 +363,9 @@ def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] 
         pass
     except errors as exc:
         status = refuse(startup_message(exc, argv, node.get_fully_qualified_name() if node else fqn))
+    except Exception as exc:  # RCLError: a signal shut rclpy down while a callback was publishing: a normal exit
+        if rclpy.ok() or "context is invalid" not in str(exc):
+            raise
     finally:
         if node is not None:
             if on_exit is not None:
