@@ -39,11 +39,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros.backends import onnxruntime_backend as ob
-from dynofa_ros.model import DynamicOFA
-from dynofa_ros.preprocess import preprocess
-from dynofa_ros.profiler import clock_state, sample_frame
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference.backends import onnxruntime_backend as ob
+from dynofa_ros.inference.model import DynamicOFA
+from dynofa_ros.inference.preprocess import preprocess
+from dynofa_ros.offline.profiler import clock_state, sample_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def loadavg() -> str:
 def warm_start(family_path: Path, cache_dir: Path, threads: int) -> tuple[float, float, float, int]:
     """Fresh process: (wall from exec to ready, in-process from first import to ready, constructor, exported)."""
     code = ("import time; t0 = time.perf_counter()\n"
-            "from dynofa_ros import family as fm\nfrom dynofa_ros.model import DynamicOFA\n"
+            "from dynofa_ros.inference import family as fm\nfrom dynofa_ros.inference.model import DynamicOFA\n"
             f"m = DynamicOFA(fm.load({str(family_path)!r}), backend='onnxruntime', threads={threads}, "
             f"cache_dir={str(cache_dir)!r})\n"
             "print(time.perf_counter() - t0, m.prepare_s, m.exported_levels)\n")

@@ -30,9 +30,9 @@ is missing it falls back to ``dynofa/classification`` (whose JSON holds ``level`
 Output (``--out``): a table on stdout; ``contention.png`` (miss rate vs accuracy per pattern, and the
 timelines of joint and step); ``contention.json`` (every figure, plus load averages before/after each
 run: the machine has 2 cores and other work on it makes the numbers noisy); ``runs.json`` (every run's
-samples and the actual contention change times: what ``dynofa_ros.sim`` learns its plant from); the
+samples and the actual contention change times: what ``dynofa_ros.offline.sim`` learns its plant from); the
 recorded bags ``bag_<pattern>_<column>``; ``--sim-data FILE`` writes the compact extract the realism test
-uses (``dynofa_ros.sim.extract_realism_data``).
+uses (``dynofa_ros.offline.sim.extract_realism_data``).
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dynofa_ros import family as fm  # noqa: E402
+from devtools.demo import Graph, contention_cmd  # noqa: E402
+from devtools.processes import Proc, find_executable, network_is_isolated  # noqa: E402
 from dynofa_ros import launch_config as lc  # noqa: E402
-from dynofa_ros import scenario as scn  # noqa: E402
-from dynofa_ros.processes import Proc, find_executable, network_is_isolated  # noqa: E402
-from dynofa_ros.sim import policy_fingerprint  # noqa: E402
-from dynofa_ros.tools.demo import Graph, contention_cmd  # noqa: E402
+from dynofa_ros.inference import family as fm  # noqa: E402
+from dynofa_ros.offline.sim import policy_fingerprint  # noqa: E402
+from dynofa_ros.replay import scenario as scn  # noqa: E402
 
 FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
@@ -168,7 +168,7 @@ def build_bag(p: Pattern, out: Path) -> Path:
 
 def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], int | None]:
     """(source topic, [(receive ns, frame stamp s, level, latency ms)], receive ns of the first target)."""
-    from dynofa_ros.bagio import read_messages
+    from dynofa_ros.replay.bagio import read_messages
 
     stats, cls = [], []
     t_target = None
@@ -461,7 +461,7 @@ def plot_agreement(path: Path, rows: Sequence[dict]) -> None:
 # ---------------------------------------------------------------------------------------------- main
 def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
               kept: dict[str, Any]) -> None:
-    """runs.json: the patterns and every run's samples (what ``dynofa_ros.sim`` learns from)."""
+    """runs.json: the patterns and every run's samples (what ``dynofa_ros.offline.sim`` learns from)."""
     all_runs = {pn: dict(cols) for pn, cols in kept["runs"].items()}
     for pn, rr in runs.items():
         all_runs.setdefault(pn, {}).update({c: asdict(r) for c, r in rr.items()})
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"contention: no plot ({exc})", file=sys.stderr)
     if args.sim_data:
-        from dynofa_ros import sim
+        from dynofa_ros.offline import sim
 
         data = sim.extract_realism_data(json.loads((out / "runs.json").read_text()) if not args.from_runs
                                         else json.loads(Path(args.from_runs).read_text()))

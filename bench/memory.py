@@ -37,7 +37,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dynofa_ros.processes import Proc, find_executable, graph_env, network_is_isolated  # noqa: E402
+from devtools.processes import Proc, find_executable, graph_env, network_is_isolated  # noqa: E402
 
 BLOCKER = ("import sys\nclass _NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
            "        if name.split('.')[0] in ('torch', 'torchvision', 'ofa'):\n"
@@ -87,7 +87,7 @@ class Probe:
         import numpy as np
         from sensor_msgs.msg import Image
 
-        from dynofa_ros.image_codec import encode_image
+        from dynofa_ros.perception.image_codec import encode_image
 
         rgb = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
         for _ in range(count):

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/multi_model.py [--seeds 0,1,2] [--duration 120] [--out out/multi_model]
 
-**All figures SIMULATED** (``dynofa_ros.multi_sim``: two apps sharing two cores with competing busy
+**All figures SIMULATED** (``dynofa_ros.offline.multi_sim``: two apps sharing two cores with competing busy
 processes, the Xavier NX CPU clock table and power model; model and assumptions in its docstring). Accuracy
 is the families' PREDICTED top-1. Scenario: ``front`` (3-level subset of generic_cpu, 30 fps, priority 3,
 target 25 ms) and ``rear`` (generic_cpu, 7 levels, 20 fps, priority 1, target 30 ms); 2 busy processes from
@@ -25,8 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dynofa_ros import family as fm  # noqa: E402
-from dynofa_ros.multi_sim import SharedScenario, SimApp, simulate_shared  # noqa: E402
+from dynofa_ros.inference import family as fm  # noqa: E402
+from dynofa_ros.offline.multi_sim import SharedScenario, SimApp, simulate_shared  # noqa: E402
 
 SUBSET = (0, 3, 6)
 FIXED = {"front": 2, "rear": 6}
@@ -65,7 +65,7 @@ def main() -> int:
             wacc += a.priority * acc
         row["weighted_accuracy"] = wacc / sum(a.priority for a in scn.apps)
         rows[ctl] = row
-    print(f"SIMULATED (dynofa_ros.multi_sim, 2 cores, Xavier NX CPU power model), {args.duration:g} s, "
+    print(f"SIMULATED (dynofa_ros.offline.multi_sim, 2 cores, Xavier NX CPU power model), {args.duration:g} s, "
           f"seeds {seeds}; accuracy PREDICTED (family file)")
     head = f"{'controller':<12} | {'front miss':>10} {'acc':>6} {'sw':>5} | {'rear miss':>9} {'acc':>6} {'sw':>5} | " \
            f"{'w.acc':>6} | {'energy J':>8}"

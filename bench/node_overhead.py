@@ -90,9 +90,9 @@ def bare_worker(family_path: str, threads: int, backend: str) -> int:
     """
     import cv2
 
-    from dynofa_ros import family as fm
-    from dynofa_ros.model import DynamicOFA
-    from dynofa_ros.perception import model_accepts
+    from dynofa_ros.inference import family as fm
+    from dynofa_ros.inference.model import DynamicOFA
+    from dynofa_ros.perception.pipeline import model_accepts
 
     kwargs = {"threads": threads, **({"backend": backend} if model_accepts("backend") else {})}
     model = DynamicOFA(fm.load(family_path), **kwargs)
@@ -184,9 +184,9 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String, UInt8
 
-    from dynofa_ros import family as fm
-    from dynofa_ros.image_codec import encode_image
-    from dynofa_ros.processes import network_is_isolated
+    from devtools.processes import network_is_isolated
+    from dynofa_ros.inference import family as fm
+    from dynofa_ros.perception.image_codec import encode_image
     if not network_is_isolated():
         print("refusing to run: not in a loopback-only network namespace (see the docstring)", file=sys.stderr)
         return 2

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros.accuracy import AccuracyPredictor
-from dynofa_ros.device_latency import BACKENDS, DeviceMeter, onnxruntime_offered
-from dynofa_ros.search import arch_key, largest_arch, smallest_arch
+from dynofa_ros.inference import family as fm
+from dynofa_ros.offline.accuracy import AccuracyPredictor
+from dynofa_ros.offline.device_latency import BACKENDS, DeviceMeter, onnxruntime_offered
+from dynofa_ros.offline.search import arch_key, largest_arch, smallest_arch
 
 
 @dataclass
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         runners.append(meter.module_runner(model, 224))
 
     load_before = os.getloadavg()
-    from dynofa_ros.device_latency import time_interleaved, torch_threads
+    from dynofa_ros.offline.device_latency import time_interleaved, torch_threads
 
     with torch_threads(meter.threads):
         timings = time_interleaved(runners, warmup=3, runs=args.runs)

@@ -4,8 +4,8 @@
                                           [--profile xavier_nx_gpu] [--sigma 0.03] [--switch-factor 1.0]
 
 The platform model (latency vs clocks and contention, power from an assumed Xavier NX V-f table,
-thermal lag, frame drops) is documented in ``dynofa_ros/sim.py`` and ``dynofa_ros/platforms.py``;
-the policies are the exact code the manager node runs (``dynofa_ros/policy.py``). The last column is
+thermal lag, frame drops) is documented in ``dynofa_ros/offline/sim.py`` and ``dynofa_ros/control/platforms.py``;
+the policies are the exact code the manager node runs (``dynofa_ros/control/policy.py``). The last column is
 the joint policy's energy saving against each row (positive: joint uses less). Compare rows at similar
 latency: a row that saves energy by missing deadlines is not a fair competitor.
 """
@@ -16,9 +16,9 @@ import argparse
 import dataclasses
 import sys
 
-from dynofa_ros import family as fm
-from dynofa_ros import sim
-from dynofa_ros.policy import levels_from_family
+from dynofa_ros.control.policy import levels_from_family
+from dynofa_ros.inference import family as fm
+from dynofa_ros.offline import sim
 
 
 def main(argv: list[str] | None = None) -> int:

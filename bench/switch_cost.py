@@ -21,10 +21,10 @@ import time
 import numpy as np
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros import supernet as sn
-from dynofa_ros.model import DynamicOFA
-from dynofa_ros.profiler import sample_frame
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference import supernet as sn
+from dynofa_ros.inference.model import DynamicOFA
+from dynofa_ros.offline.profiler import sample_frame
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:

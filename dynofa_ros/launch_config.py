@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "dynofa_ros"
+from .paths import PACKAGE
+
 PLATFORMS = ("xavier_nx", "orin", "generic_cpu")
 DEVICES = ("", "cpu", "cuda", "auto")
 

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynofa_ros.family import Accuracy, Level, SubnetFamily
+from dynofa_ros.inference.family import Accuracy, Level, SubnetFamily
 
 SRC = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/dynamic-ofa/xavier_nx_reference_families.json")
 OUT = Path("config/families")

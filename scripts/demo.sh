@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 . scripts/isolated.sh
-run_isolated .venv/bin/python -m dynofa_ros.tools.demo "$@"
+run_isolated .venv/bin/python -m devtools.demo "$@"

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devtools.demo import Graph  # noqa: E402
 from dynofa_ros import launch_config as lc  # noqa: E402
-from dynofa_ros.tools.demo import Graph  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dynofa_ros.processes import network_is_isolated
+from devtools.processes import network_is_isolated
 
 _domains = itertools.count((os.getpid() * 7) % 100)
 

@@ -123,8 +123,8 @@ def check_params_accepted(install: Install, platform: str, domain_id: int, log_d
     sys.path.insert(0, str(Path(__file__).parent))
     from ros_harness import RosProbe
 
+    from devtools.demo import Graph
     from dynofa_ros import launch_config as lc
-    from dynofa_ros.tools.demo import Graph
 
     strings = {"platform": platform, "namespace": platform, "device": "cpu", "dry_run": "true", **(extra or {})}
     args = lc.LaunchArgs.from_strings(strings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dynofa_ros.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
+from dynofa_ros.control.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
 
 CPUFREQ = "sys/devices/system/cpu/cpufreq"
 GPU_DEVFREQ = "sys/devices/17000000.gv11b/devfreq/17000000.gv11b"

@@ -44,7 +44,7 @@ def image_msg(probe: Any, rgb: np.ndarray | None, frame_id: str, *, encoding: st
     """A sensor_msgs/Image stamped now; ``override`` sets raw fields (height, step, data, ...) for bad input."""
     from sensor_msgs.msg import Image
 
-    from dynofa_ros.image_codec import encode_image
+    from dynofa_ros.perception.image_codec import encode_image
 
     fields = encode_image(rgb, encoding) if rgb is not None else {"encoding": encoding}
     fields.update(override)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynofa_ros.processes import Proc, find_executable, graph_env
+from devtools.processes import Proc, find_executable, graph_env
 
 REPO = Path(__file__).resolve().parents[1]
 

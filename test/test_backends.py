@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros.backends import BackendError
-from dynofa_ros.backends import onnxruntime_backend as ob
-from dynofa_ros.backends.onnx_cache import OnnxCache, entry_key, export_settings
-from dynofa_ros.model import DynamicOFA, LevelSource, synthetic_frames
-from dynofa_ros.preprocess import preprocess
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference.backends import BackendError
+from dynofa_ros.inference.backends import onnxruntime_backend as ob
+from dynofa_ros.inference.backends.onnx_cache import OnnxCache, entry_key, export_settings
+from dynofa_ros.inference.model import DynamicOFA, LevelSource, synthetic_frames
+from dynofa_ros.inference.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_FILES = sorted((ROOT / "config" / "families").glob("*.json"))
@@ -218,8 +218,8 @@ def test_warm_start_builds_nothing_and_imports_no_torch(pair, cache_dir: Path) -
     path = ort_model.family.source_path
     code = (
         "import sys\n"
-        "from dynofa_ros import family as fm\n"
-        "from dynofa_ros.model import DynamicOFA\n"
+        "from dynofa_ros.inference import family as fm\n"
+        "from dynofa_ros.inference.model import DynamicOFA\n"
         f"m = DynamicOFA(fm.load({str(path)!r}), backend='onnxruntime', threads=1)\n"
         "print(m.exported_levels, m.num_levels, 'torch' in sys.modules, 'ofa' in sys.modules, m.backend_label())\n"
     )
@@ -306,7 +306,7 @@ def _run_without_onnxruntime(body: str, tmp_path: Path) -> subprocess.CompletedP
     fam_path = _one_level_family(0).save(tmp_path / "one.json")
     code = _SHIM + ("import logging\nlogging.basicConfig(level=logging.INFO, stream=sys.stdout, "
                     "format='%(levelname)s %(name)s %(message)s')\n"
-                    "from dynofa_ros import family as fm\nfrom dynofa_ros.model import DynamicOFA\n"
+                    "from dynofa_ros.inference import family as fm\nfrom dynofa_ros.inference.model import DynamicOFA\n"
                     f"fam = fm.load({str(fam_path)!r})\n") + body
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "DYNOFA_CACHE_DIR": str(tmp_path / "cache")})

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from dynofa_ros import bagio
-from dynofa_ros import scenario as scn
+from dynofa_ros.replay import bagio
+from dynofa_ros.replay import scenario as scn
 from dynofa_ros.tools import make_scenario_bag as msb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_both_remap_forms_survive_ros_argument_handling(form: list[str]) -> None
     """rclpy's remove_ros_args drops a bare a:=b word; the replay splits the ROS arguments off itself."""
     from rclpy.utilities import remove_ros_args
 
-    from dynofa_ros import playback as pb
+    from dynofa_ros.replay import transport as pb
     from dynofa_ros.tools import replay
 
     argv = ["bag", *form, "--ros-args", "-r", "__ns:=/robot", "--", "--rate", "2"]

@@ -25,7 +25,7 @@ import pytest
 from perception_helpers import frame_rgb, image_msg, module_domain, result, tiny_family
 from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
 
-from dynofa_ros import bundle as bd
+from dynofa_ros.inference import bundle as bd
 
 WAIT = 90.0
 TORCH_HERE = importlib.util.find_spec("torch") is not None
@@ -94,8 +94,8 @@ def test_export_writes_every_file_with_its_hash_and_the_versions(bundle_dir: Pat
 def test_every_level_runs_and_fp16_agrees_with_fp32(bundle_dir: Path) -> None:
     import onnxruntime as ort
 
-    from dynofa_ros.model import DynamicOFA, synthetic_frames
-    from dynofa_ros.preprocess import preprocess
+    from dynofa_ros.inference.model import DynamicOFA, synthetic_frames
+    from dynofa_ros.inference.preprocess import preprocess
 
     b = bd.load_bundle(bundle_dir)
     model = DynamicOFA(b.family, device="cpu", threads=1, bundle=b)
@@ -173,7 +173,7 @@ def test_corrupt_or_mismatched_bundles_are_refused_naming_the_file(bundle_dir: P
 
 def test_a_model_of_another_resolution_is_refused_at_load(bundle_dir: Path, tmp_path: Path) -> None:
     """Hashes can be made to agree; the input shape cannot: a level's model swapped for another is caught."""
-    from dynofa_ros.model import DynamicOFA
+    from dynofa_ros.inference.model import DynamicOFA
 
     b = _copy(bundle_dir, tmp_path)
     first, last = b / bd.level_file(0, "fp32"), b / bd.level_file(len(bd.load_bundle(b).levels) - 1, "fp32")

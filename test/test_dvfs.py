@@ -18,9 +18,9 @@ import pytest
 from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
 from ros_harness import NodeProcess, RosProbe, ros_env
 
-from dynofa_ros.dvfs import DvfsController, OutsideRootError, Sysfs, signals_held, snap_nearest
-from dynofa_ros.dvfs import state_file_name as dvfs_state_name
-from dynofa_ros.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
+from dynofa_ros.control.dvfs import DvfsController, OutsideRootError, Sysfs, signals_held, snap_nearest
+from dynofa_ros.control.dvfs import state_file_name as dvfs_state_name
+from dynofa_ros.control.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
 
 
 def read(root: Path, rel: str) -> str:
@@ -389,7 +389,7 @@ def _command(domain_id: int, root: Path, node: NodeProcess, khz: int, hz: int) -
     """
     from std_msgs.msg import UInt32, UInt64
 
-    from dynofa_ros.nodes.rm_common import COMMAND_QOS
+    from dynofa_ros.nodes.common import COMMAND_QOS
 
     with RosProbe(domain_id, "dvfs_probe") as probe:
         cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, COMMAND_QOS)
@@ -463,7 +463,7 @@ def test_dry_run_node_says_what_it_would_have_restored(isolated_network, domain_
     """Defect: with dry_run the node printed "clocks restored" although it had changed nothing."""
     from std_msgs.msg import UInt32
 
-    from dynofa_ros.nodes.rm_common import COMMAND_QOS
+    from dynofa_ros.nodes.common import COMMAND_QOS
 
     root, state = make_xavier_nx(tmp_path / "sysfs"), tmp_path / "state"
     original = snapshot(root)

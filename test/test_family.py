@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dynofa_ros import family as fm
+from dynofa_ros.inference import family as fm
 
 FAMILIES = sorted((Path(__file__).resolve().parents[1] / "config" / "families").glob("*.json"))
 SIX = Path(__file__).resolve().parents[1] / "config" / "families" / "xavier_nx_six_levels.json"

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dynofa_ros.image_codec import (
+from dynofa_ros.perception.image_codec import (
     ImageError,
     compressed_size,
     decode_compressed,
@@ -344,7 +344,7 @@ def test_bombs_refused_without_allocating_the_image() -> None:
         import resource, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_image_codec import bomb_app1, bomb_ff01
-        from dynofa_ros.image_codec import ImageError, decode_compressed
+        from dynofa_ros.perception.image_codec import ImageError, decode_compressed
         decode_compressed("jpeg", bomb_ff01(8))  # warm the decoder up, so only the bombs can add to the peak
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for data in (bomb_ff01(), bomb_app1()):

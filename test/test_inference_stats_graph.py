@@ -15,7 +15,7 @@ import pytest
 from perception_helpers import frame_rgb, image_msg, module_domain, node_args, result, tiny_family
 from ros_harness import NodeProcess, RosProbe, ros_env
 
-from dynofa_ros.processes import network_is_isolated
+from devtools.processes import network_is_isolated
 
 WAIT = 60.0
 

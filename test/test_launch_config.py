@@ -1,4 +1,4 @@
-"""launch_config (what the launch files start) and playback/scoring rules: pure, no ROS graph needed."""
+"""launch_config (what the launch files start) and transport/scoring rules: pure, no ROS graph needed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from dynofa_ros import launch_config as lc
-from dynofa_ros import playback as pb
-from dynofa_ros import scoring
+from dynofa_ros.replay import scoring
+from dynofa_ros.replay import transport as pb
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_NAMES = ("perception_node", "perception_lifecycle_node", "manager_node", "dvfs_node", "monitor_node")
@@ -162,7 +162,7 @@ def test_params_files_layout(platform: str) -> None:
     assert data["/**/perception_node"] == data["/**/perception_lifecycle_node"]
 
 
-# ------------------------------------------------------------------------------------- playback / scoring
+# ------------------------------------------------------------------------------------- transport / scoring
 def test_record_qos_is_compatible_with_every_publisher() -> None:
     assert pb.record_qos([(True, True), (True, True)]) == pb.QosChoice(True, True, 100)
     assert pb.record_qos([(True, True), (True, False)]).transient_local is False

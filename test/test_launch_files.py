@@ -106,7 +106,7 @@ def _run_like_launch(spec: lc.NodeSpec, env: dict[str, str], log_dir: Path, time
     ``respawn_delay``. Returns every process started (ended by PID) until it stays down for that delay + 5 s."""
     import time
 
-    from dynofa_ros.processes import Proc, find_executable
+    from devtools.processes import Proc, find_executable
 
     starts: list[Proc] = []
     deadline = time.monotonic() + timeout
@@ -130,7 +130,7 @@ def test_a_missing_family_exits_once_and_is_not_restarted(tmp_path: Path, domain
     """The family passes the launch's own check, then disappears before the nodes read it (a disk unmounted,
     a deploy half-done): perception and manager each exit once with one configuration-error line naming the
     file, and the launch wiring does not start them again (no 2-5 s crash loop)."""
-    from dynofa_ros.processes import graph_env
+    from devtools.processes import graph_env
 
     family = tmp_path / "family.json"
     family.write_text((REPO / "config/families/generic_cpu.json").read_text())

@@ -26,9 +26,9 @@ import pytest
 from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
 from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
 
-from dynofa_ros import sim
-from dynofa_ros.platforms import XAVIER_NX
-from dynofa_ros.policy import LatencySample, PolicyConfig, PolicyInputs, make_policy
+from dynofa_ros.control.platforms import XAVIER_NX
+from dynofa_ros.control.policy import LatencySample, PolicyConfig, PolicyInputs, make_policy
+from dynofa_ros.offline import sim
 
 WAIT = 90.0  # generous: a bound, not an expectation (a loaded 2-core machine is slow, never this slow)
 SLOWDOWN = 1.5

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros import supernet as sn
-from dynofa_ros.model import DynamicOFA, LevelError, calibrate_bn, level_bn_stats, synthetic_frames
-from dynofa_ros.preprocess import FrameError, preprocess
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference import supernet as sn
+from dynofa_ros.inference.model import DynamicOFA, LevelError, level_bn_stats, synthetic_frames
+from dynofa_ros.inference.preprocess import FrameError, preprocess
+from dynofa_ros.offline.bn_calibration import calibrate_bn
 
 FAMILY_DIR = Path(__file__).resolve().parents[1] / "config" / "families"
 REFERENCE_FAMILIES = ["xavier_nx_six_levels.json", "xavier_nx_seven_levels.json"]
@@ -184,6 +185,6 @@ def test_calibrated_bn_statistics_are_stored_and_restored_on_switch(tmp_path: Pa
 def test_class_names_file_matches_torchvision_metadata() -> None:
     from torchvision.models import MobileNet_V3_Large_Weights
 
-    from dynofa_ros.postprocess import imagenet_class_names
+    from dynofa_ros.inference.postprocess import imagenet_class_names
 
     assert list(imagenet_class_names()) == MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta["categories"]

@@ -1,6 +1,6 @@
 """Several apps, one manager: the joint decision on small simulated plants (pure Python, no ROS, seeded).
 
-The plants (``dynofa_ros.multi_sim``) share two cores between two apps and competing busy processes; one
+The plants (``dynofa_ros.offline.multi_sim``) share two cores between two apps and competing busy processes; one
 app's level changes the other's latency. Each test can fail: the independent managers are scored on the
 same plant and seed, and the yielding/revert tests check the order of what happens, not just an end state.
 """
@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from dynofa_ros.multi_policy import AppInputs, AppSpec, InterferenceModel, MultiInputs, MultiPolicy
-from dynofa_ros.multi_sim import SharedScenario, SimApp, simulate_shared
-from dynofa_ros.policy import LatencySample, LevelSpec, PolicyConfig, PolicyConfigError
+from dynofa_ros.control.multi_policy import AppInputs, AppSpec, InterferenceModel, MultiInputs, MultiPolicy
+from dynofa_ros.control.policy import LatencySample, LevelSpec, PolicyConfig, PolicyConfigError
+from dynofa_ros.offline.multi_sim import SharedScenario, SimApp, simulate_shared
 
 GENERIC_MS = (5.219, 6.964, 7.572, 8.389, 10.585, 13.52, 16.518)   # config/families/generic_cpu.json
 GENERIC_ACC = (77.146, 79.38, 80.071, 81.41, 82.57, 84.089, 84.803)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynofa_ros import family as fm
-from dynofa_ros.backends.onnx_cache import OnnxCache, entry_key
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference.backends.onnx_cache import OnnxCache, entry_key
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERIC = ROOT / "config" / "families" / "generic_cpu.json"
@@ -35,7 +35,7 @@ def _two_levels(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory) -> tuple[Path, Path, list[np.ndarray]]:
     """A two-level family, its warm cache and both levels' logits, built once (an export costs seconds)."""
-    from dynofa_ros.model import DynamicOFA
+    from dynofa_ros.inference.model import DynamicOFA
 
     root = tmp_path_factory.mktemp("warm")
     fam_path = _two_levels(root / "two.json")
@@ -45,8 +45,8 @@ def warm(tmp_path_factory) -> tuple[Path, Path, list[np.ndarray]]:
 
 def _copy_cache(warm: tuple[Path, Path, list[np.ndarray]], tmp_path: Path) -> tuple[Path, list[Path]]:
     """This test's own copy of the warm cache, and each level's entry path in it (sorted by level)."""
-    from dynofa_ros.backends.onnx_cache import export_settings
-    from dynofa_ros.model import LevelSource
+    from dynofa_ros.inference.backends.onnx_cache import export_settings
+    from dynofa_ros.inference.model import LevelSource
 
     fam_path, cache_dir, _ = warm
     fam = fm.load(fam_path)
@@ -60,8 +60,8 @@ def _copy_cache(warm: tuple[Path, Path, list[np.ndarray]], tmp_path: Path) -> tu
 
 
 def _logits(model, level: int) -> np.ndarray:
-    from dynofa_ros.model import synthetic_frames
-    from dynofa_ros.preprocess import preprocess
+    from dynofa_ros.inference.model import synthetic_frames
+    from dynofa_ros.inference.preprocess import preprocess
 
     return model.logits(preprocess(synthetic_frames(3, 1)[0], model.family[level].r), level)
 
@@ -86,7 +86,7 @@ def test_entry_copied_under_another_key_is_a_miss_with_one_warning(tmp_path: Pat
 
 
 def test_copied_level_entry_loads_the_right_network(warm, tmp_path: Path, caplog) -> None:
-    from dynofa_ros.model import DynamicOFA
+    from dynofa_ros.inference.model import DynamicOFA
 
     fam_path, _, right = warm
     assert not np.allclose(right[0], right[1])
@@ -106,9 +106,9 @@ def test_copied_level_entry_loads_the_right_network(warm, tmp_path: Path, caplog
 _FULL_DISK = """
 import logging, resource, signal, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
-from dynofa_ros import family as fm
-from dynofa_ros.model import DynamicOFA, synthetic_frames
-from dynofa_ros.preprocess import preprocess
+from dynofa_ros.inference import family as fm
+from dynofa_ros.inference.model import DynamicOFA, synthetic_frames
+from dynofa_ros.inference.preprocess import preprocess
 fam = fm.load(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
@@ -155,7 +155,7 @@ def _make_writable(directory: Path) -> None:
 
 
 def test_read_only_cache_with_one_missing_entry_runs_from_memory(warm, tmp_path: Path, caplog) -> None:
-    from dynofa_ros.model import DynamicOFA
+    from dynofa_ros.inference.model import DynamicOFA
 
     fam_path, _, right = warm
     cache_dir, (present, missing) = _copy_cache(warm, tmp_path)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dynofa_ros.frame_slots import FrameSlots
-from dynofa_ros.image_codec import encode_image
-from dynofa_ros.perception import (
+from dynofa_ros.perception.frame_slots import FrameSlots
+from dynofa_ros.perception.image_codec import encode_image
+from dynofa_ros.perception.pipeline import (
     ConfigError,
     KeyedThrottle,
     PerceptionConfig,
@@ -26,7 +26,7 @@ from dynofa_ros.perception import (
     load_family,
     resolve_family_path,
 )
-from dynofa_ros.stage_timing import STAGES, StageTiming
+from dynofa_ros.perception.stage_timing import STAGES, StageTiming
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,8 +135,8 @@ def test_classification_json_carries_stamp_frame_and_topk() -> None:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The real DynamicOFA on two levels (smallest and largest of the Xavier NX six), one thread."""
-    from dynofa_ros import family as fm
-    from dynofa_ros.model import DynamicOFA
+    from dynofa_ros.inference import family as fm
+    from dynofa_ros.inference.model import DynamicOFA
 
     raw = json.loads((REPO / "config/families/xavier_nx_six_levels.json").read_text(encoding="utf-8"))
     raw["levels"] = [raw["levels"][0], raw["levels"][5]]
@@ -214,7 +214,7 @@ def test_invalid_level_commands_share_one_throttled_warning() -> None:
 
 
 def test_untrusted_strings_in_log_lines_are_clipped() -> None:
-    from dynofa_ros.perception import MAX_ECHO, clip_untrusted
+    from dynofa_ros.perception.pipeline import MAX_ECHO, clip_untrusted
 
     huge = "x" * 100_000
     line = clip_untrusted(f"raw frame dropped: unknown encoding {huge!r}; supported: rgb8")

@@ -29,7 +29,7 @@ from perception_helpers import (
 )
 from ros_harness import NodeProcess, RosProbe, diagnostic_values, publish_paced_until, ros_env
 
-from dynofa_ros.processes import network_is_isolated
+from devtools.processes import network_is_isolated
 
 WAIT = 60.0  # generous bound for anything the node does once (model start-up included, on a loaded machine)
 

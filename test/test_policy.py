@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from dynofa_ros import sim
-from dynofa_ros.platforms import XAVIER_NX
-from dynofa_ros.policy import (
+from dynofa_ros.control.platforms import XAVIER_NX
+from dynofa_ros.control.policy import (
     JointPolicy,
     LatencySample,
     LevelSpec,
@@ -20,6 +19,7 @@ from dynofa_ros.policy import (
     StepPolicy,
     make_policy,
 )
+from dynofa_ros.offline import sim
 
 LEVELS = sim.reference_levels()  # Xavier NX six levels: 41.2 .. 61.7 ms, 74.2 .. 79.0 %
 CPU, GPU = XAVIER_NX.cpu_khz, XAVIER_NX.gpu_hz

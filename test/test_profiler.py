@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynofa_ros import family as fm
-from dynofa_ros.profiler import (
+from dynofa_ros.inference import family as fm
+from dynofa_ros.offline.profiler import (
     EMPIRICAL_P98_MIN_RUNS,
     LatencySpread,
     latency_spread,
@@ -108,7 +108,7 @@ def test_spread_json_is_a_valid_family_entry() -> None:
 def test_reference_profile_measured_out_of_order_is_one_line_not_a_traceback(tmp_path: Path, capsys,
                                                                               monkeypatch) -> None:
     """On a loaded machine two close levels can swap; writing the reference unsorted is refused cleanly."""
-    from dynofa_ros.profiler import LevelProfile, ProfileReport
+    from dynofa_ros.offline.profiler import LevelProfile, ProfileReport
 
     src = fm.load(_two_levels(tmp_path)).with_profile("testbox/torch", [1.0, 2.0], reference=True
                                                        ).save(tmp_path / "ref.json")

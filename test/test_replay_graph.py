@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from dynofa_ros import bagio, scoring
+from devtools.demo import Graph, Proc, find_executable
 from dynofa_ros import launch_config as lc
-from dynofa_ros import scenario as scn
+from dynofa_ros.replay import bagio, scoring
+from dynofa_ros.replay import scenario as scn
 from dynofa_ros.tools import make_scenario_bag as msb
 from dynofa_ros.tools import report
-from dynofa_ros.tools.demo import Graph, Proc, find_executable
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "config/scenarios/ci_short.yaml"

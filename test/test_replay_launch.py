@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from ros_harness import RosProbe, diagnostic_values
 
-from dynofa_ros import bagio
+from devtools.processes import Proc, find_executable, graph_env
 from dynofa_ros import launch_config as lc
-from dynofa_ros import scenario as scn
-from dynofa_ros.processes import Proc, find_executable, graph_env
+from dynofa_ros.replay import bagio
+from dynofa_ros.replay import scenario as scn
 from dynofa_ros.tools import make_scenario_bag as msb
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynofa_ros import bagio
-from dynofa_ros import scenario as scn
+from dynofa_ros.replay import bagio
+from dynofa_ros.replay import scenario as scn
 from dynofa_ros.tools import make_scenario_bag as msb
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import shutil
 import pytest
 import torch
 
-from dynofa_ros import family as fm
-from dynofa_ros.accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError
-from dynofa_ros.device_latency import DeviceMeter, Timing, layer_keys
-from dynofa_ros.latency_model import (
+from dynofa_ros.inference import family as fm
+from dynofa_ros.offline.accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError
+from dynofa_ros.offline.device_latency import DeviceMeter, Timing, layer_keys
+from dynofa_ros.offline.latency_model import (
     SEARCH_RESOLUTIONS,
     SHIPPED_LUTS,
     AffineCalibration,
@@ -21,7 +21,7 @@ from dynofa_ros.latency_model import (
     lut_file,
     read_lut,
 )
-from dynofa_ros.search import (
+from dynofa_ros.offline.search import (
     DEFAULT_SUPERNET,
     Candidate,
     SearchError,
@@ -179,7 +179,7 @@ def test_select_levels_keeps_k_levels_where_the_range_allows_and_both_ends_where
 
 
 def test_noise_ratio_is_the_median_spread_of_the_measured_candidates():
-    from dynofa_ros.profiler import LatencySpread
+    from dynofa_ros.offline.profiler import LatencySpread
 
     cands = [Candidate(smallest_arch(), 70, 10.0, 10.0, LatencySpread(1.1, r, 10)) for r in (1.2, 1.5, 1.3, 9.0)]
     assert noise_ratio(cands) == pytest.approx(1.4)  # the median: one very noisy candidate does not set it
@@ -352,8 +352,8 @@ def test_measured_accuracy_path_runs_a_checkpoint_on_labelled_images(tmp_path):
     import cv2
     import numpy as np
 
-    from dynofa_ros import supernet as sn
-    from dynofa_ros.accuracy import labelled_images, measure_top1
+    from dynofa_ros.inference import supernet as sn
+    from dynofa_ros.offline.accuracy import labelled_images, measure_top1
 
     rng = np.random.default_rng(0)
     for cls in ("n01", "n02"):

@@ -1,10 +1,10 @@
-"""The simulator of the real graph (``dynofa_ros.sim.simulate_graph``) against a recorded real run.
+"""The simulator of the real graph (``dynofa_ros.offline.sim.simulate_graph``) against a recorded real run.
 
 Why: the old simulator (3 % noise, contention ×1.3, the true level handed to the policy at once) said the
 ``joint`` controller made 0-1 switches where the machine made 20, so no decision about the controller could
 be taken from it. Here the simulator learns its plant from a real ``bench/contention.py`` run on this
 2-core machine (``test/data/contention_real_run.json``: per level, the latencies the fixed-level columns
-measured, per number of busy processes; extracted by ``dynofa_ros.sim.extract_realism_data``), and is
+measured, per number of busy processes; extracted by ``dynofa_ros.offline.sim.extract_realism_data``), and is
 checked on what it was *not* fitted to: the miss rates of the managed columns of the same run (closed
 loop: the policy's decisions change which levels run, so the simulated frames-in-flight timing, decision
 timer, switch cost and spread all matter).
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynofa_ros import sim
-from dynofa_ros.policy import LevelSpec, StepPolicy
+from dynofa_ros.control.policy import LevelSpec, StepPolicy
+from dynofa_ros.offline import sim
 
 DATA = Path(__file__).parent / "data" / "contention_real_run.json"
 SEEDS = tuple(range(6))

@@ -19,7 +19,7 @@ import pytest
 from perception_helpers import SIX_LEVELS
 from ros_harness import NodeProcess, RosProbe, ros_env
 
-from dynofa_ros.processes import find_executable
+from devtools.processes import find_executable
 
 WAIT = 60.0
 GENERIC = Path(__file__).resolve().parents[1] / "config" / "families" / "generic_cpu.json"

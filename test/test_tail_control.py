@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dynofa_ros.policy import LatencySample, LevelSpec, PolicyConfig, PolicyInputs, make_policy
-from dynofa_ros.tail_estimate import TailEstimator
+from dynofa_ros.control.policy import LatencySample, LevelSpec, PolicyConfig, PolicyInputs, make_policy
+from dynofa_ros.control.tail_estimate import TailEstimator
 
 SIGMA = 0.25
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from jetson_sysfs import INA3221, make_xavier_nx, put
 
-from dynofa_ros.telemetry import Telemetry
+from dynofa_ros.control.telemetry import Telemetry
 
 
 @pytest.fixture

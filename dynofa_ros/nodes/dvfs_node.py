@@ -1,7 +1,7 @@
 """dvfs_node: applies the manager's CPU/GPU frequency commands through cpufreq/devfreq sysfs, and restores.
 
-Only translation lives here: commands → :class:`~dynofa_ros.dvfs.DvfsController` calls, results → log and
-``/diagnostics``. Every rule about what may be written is in ``dynofa_ros/dvfs.py``. On the way out
+Only translation lives here: commands → :class:`~dynofa_ros.control.dvfs.DvfsController` calls, results → log and
+``/diagnostics``. Every rule about what may be written is in ``dynofa_ros/control/dvfs.py``. On the way out
 (Ctrl-C, SIGTERM, shutdown, or a crash in spin) the clocks are restored to what they were, with further
 signals held until that is done; after SIGKILL the originals recorded in ``state_dir`` are restored at the
 next start. Topics, parameters and safety: docs/manager.md.
@@ -21,9 +21,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt32, UInt64
 
-from ..dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, DEFAULT_STATE_DIR, HELD_SIGNALS, ApplyResult, DvfsController
-from ..platforms import DEFAULT_GPU_DEVFREQ_DIRS
-from .rm_common import (
+from ..control.dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, DEFAULT_STATE_DIR, HELD_SIGNALS, ApplyResult, DvfsController
+from ..control.platforms import DEFAULT_GPU_DEVFREQ_DIRS
+from .common import (
     COMMAND_QOS,
     DIAG_ERROR,
     DIAG_OK,

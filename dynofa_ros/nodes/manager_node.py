@@ -1,8 +1,8 @@
 """manager_node: runs the runtime policy on a timer and publishes level and CPU/GPU frequency commands.
 
-Only translation lives here: messages and parameters → :class:`~dynofa_ros.policy.PolicyInputs`,
-:class:`~dynofa_ros.policy.Decision` → commands and ``/diagnostics``. The level is chosen in
-``dynofa_ros/policy.py``. Topics, QoS and parameters: docs/manager.md.
+Only translation lives here: messages and parameters → :class:`~dynofa_ros.control.policy.PolicyInputs`,
+:class:`~dynofa_ros.control.policy.Decision` → commands and ``/diagnostics``. The level is chosen in
+``dynofa_ros/control/policy.py``. Topics, QoS and parameters: docs/manager.md.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState, Temperature
 from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
-from .. import family as fm
-from ..multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
-from ..platforms import BOARDS
-from ..policy import (
+from ..control.multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
+from ..control.platforms import BOARDS
+from ..control.policy import (
     POLICIES,
     LatencySample,
     PolicyConfig,
@@ -34,8 +33,9 @@ from ..policy import (
     levels_from_family,
     make_policy,
 )
+from ..inference import family as fm
 from . import inference_stats as stats
-from .rm_common import (
+from .common import (
     COMMAND_QOS,
     DIAG_OK,
     DIAG_WARN,

@@ -1,6 +1,6 @@
 """monitor_node: publishes this machine's CPU/GPU load and temperatures (~2 Hz), power rails in diagnostics.
 
-Only translation lives here: :class:`~dynofa_ros.telemetry.Telemetry` samples → messages. What the machine
+Only translation lives here: :class:`~dynofa_ros.control.telemetry.Telemetry` samples → messages. What the machine
 lacks is logged once at start-up and never published (no invented zeros). Topics: docs/manager.md.
 """
 
@@ -13,14 +13,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import Temperature
 from std_msgs.msg import Float32
 
-from ..platforms import (
+from ..control.platforms import (
     DEFAULT_CPU_THERMAL_ZONES,
     DEFAULT_GPU_LOAD_FILES,
     DEFAULT_GPU_THERMAL_ZONES,
     DEFAULT_TOTAL_POWER_RAILS,
 )
-from ..telemetry import Telemetry
-from .rm_common import DIAG_OK, DIAG_WARN, OUTPUT_QOS, descriptor, diagnostics, run
+from ..control.telemetry import Telemetry
+from .common import DIAG_OK, DIAG_WARN, OUTPUT_QOS, descriptor, diagnostics, run
 
 
 class MonitorNode(Node):

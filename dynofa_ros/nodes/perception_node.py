@@ -1,8 +1,8 @@
 """perception_node: Dynamic-OFA on camera frames; level switches between frames; stale frames dropped.
 
-This module only translates: parameters → :class:`~dynofa_ros.perception.PerceptionConfig`, image and
-command messages → :class:`~dynofa_ros.perception.Pipeline`, results → messages. What is decided or
-computed lives in ``dynofa_ros/perception.py`` (and ``image_codec``, ``frame_slots``, ``stage_timing``).
+This module only translates: parameters → :class:`~dynofa_ros.perception.pipeline.PerceptionConfig`, image and
+command messages → :class:`~dynofa_ros.perception.pipeline.Pipeline`, results → messages. What is decided or
+computed lives in ``dynofa_ros/perception/pipeline.py`` (and ``image_codec``, ``frame_slots``, ``stage_timing``).
 
 :class:`PerceptionRuntime` is shared with ``perception_lifecycle_node``: the plain node calls
 ``configure(background=True)`` and ``activate()`` at start-up (the model is built on the worker
@@ -31,7 +31,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8
 
-from ..perception import (
+from ..perception.pipeline import (
     BACKENDS,
     DEVICES,
     ConfigError,
@@ -43,9 +43,9 @@ from ..perception import (
     incompatible_qos_message,
     load_family,
 )
+from .common import run as run_node
 from .inference_stats import QOS as STATS_QOS
 from .inference_stats import to_msg as inference_stats
-from .rm_common import run as run_node
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError

@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import family as fm
-from ..accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError, measure_top1
-from ..device_latency import BACKENDS, DeviceMeter, MeasureError, onnxruntime_offered
-from ..latency_model import (
+from ..inference import family as fm
+from ..offline.accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError, measure_top1
+from ..offline.device_latency import BACKENDS, DeviceMeter, MeasureError, onnxruntime_offered
+from ..offline.latency_model import (
     LUT_SUPERNET,
     SEARCH_RESOLUTIONS,
     SHIPPED_LUTS,
@@ -42,7 +42,7 @@ from ..latency_model import (
     relative_errors,
     write_lut,
 )
-from ..search import DEFAULT_SUPERNET, SearchError, SearchSettings, arch_key, build_family
+from ..offline.search import DEFAULT_SUPERNET, SearchError, SearchSettings, arch_key, build_family
 
 LATENCY_MODELS = ("lut-xavier-nx-cpu", "lut-xavier-nx-gpu", "lut-measured", "measure")
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="family name (default: the --out file stem)")
     p.add_argument("--supernet", default=DEFAULT_SUPERNET, choices=sorted(fm.SUPERNETS))
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                   help="what runs the measurements (auto: onnxruntime if dynofa_ros.backends offers it)")
+                   help="what runs the measurements (auto: onnxruntime if dynofa_ros.inference.backends offers it)")
     p.add_argument("--profile-name", default=None, help="latency profile name (default generic_cpu/<backend>)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--lut", default=None, metavar="DIR",

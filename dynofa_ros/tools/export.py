@@ -5,7 +5,7 @@
     ros2 launch dynofa_ros dynofa.launch.py bundle:=/data/bundle_generic_cpu    # on the robot
 
 This side needs torch and ofa (a workstation or CI); the robot reads the directory with
-``dynofa_ros.bundle`` and ONNX Runtime only. Each level is exported exactly as the onnxruntime backend
+``dynofa_ros.inference.bundle`` and ONNX Runtime only. Each level is exported exactly as the onnxruntime backend
 exports it (same weights, same per-level BatchNorm statistics, same export settings), through the same
 on-disk cache, so a bundle made after the node has run once here costs no export at all.
 
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import bundle as bd
-from .. import family as fm
-from ..backends.onnx_cache import OPSET, OnnxCache, export_settings, export_static, package_version
+from ..inference import bundle as bd
+from ..inference import family as fm
+from ..inference.backends.onnx_cache import OPSET, OnnxCache, export_settings, export_static, package_version
 
 VERSIONED = ("dynofa_ros", "torch", "ofa", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
 
@@ -65,8 +65,8 @@ def _write(path: Path, data: bytes, files: dict[str, Any], root: Path) -> None:
 def export_bundle(family_path: str | Path, out: str | Path, *, weights: str | None = None, seed: int = 0,
                   fp16: bool = True, cache_dir: str | Path | None = None, force: bool = False) -> Path:
     """Write the bundle for ``family_path`` to ``out`` (atomically: a temporary sibling, then renamed)."""
-    from ..model import LevelSource
-    from ..postprocess import imagenet_class_names
+    from ..inference.model import LevelSource
+    from ..inference.postprocess import imagenet_class_names
 
     family = fm.load(family_path)
     out = Path(out)
@@ -116,7 +116,7 @@ def export_bundle(family_path: str | Path, out: str | Path, *, weights: str | No
             "bn_source": source.bn_source,
             "num_classes": len(names),
             "opset": OPSET,
-            "input": "float32 NCHW (1, 3, r, r), RGB normalised as dynofa_ros.preprocess",
+            "input": "float32 NCHW (1, 3, r, r), RGB normalised as dynofa_ros.inference.preprocess",
             "fp16": "onnxruntime.transformers.float16, keep_io_types" if fp16 else None,
             "levels": levels,
             "files": files,

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import playback as pb
-from .. import scenario as scn
-from ..bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
+from ..replay import scenario as scn
+from ..replay import transport as pb
+from ..replay.bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 

@@ -16,9 +16,10 @@ import inspect
 import sys
 from pathlib import Path
 
-from .. import family as fm
-from ..model import DynamicOFA, calibrate_bn, read_image_folder
-from ..profiler import profile_model
+from ..inference import family as fm
+from ..inference.model import DynamicOFA
+from ..offline.bn_calibration import calibrate_bn, read_image_folder
+from ..offline.profiler import profile_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

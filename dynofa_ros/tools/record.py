@@ -20,8 +20,8 @@ import sys
 import threading
 from typing import Any
 
-from .. import playback as pb
-from ..bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
+from ..replay import transport as pb
+from ..replay.bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

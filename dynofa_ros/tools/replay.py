@@ -13,7 +13,7 @@ and checked before anything is published, so a truncated bag fails with one line
 Any bag ``ros2 bag record`` writes is read (``bagio``). Topics whose message type is not installed
 here are skipped with one line naming them; a bag with nothing else is refused with one line.
 
-Late joiners: the latest message of a state topic (``playback.STATE_TOPICS``, the targets) is published
+Late joiners: the latest message of a state topic (``transport.STATE_TOPICS``, the targets) is published
 again to every subscriber that appears after it was sent, so a manager that starts or respawns later
 still gets the target in force. ``--wait-ready`` waits for perception's latched ``dynofa/ready``, so no
 frame is published before the model can take it. ``--monitor-topics auto`` (default) leaves out the
@@ -30,8 +30,8 @@ import threading
 import time
 from typing import Any
 
-from .. import playback as pb
-from ..bagio import BagError, BagMessage, read_raw
+from ..replay import transport as pb
+from ..replay.bagio import BagError, BagMessage, read_raw
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -7,7 +7,7 @@ Per run: deadline-miss rate against the latency target in force (overall and per
 splits the run), latency p50/p90, mean accuracy delivered with its source (measured / predicted, from
 the family file), level switches, the CPU/GPU frequencies commanded, and energy where power was recorded.
 The PNG has one column per run: latency vs target, level, frequencies, battery, load. Rules:
-``dynofa_ros/scoring.py``. A truncated or corrupt bag gives one error line (exit status 2).
+``dynofa_ros/replay/scoring.py``. A truncated or corrupt bag gives one error line (exit status 2).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import scoring
-from ..bagio import BagError, read_messages
+from ..replay import scoring
+from ..replay.bagio import BagError, read_messages
 
 #: Topics that the replay feeds in: the run's clock starts at the first of them (the replay's start).
 INPUT_TOPICS = ("dynofa/target_latency_ms", "dynofa/min_accuracy", "battery_state", "thermal/cpu", "thermal/gpu",
@@ -83,7 +83,7 @@ def family_accuracy(path: str | None) -> tuple[list[float | None], str, str]:
     """(top-1 per level, source label, family name) from a family file; empty when none is given."""
     if not path:
         return [], "unknown", ""
-    from ..family import load
+    from ..inference.family import load
 
     fam = load(path)
     return fam.accuracies(), scoring.accuracy_source([lv.accuracy.source for lv in fam.levels]), fam.name

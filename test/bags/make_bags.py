@@ -3,7 +3,7 @@
     .venv/bin/python test/bags/make_bags.py          # rewrites test/bags/<kind>/ (checked in)
 
 Why made here and not downloaded: the build machines reach no bag archive, and a test must not depend
-on a fetched file. Each bag is written by the project's own writer (``dynofa_ros.bagio.BagWriter``,
+on a fetched file. Each bag is written by the project's own writer (``dynofa_ros.replay.bagio.BagWriter``,
 rosbags) and then edited by hand the way each rosbag2 release lays it out, from rosbag2's sources
 (``rosbag2_storage/src/.../metadata_io.cpp``, ``sqlite_storage.cpp``, ``rosbag2_py/test/resources``):
 
@@ -31,7 +31,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from dynofa_ros.bagio import BagWriter  # noqa: E402
+from dynofa_ros.replay.bagio import BagWriter  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
 #: What ``ros2 bag record`` on Humble writes for a default reliable volatile publisher (talker bag).

@@ -5,8 +5,8 @@ managers each read the other app's load as "slowdown" and step down, then step u
 stepped down: two controllers on one plant. This module decides all of them at once, pure and deterministic
 (no rclpy), so every rule is unit-tested and the bench scores exactly what the manager node runs.
 
-Per app it keeps one :class:`~dynofa_ros.policy.JointPolicy` as its *rule engine*: the per-level latency
-tails (:mod:`dynofa_ros.tail_estimate`), the binomial miss-budget violation test, the drop ratio when
+Per app it keeps one :class:`~dynofa_ros.control.policy.JointPolicy` as its *rule engine*: the per-level latency
+tails (:mod:`dynofa_ros.control.tail_estimate`), the binomial miss-budget violation test, the drop ratio when
 contention has just begun, and the probe backoff are the single-app rules, reused unchanged. What is new:
 
 Objective, in order

@@ -26,7 +26,7 @@ import numpy as np
 from . import BackendError
 from .onnx_cache import OnnxCache, export_settings
 
-log = logging.getLogger("dynofa_ros.backends.onnxruntime")
+log = logging.getLogger("dynofa_ros.inference.backends.onnxruntime")
 
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -216,7 +216,7 @@ def prepare_levels(resolutions: Sequence[int], materials: Sequence[dict[str, Any
 def prepare_bundle_levels(bundle: Any, *, device: str = "cpu", providers: Sequence[str] | None = None,
                           threads: int | None = None, fp16: bool = False,
                           cache_dir: str | Path | None = None) -> OrtPrepared:
-    """Every level of a verified ``dynofa_ros.bundle.Bundle`` as a loaded session; nothing is exported or imported
+    """Every level of a verified ``inference.bundle.Bundle`` as a loaded session; nothing is exported or imported
     beyond onnxruntime. CPU and TensorRT run the fp32 models (TensorRT builds its fp16 engine from them with
     ``trt_fp16_enable``); CUDA runs the bundle's fp16 models when ``fp16`` is asked and the bundle has them.
     TensorRT engines go to the (writable) cache directory, since a shipped bundle may sit on a read-only disk.

@@ -15,7 +15,7 @@ Platform truth (deliberately *not* the policy's own model, so the policy has som
 
   with ``cpu = 0.25``, ``gpu = 0.62``, ``fixed = 0.13`` (the policy assumes 0.2 / 0.7) and log-normal noise
   (σ = 3 %); ``L_prof`` is the family's reference profile (Xavier NX GPU, batch 1);
-* power per domain from :mod:`dynofa_ros.platforms` (``P = P_leak·V + P_dyn·u·f·V²``, assumed V-f line).
+* power per domain from :mod:`dynofa_ros.control.platforms` (``P = P_leak·V + P_dyn·u·f·V²``, assumed V-f line).
   During an inference the inference thread keeps one of the two online Carmel cores busy (computing, or
   spin-waiting on the GPU as CUDA does by default) and the GPU is busy while its kernels run (memory-bound
   parts included); other processes add half their contention as load. Energy is the integral over the
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .platforms import XAVIER_NX, Board
-from .policy import (
+from ..control.platforms import XAVIER_NX, Board
+from ..control.policy import (
     LatencySample,
     LevelSpec,
     Policy,
@@ -53,9 +53,10 @@ from .policy import (
     levels_from_family,
     make_policy,
 )
+from ..paths import config_dir
 
 GOVERNORS = ("performance", "powersave", "ondemand", "schedutil")
-REFERENCE_FAMILY = Path(__file__).resolve().parents[1] / "config" / "families" / "xavier_nx_six_levels.json"
+REFERENCE_FAMILY = config_dir() / "families" / "xavier_nx_six_levels.json"
 
 
 # ---------------------------------------------------------------------------------------------- trace
@@ -299,7 +300,7 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
 # ---------------------------------------------------------------------------------------------- table
 def reference_levels() -> list[LevelSpec]:
     """The Xavier NX reference family (six levels, profile ``xavier_nx_gpu``)."""
-    from .family import load
+    from ..inference.family import load
 
     return levels_from_family(load(REFERENCE_FAMILY), "xavier_nx_gpu")
 
@@ -388,8 +389,8 @@ def format_table(results: Sequence[Result], reference: str = "joint (ours)") -> 
 #   (``switch_factor``, learned from the recorded switches, ~1.14 here);
 # * ``load/cpu`` arrives at 2 Hz as the share of both cores busy over the last 0.5 s.
 
-BENCH_FAMILY = Path(__file__).resolve().parents[1] / "config" / "families" / "generic_cpu.json"
-BENCH_PARAMS = Path(__file__).resolve().parents[1] / "config" / "generic_cpu.yaml"
+BENCH_FAMILY = config_dir() / "families" / "generic_cpu.json"
+BENCH_PARAMS = config_dir() / "generic_cpu.yaml"
 DEFAULT_SWITCH_FACTOR = 1.14
 
 
@@ -515,7 +516,7 @@ class GraphRun:
 
 
 def bench_levels(family_path: str | Path = BENCH_FAMILY) -> list[LevelSpec]:
-    from .family import load
+    from ..inference.family import load
 
     return levels_from_family(load(family_path))
 
@@ -633,17 +634,17 @@ def _target(pattern: dict, frame_t: np.ndarray) -> np.ndarray:
 
 
 #: What a managed run's behaviour depends on besides the machine: the policy code and the shipped params.
-CONTROLLER_FILES = ("dynofa_ros/policy.py", "dynofa_ros/tail_estimate.py", "config/generic_cpu.yaml")
+CONTROLLER_FILES = ("dynofa_ros/control/policy.py", "dynofa_ros/control/tail_estimate.py", "config/generic_cpu.yaml")
 
 
 def policy_fingerprint(name: str) -> str:
     """Hash of the controller's sources and params: a recorded real run describes the controller of that hash."""
     import hashlib
 
-    root = Path(__file__).resolve().parents[1]
+    site = Path(__file__).resolve().parents[2]  # the directory holding the dynofa_ros package
     h = hashlib.sha256()
     for rel in CONTROLLER_FILES:
-        f = root / rel
+        f = config_dir() / rel.removeprefix("config/") if rel.startswith("config/") else site / rel
         h.update(rel.encode() + (f.read_bytes() if f.is_file() else b""))
     return h.hexdigest()[:16] + f":{name}"
 
@@ -746,7 +747,7 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
         out_patterns[pname] = {"camera": f"{p['width']}x{p['height']}", "duration_s": p["duration_s"], "fps": p["fps"],
                                "busy": ref.get("busy_changes") or [[0.0, 0]], "targets": p["targets"], "real": real}
     return {"format": 1, "what": "per-level latency samples per number of busy processes, and real scores, "
-                                 "extracted by dynofa_ros.sim.extract_realism_data from a bench/contention.py run",
+                                 "extracted by offline.sim.extract_realism_data from a bench/contention.py run",
             "family": runs_json.get("family"),
             "policy_fingerprint": {n: _recorded_fingerprint(runs_json, n) for n in ("joint", "step")},
             "plants": plants, "patterns": out_patterns}

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .family import RESOLUTIONS
+from .. import paths
+from ..inference.family import RESOLUTIONS
 
-DATA_DIR = Path(__file__).resolve().parent / "data" / "dynamic_ofa"
+DATA_DIR = paths.DATA_DIR / "dynamic_ofa"
 LUT_DIR = DATA_DIR / "latency_lut"
 #: Supernet whose layer shapes the LUT keys describe (see the module docstring).
 LUT_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.2"
@@ -218,7 +219,7 @@ def calibration_archs(model: LatencyModel, n: int, seed: int, resolutions: Seque
     """``n`` architectures spread over the model's latency range (quantiles of seeded random samples)."""
     import random
 
-    from .family import DEPTH_CHOICES, EXPAND_CHOICES, KERNEL_CHOICES, NUM_BLOCKS, NUM_STAGES
+    from ..inference.family import DEPTH_CHOICES, EXPAND_CHOICES, KERNEL_CHOICES, NUM_BLOCKS, NUM_STAGES
 
     rng = random.Random(seed)
     pool = [{"ks": [min(KERNEL_CHOICES)] * NUM_BLOCKS, "e": [min(EXPAND_CHOICES)] * NUM_BLOCKS,

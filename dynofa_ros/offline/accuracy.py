@@ -99,9 +99,9 @@ def measure_top1(supernet: str, weights: str | os.PathLike[str], archs: Sequence
     import cv2
     from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
 
-    from . import supernet as sn
+    from ..inference import supernet as sn
+    from ..inference.preprocess import preprocess
     from .device_latency import level_of
-    from .preprocess import preprocess
 
     items = labelled_images(val_dir, limit)
     if not items:

@@ -319,8 +319,8 @@ def startup_message(exc: BaseException, argv: Sequence[str], fqn: str) -> str:
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:
-    from ..family import FamilyError
-    from ..policy import PolicyConfigError
+    from ..control.policy import PolicyConfigError
+    from ..inference.family import FamilyError
 
     return (ConfigError, ParameterException, FamilyError, PolicyConfigError)
 

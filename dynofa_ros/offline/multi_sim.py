@@ -15,11 +15,11 @@ simplest one that has the effect, with its assumptions written down:
   where ``busy`` is the number of competing busy processes and ``u_others`` the other apps' CPU share over
   the last 0.5 s (time sharing of the cores once runnable threads outnumber them, plus cache/memory
   interference that exists even when they do not);
-* CPU rail power per decision period: :class:`~dynofa_ros.platforms.DomainPower` of the Xavier NX CPU at the
+* CPU rail power per decision period: :class:`~dynofa_ros.control.platforms.DomainPower` of the Xavier NX CPU at the
   clock in force, utilisation ``(u_apps + busy) / cores`` (capped at 1). **Assumed, not measured.**
 
-Controllers: ``coordinated`` (one :class:`~dynofa_ros.multi_policy.MultiPolicy`), ``independent`` (one
-:class:`~dynofa_ros.policy.JointPolicy` per app; they share the clock, and the last command sent wins, as
+Controllers: ``coordinated`` (one :class:`~dynofa_ros.control.multi_policy.MultiPolicy`), ``independent`` (one
+:class:`~dynofa_ros.control.policy.JointPolicy` per app; they share the clock, and the last command sent wins, as
 with one ``dvfs_node`` and two managers), ``fixed`` (given levels, maximum clock). Seeded, deterministic.
 """
 
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
-from .platforms import XAVIER_NX, DomainPower
-from .policy import JointPolicy, LatencySample, LevelSpec, PolicyConfig, PolicyInputs
+from ..control.multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
+from ..control.platforms import XAVIER_NX, DomainPower
+from ..control.policy import JointPolicy, LatencySample, LevelSpec, PolicyConfig, PolicyInputs
 
 CONTROLLERS = ("coordinated", "independent", "fixed")
 

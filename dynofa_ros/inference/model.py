@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from . import supernet as sn
     from .bundle import Bundle
 
-log = logging.getLogger("dynofa_ros.model")
+log = logging.getLogger("dynofa_ros.inference.model")
 
 DEVICES = ("cpu", "cuda", "auto")
 BACKENDS = ("torch", "onnxruntime", "auto")
@@ -447,31 +447,6 @@ def load_bn_stats(family: SubnetFamily) -> list[sn.BnStats | None]:
     return out
 
 
-def calibrate_bn(family: SubnetFamily, images: list[np.ndarray], *, weights: str | None = None,
-                 out: str | os.PathLike[str], batch_size: int = 16, seed: int = 0) -> Path:
-    """Per-level BatchNorm statistics from sample frames (OFA's ``set_running_statistics``), saved to ``out``.
-
-    A sub-network's BN statistics depend on its architecture; OFA re-estimates them per sub-network
-    before evaluation. Storing them per level lets every level run with its own statistics.
-    """
-    import torch
-
-    from . import supernet as sn
-
-    if not images:
-        raise ValueError("calibration needs at least one image")
-    net = sn.build_supernet(family.supernet, seed=seed)
-    if weights:
-        sn.load_weights(net, weights)
-    saved: dict[str, dict[str, list[torch.Tensor]]] = {}
-    for lv in family.levels:
-        stats = level_bn_stats(net, lv, images, batch_size)
-        saved[lv.arch_key()] = {"mean": [m for m, _ in stats], "var": [v for _, v in stats]}
-    out = Path(out)
-    torch.save(saved, out)
-    return out
-
-
 def level_bn_stats(net: torch.nn.Module, level: Level, images: list[np.ndarray], batch_size: int = 16
                    ) -> sn.BnStats:
     """One level's BatchNorm statistics re-estimated on ``images`` with OFA's ``set_running_statistics``."""
@@ -494,16 +469,3 @@ def synthetic_frames(seed: int, count: int = SYNTHETIC_FRAMES, size: int = SYNTH
     rng = np.random.default_rng(seed)
     return [cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 3)
             for _ in range(count)]
-
-
-def read_image_folder(folder: str | os.PathLike[str], limit: int = 256) -> list[np.ndarray]:
-    """RGB uint8 images from a folder (jpg/png/bmp), sorted by name, at most ``limit``."""
-    import cv2
-
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
-    images = []
-    for p in files[:limit]:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is not None:
-            images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return images

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("dynofa_ros.backends.onnx_cache")
+log = logging.getLogger("dynofa_ros.inference.backends.onnx_cache")
 
 #: Bump when the export code changes in a way that changes the produced graph.
 CACHE_FORMAT = 1

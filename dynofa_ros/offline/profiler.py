@@ -21,7 +21,7 @@ from statistics import NormalDist
 import numpy as np
 import psutil
 
-from .model import DynamicOFA
+from ..inference.model import DynamicOFA
 
 #: Standard normal quantiles of the 90th and 98th percentiles (1.2816, 2.0537).
 Z90 = NormalDist().inv_cdf(0.90)

@@ -42,8 +42,7 @@ import torch
 from ofa.nas.accuracy_predictor.arch_encoder import MobileNetArchEncoder
 from ofa.nas.search_algorithm.evolution import EvolutionFinder
 
-from .accuracy import AccuracyPredictor
-from .family import (
+from ..inference.family import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
     KERNEL_CHOICES,
@@ -56,6 +55,7 @@ from .family import (
     pareto_front,
     validate,
 )
+from .accuracy import AccuracyPredictor
 from .latency_model import SEARCH_RESOLUTIONS, Arch, LatencyModel, relative_errors
 from .profiler import LatencySpread, spread_from_quantiles
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import supernet as sn
-from .family import EXPAND_CHOICES, KERNEL_CHOICES, NUM_BLOCKS, NUM_STAGES, Level
+from ..inference import supernet as sn
+from ..inference.family import EXPAND_CHOICES, KERNEL_CHOICES, NUM_BLOCKS, NUM_STAGES, Level
 from .latency_model import Arch
 
 BACKENDS = ("torch", "onnxruntime")
@@ -59,8 +59,8 @@ def torch_threads(threads: int) -> Iterator[None]:
 def onnxruntime_offered() -> bool:
     """Whether the package's backend layer offers ONNX Runtime and onnxruntime imports here."""
     try:
-        from .backends import BackendError
-        from .backends.onnxruntime_backend import import_onnxruntime
+        from ..inference.backends import BackendError
+        from ..inference.backends.onnxruntime_backend import import_onnxruntime
     except ImportError:
         return False
     try:
@@ -84,8 +84,8 @@ def _onnx_runner(module: nn.Module, resolution: int, threads: int) -> Callable[[
     """The static sub-network exported and run exactly as the package's ONNX Runtime backend runs a level."""
     import numpy as np
 
-    from .backends.onnx_cache import export_static
-    from .backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
+    from ..inference.backends.onnx_cache import export_static
+    from ..inference.backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
 
     ort = import_onnxruntime()
     session = ort.InferenceSession(export_static(module, resolution), sess_options=session_options(ort, threads),
@@ -123,7 +123,7 @@ class DeviceMeter:
         if backend not in BACKENDS:
             raise MeasureError(f"backend {backend!r}; allowed: {list(BACKENDS)}")
         if backend == "onnxruntime" and not onnxruntime_offered():
-            raise MeasureError("backend 'onnxruntime' is not offered by dynofa_ros.backends in this build; "
+            raise MeasureError("backend 'onnxruntime' is not offered by dynofa_ros.inference.backends in this build; "
                                "use 'torch'")
         self.supernet = supernet
         self.backend = backend
@@ -244,8 +244,8 @@ def _onnx_layer_runner(module: nn.Module, inp: torch.Tensor, threads: int) -> Ca
     import io
     import warnings
 
-    from .backends.onnx_cache import OPSET
-    from .backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
+    from ..inference.backends.onnx_cache import OPSET
+    from ..inference.backends.onnxruntime_backend import CPU, import_onnxruntime, session_options
 
     kwargs: dict[str, Any] = {"opset_version": OPSET, "input_names": ["x"], "do_constant_folding": True}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:

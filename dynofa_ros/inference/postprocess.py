@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
+
+from ..paths import DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,9 @@ def imagenet_class_names() -> tuple[str, ...]:
     A data file (written once from torchvision's ``MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta``) rather
     than a torchvision import, so the onnxruntime path never pays for importing torch.
     """
-    names = tuple((Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines())
+    names = tuple((DATA_DIR / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines())
     if len(names) != 1000:
-        raise RuntimeError(f"{Path(__file__).parent / 'data' / 'imagenet_classes.txt'}: expected 1000 class names, "
+        raise RuntimeError(f"{DATA_DIR / 'imagenet_classes.txt'}: expected 1000 class names, "
                            f"found {len(names)}")
     return names
 

@@ -1,4 +1,4 @@
-"""Pure helpers of ``replay`` and ``record``: timing, remapping, QoS choice, message-type names.
+"""Rules shared by ``dynofa-replay`` and ``dynofa-record``: timing, remapping, QoS choice, message-type names.
 
 Kept free of rclpy so the rules (when a message is due, which QoS a recorder must offer to be
 compatible with every publisher) are unit-tested without a ROS graph (``test/test_launch_config.py``).

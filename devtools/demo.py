@@ -1,7 +1,7 @@
 """The README demo: a scenario replayed through the whole graph, real CPU contention half-way, scored twice.
 
-    python -m dynofa_ros.tools.demo                     # what scripts/demo.sh runs (inside a loopback-only netns)
-    python -m dynofa_ros.tools.demo --scenario config/scenarios/demo.yaml --out out --runs managed
+    python -m devtools.demo                     # what scripts/demo.sh runs (inside a loopback-only netns)
+    python -m devtools.demo --scenario config/scenarios/demo.yaml --out out --runs managed
 
 For each run (``managed``: perception + runtime manager + monitor + DVFS in dry-run; ``fixed``: perception
 alone at one level, the baseline), it starts the node executables with the generic_cpu params file exactly
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import launch_config as lc
-from .. import scenario as scn
-from .. import scoring
-from ..processes import Proc, find_executable, graph_env, network_is_isolated
+from devtools.processes import Proc, find_executable, graph_env, network_is_isolated
+from dynofa_ros import launch_config as lc
+from dynofa_ros.replay import scenario as scn
+from dynofa_ros.replay import scoring
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Graph:
@@ -67,7 +67,7 @@ def contention_cmd() -> list[str]:
 
 
 def build_bag(scenario: Path, bag: Path) -> None:
-    from .make_scenario_bag import write_bag
+    from dynofa_ros.tools.make_scenario_bag import write_bag
 
     if bag.exists() and (bag / "metadata.yaml").exists():
         return
@@ -140,7 +140,7 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
 
 def managed_level_before(bag: Path, t_end: float | None) -> int | None:
     """The level the manager ran most before contention: the fixed baseline freezes the manager's own choice."""
-    from .report import load_run
+    from dynofa_ros.tools.report import load_run
 
     run = load_run(bag, "managed")
     counts: dict[int, int] = {}
@@ -170,7 +170,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import report
+    from dynofa_ros.tools import report
 
     args = parse_args(argv)
     if not network_is_isolated():

@@ -14,7 +14,7 @@ Two policies share one interface, ``policy.decide(inputs) -> Decision``:
     Ours, designed for a deadline-miss budget (``miss_budget``, default 2 % of frames): per-level windows
     of measured latency (each sample carries the level that produced it), planned on their
     ``1 - miss_budget`` quantile, transferred to levels without recent samples through the profile
-    (:mod:`dynofa_ros.tail_estimate`). It drops *at once* when the running level misses more often than
+    (:mod:`dynofa_ros.control.tail_estimate`). It drops *at once* when the running level misses more often than
     the budget allows, to the most accurate level whose predicted tail fits ``target · (1 - margin)``;
     it goes up only as a *probe*: after ``probe_quiet_s`` without a violation, to a level predicted to
     fit ``target · (1 - margin - up_hysteresis)``; a probe that fails blocks that level for
@@ -714,7 +714,7 @@ def make_policy(name: str, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[
 
 
 def levels_from_family(family: object, profile: str | None = None) -> list[LevelSpec]:
-    """LevelSpecs from a :class:`~dynofa_ros.family.SubnetFamily` for one latency profile."""
+    """LevelSpecs from a :class:`~dynofa_ros.inference.family.SubnetFamily` for one latency profile."""
     profile = profile or family.reference_profile  # type: ignore[attr-defined]
     out = []
     for i, lv in enumerate(family.levels):  # type: ignore[attr-defined]

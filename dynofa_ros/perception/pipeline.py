@@ -48,12 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import family as fm
+from ..inference import family as fm
 from .frame_slots import Frame, FrameSlots, rate
 from .image_codec import DEFAULT_MAX_PIXELS, ImageError, decode_message
 from .stage_timing import StageTiming
 
-log = logging.getLogger("dynofa_ros.perception")
+log = logging.getLogger("dynofa_ros.perception.pipeline")
 
 DEVICES = ("cpu", "cuda", "auto")
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -135,7 +135,7 @@ def resolve_family_path(path: str, share_dir: str | None, cwd: str | os.PathLike
 def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily:
     """Resolve and load the family file (or the bundle's, when ``bundle`` is set), and check ``initial_level``."""
     if cfg.bundle:
-        from .bundle import BundleError, load_bundle
+        from ..inference.bundle import BundleError, load_bundle
 
         try:
             family = load_bundle(cfg.bundle).family
@@ -156,7 +156,7 @@ def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily
 
 def model_accepts(name: str) -> bool:
     """Whether DynamicOFA's constructor takes keyword ``name`` (the backend option arrives separately)."""
-    from .model import DynamicOFA
+    from ..inference.model import DynamicOFA
 
     return name in inspect.signature(DynamicOFA.__init__).parameters
 
@@ -165,9 +165,9 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     """Build DynamicOFA with every level prepared; configuration failures become ConfigError."""
     if cfg.bundle:
         return build_bundle_model(cfg)
-    from .backends import BackendError
-    from .model import DynamicOFA, LevelError
-    from .supernet import WeightsError
+    from ..inference.backends import BackendError
+    from ..inference.model import DynamicOFA, LevelError
+    from ..inference.supernet import WeightsError
 
     kwargs: dict[str, Any] = dict(weights=cfg.weights_path or None, device=cfg.device, fp16=cfg.fp16,
                                   threads=cfg.threads or None, top_k=cfg.top_k, seed=cfg.seed)
@@ -193,9 +193,9 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
 
 def build_bundle_model(cfg: PerceptionConfig) -> Any:
     """DynamicOFA from an exported bundle: ONNX Runtime only; nothing on this path imports torch or ofa."""
-    from .backends import BackendError
-    from .bundle import BundleError, load_bundle
-    from .model import DynamicOFA, LevelError
+    from ..inference.backends import BackendError
+    from ..inference.bundle import BundleError, load_bundle
+    from ..inference.model import DynamicOFA, LevelError
 
     if cfg.weights_path:
         log.warning("parameter weights_path ignored: bundle %s carries its own exported weights", cfg.bundle)
@@ -449,7 +449,7 @@ class Pipeline:
         self._log(severity, clip_untrusted(f"camera '{self.streams[stream]}': {text}{more}"))
 
     def _process(self, frame: Frame, sink: ResultSink) -> None:
-        from .preprocess import FrameError
+        from ..inference.preprocess import FrameError
 
         taken = time.monotonic()
         msg = frame.payload
