@@ -215,14 +215,16 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
         graph.start()
         if not graph.proc("perception_node").wait_for_output("ready:", 180):
             raise RuntimeError(f"perception_node not ready in 180 s; see {graph.proc('perception_node').log_path}")
-        record = Proc("record", [find_executable("record", exe_dir), "-o", str(rec_bag), "--topics", *RECORD_TOPICS],
+        record = Proc("record", [find_executable("dynofa-record", exe_dir), "-o", str(rec_bag), "--topics",
+                                  *RECORD_TOPICS],
                       graph.env, log_dir)
         if not record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 60):
             raise RuntimeError(f"record did not subscribe; see {record.log_path}")
         record.wait_for_output(f"record: subscribed {STATS_TOPIC}", 5)  # absent on an older perception node
         listeners = 2 if managed else 1
         waits = ["image_raw:1", f"dynofa/target_latency_ms:{listeners}"]
-        replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), *[f"--wait-for={w}" for w in waits]],
+        replay = Proc("replay", [find_executable("dynofa-replay", exe_dir), str(bag),
+                                 *[f"--wait-for={w}" for w in waits]],
                       graph.env, log_dir)
         if not replay.wait_for_output("playing", 90):
             raise RuntimeError(f"replay did not start; see {replay.log_path}")

@@ -12,7 +12,7 @@ For the smallest and largest level of the family, at 640×480 bgr8:
 The goal (issue 3): node − bare < 10 % of bare, or < 2 ms. ros_deep_learning #134/#137 measured 2–5×
 for comparable wrappers. Then the node's own per-stage table (p50/p90 over the same frames) from
 /diagnostics. Both use the same thread count and backend. Run inside a loopback-only network namespace
-(DESIGN.md §4): DDS traffic must not leave the machine.
+(scripts/isolated.sh): DDS traffic must not leave the machine.
 """
 
 from __future__ import annotations
@@ -92,10 +92,8 @@ def bare_worker(family_path: str, threads: int, backend: str) -> int:
 
     from dynofa_ros.inference import family as fm
     from dynofa_ros.inference.model import DynamicOFA
-    from dynofa_ros.perception.pipeline import model_accepts
 
-    kwargs = {"threads": threads, **({"backend": backend} if model_accepts("backend") else {})}
-    model = DynamicOFA(fm.load(family_path), **kwargs)
+    model = DynamicOFA(fm.load(family_path), threads=threads, backend=backend)
     rgb = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 3)
     print(json.dumps({"ready": model.backend_label()}), flush=True)
     for line in sys.stdin:

@@ -29,7 +29,7 @@ import torch
 
 from dynofa_ros.inference import family as fm
 from dynofa_ros.offline.accuracy import AccuracyPredictor
-from dynofa_ros.offline.device_latency import BACKENDS, DeviceMeter, onnxruntime_offered
+from dynofa_ros.offline.device_latency import MEASURED_BACKENDS, DeviceMeter, onnxruntime_offered
 from dynofa_ros.offline.search import arch_key, largest_arch, smallest_arch
 
 
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="config/families/generic_cpu.json")
     ap.add_argument("--reference", default="config/families/xavier_nx_six_levels.json")
-    ap.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    ap.add_argument("--backend", default="auto", choices=["auto", *MEASURED_BACKENDS])
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for every network (default 1, as config/families/generic_cpu.json was measured)")
     ap.add_argument("--runs", type=int, default=30, help="interleaved timed runs per network")

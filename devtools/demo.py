@@ -106,14 +106,14 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
                   "/diagnostics", "dynofa/min_accuracy"]
         if use_manager:
             topics += ["dynofa/subnet_cmd", "dynofa/cpu_freq_cmd", "dynofa/gpu_freq_cmd"]
-        record = Proc("record", [find_executable("record", exe_dir), "-o", str(rec_bag), "--topics", *topics],
+        record = Proc("record", [find_executable("dynofa-record", exe_dir), "-o", str(rec_bag), "--topics", *topics],
                       env, log_dir)
         if not record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 60):
             raise RuntimeError(f"record did not subscribe; see {record.log_path}")
         listeners = 2 if use_manager else 1  # (manager +) recorder
         waits = ["image_raw:1", f"battery_state:{listeners}", f"dynofa/target_latency_ms:{listeners}"]
-        replay = Proc("replay", [find_executable("replay", exe_dir), str(bag), "--exclude", "load/cpu", "load/gpu",
-                                 "--wait-ready", *[f"--wait-for={w}" for w in waits]], env, log_dir)
+        replay = Proc("replay", [find_executable("dynofa-replay", exe_dir), str(bag), "--exclude", "load/cpu",
+                                 "load/gpu", "--wait-ready", *[f"--wait-for={w}" for w in waits]], env, log_dir)
         if not replay.wait_for_output("playing", 60):
             raise RuntimeError(f"replay did not start; see {replay.log_path}")
         started = time.monotonic()

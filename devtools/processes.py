@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def network_is_isolated() -> bool:
-    """True inside a network namespace whose only interface is loopback (DESIGN.md §4)."""
+    """True inside a network namespace whose only interface is loopback (scripts/isolated.sh)."""
     with open("/proc/net/dev", encoding="ascii") as f:
         return [ln.split(":", 1)[0].strip() for ln in f.readlines()[2:]] == ["lo"]
 

@@ -1,5 +1,6 @@
 """dynofa_ros: Dynamic-OFA runtime sub-network switching and DVFS for ROS 2.
 
-The modules directly under this package never import rclpy: they hold every decision and
-computation, so they can be tested and reused without ROS. ROS adapters live in ``nodes/``.
+Layers (docs/ARCHITECTURE.md): ``inference``, ``perception`` and ``control`` run on the robot and never import
+rclpy; ``offline`` and ``replay`` are workstation tooling; ``nodes`` and ``tools`` are the only ROS adapters.
+``test/test_import_rules.py`` checks these arrows.
 """

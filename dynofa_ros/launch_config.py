@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .inference.backends import DEVICES as MODEL_DEVICES
 from .paths import PACKAGE
 
 PLATFORMS = ("xavier_nx", "orin", "generic_cpu")
-DEVICES = ("", "cpu", "cuda", "auto")
+#: "" leaves the params file's device in force.
+DEVICES = ("", *MODEL_DEVICES)
 
 #: Family each platform runs when the ``family_file`` argument is empty (relative to the share directory;
 #: the perception node resolves it there). generic_cpu.json is built on a workstation CPU by
@@ -351,7 +353,7 @@ def replay_specs(args: ReplayArgs) -> list[NodeSpec]:
     ns = args.namespace.strip("/")
     specs = []
     if args.out:
-        specs.append(NodeSpec("record", "record", (), namespace=ns, arguments=("-o", args.out)))
+        specs.append(NodeSpec("dynofa-record", "record", (), namespace=ns, arguments=("-o", args.out)))
     play = ["--rate", repr(args.rate)]
     if args.loop:
         play.append("--loop")
@@ -362,5 +364,5 @@ def replay_specs(args: ReplayArgs) -> list[NodeSpec]:
     play += ["--wait-for", "image_raw", "--monitor-topics", args.monitor_topics]
     if args.wait_ready:
         play.append("--wait-ready")
-    specs.append(NodeSpec("replay", "replay", (), namespace=ns, arguments=(args.bag, *play)))
+    specs.append(NodeSpec("dynofa-replay", "replay", (), namespace=ns, arguments=(args.bag, *play)))
     return specs

@@ -3,7 +3,7 @@
     ros2 launch dynofa_ros replay.launch.py bag:=/data/scenario_demo out:=/data/run1 rate:=1.0
     ros2 launch dynofa_ros dynofa.launch.py platform:=generic_cpu   # the graph, in another terminal
 
-Starts the package's ``replay`` (works without ``ros2 bag play``) and ``record`` executables; the command
+Starts the package's ``dynofa-replay`` (works without ``ros2 bag play``) and ``dynofa-record`` executables; the command
 lines come from ``dynofa_ros.launch_config.replay_specs`` so ``scripts/run_graph.py`` and the tests use
 the same ones. On a robot with rosbag2, ``ros2 bag play`` plays the same bags.
 """

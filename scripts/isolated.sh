@@ -1,5 +1,5 @@
 # Sourced by scripts/test.sh and scripts/demo.sh: run a command in a fresh network namespace with only
-# loopback up, so no DDS packet can leave this machine (DESIGN.md §4).
+# loopback up, so no DDS packet can leave this machine.
 # Root (CI, these VMs): a plain new network namespace. Otherwise: an unprivileged user+net namespace.
 run_isolated() {
   if [ "$(id -u)" = 0 ]; then

@@ -24,7 +24,7 @@ def domain_id() -> int:
 
 @pytest.fixture
 def isolated_network() -> None:
-    """Graph tests must not send DDS traffic off the machine (DESIGN.md §4)."""
+    """Graph tests must not send DDS traffic off the machine (scripts/isolated.sh)."""
     if not network_is_isolated():
         if os.environ.get("CI"):
             pytest.fail("graph tests must run in a loopback-only network namespace: use scripts/test.sh")

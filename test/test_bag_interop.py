@@ -182,4 +182,4 @@ def test_both_remap_forms_survive_ros_argument_handling(form: list[str]) -> None
     args = replay.parse_args(own)
     assert pb.parse_remaps(args.remap) == {"image_raw": "/cam/image_raw"} and args.rate == 2.0
     if form[0] == "--remap":  # what the old code did: the value is gone, argparse fails
-        assert "image_raw:=/cam/image_raw" not in remove_ros_args(["replay", *argv])
+        assert "image_raw:=/cam/image_raw" not in remove_ros_args(["dynofa-replay", *argv])

@@ -43,8 +43,8 @@ def test_colcon_sees_an_ament_python_package(install) -> None:
 
 def test_every_executable_is_installed(install) -> None:
     scripts = console_scripts()
-    assert {"perception_node", "manager_node", "dvfs_node", "monitor_node", "replay", "record", "report",
-            "make_scenario_bag"} <= set(scripts)
+    assert {"perception_node", "manager_node", "dvfs_node", "monitor_node", "dynofa-replay", "dynofa-record",
+            "dynofa-report", "dynofa-make-scenario-bag"} <= set(scripts)
     missing = [s for s in scripts if not os.access(install.lib_dir / s, os.X_OK)]
     assert not missing, f"not installed to {install.lib_dir}: {missing}"
 
@@ -72,10 +72,10 @@ def test_installed_python_package_is_the_one_imported(install) -> None:
 
 def test_installed_tool_runs_on_installed_files(install, tmp_path: Path) -> None:
     scenario = install.share_dir / "config/scenarios/ci_short.yaml"
-    proc = subprocess.run([str(install.lib_dir / "make_scenario_bag"), str(scenario), "-o", str(tmp_path / "b")],
+    proc = subprocess.run([str(install.lib_dir / "dynofa-make-scenario-bag"), str(scenario), "-o", str(tmp_path / "b")],
                           env=install.env(), capture_output=True, text=True, timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([str(install.lib_dir / "replay"), str(tmp_path / "b"), "--dry-run"], env=install.env(),
+    proc = subprocess.run([str(install.lib_dir / "dynofa-replay"), str(tmp_path / "b"), "--dry-run"], env=install.env(),
                           capture_output=True, text=True, timeout=120, cwd="/")
     assert proc.returncode == 0 and "image_raw=60" in proc.stdout, proc.stderr
 

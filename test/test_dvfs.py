@@ -389,11 +389,11 @@ def _command(domain_id: int, root: Path, node: NodeProcess, khz: int, hz: int) -
     """
     from std_msgs.msg import UInt32, UInt64
 
-    from dynofa_ros.nodes.common import COMMAND_QOS
+    from dynofa_ros.nodes.common import LATCHED_QOS
 
     with RosProbe(domain_id, "dvfs_probe") as probe:
-        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, COMMAND_QOS)
-        gpu = probe.publisher("dynofa/gpu_freq_cmd", UInt64, COMMAND_QOS)
+        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, LATCHED_QOS)
+        gpu = probe.publisher("dynofa/gpu_freq_cmd", UInt64, LATCHED_QOS)
         assert probe.wait_for_subscribers(cpu, 1, NODE_WAIT) and probe.wait_for_subscribers(gpu, 1, NODE_WAIT), \
             node.output()
         cpu.publish(UInt32(data=khz))
@@ -463,13 +463,13 @@ def test_dry_run_node_says_what_it_would_have_restored(isolated_network, domain_
     """Defect: with dry_run the node printed "clocks restored" although it had changed nothing."""
     from std_msgs.msg import UInt32
 
-    from dynofa_ros.nodes.common import COMMAND_QOS
+    from dynofa_ros.nodes.common import LATCHED_QOS
 
     root, state = make_xavier_nx(tmp_path / "sysfs"), tmp_path / "state"
     original = snapshot(root)
     with _dvfs_node(root, state, domain_id, "-p", "dry_run:=true") as node, \
             RosProbe(domain_id, "dvfs_probe") as probe:
-        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, COMMAND_QOS)
+        cpu = probe.publisher("dynofa/cpu_freq_cmd", UInt32, LATCHED_QOS)
         assert probe.wait_for_subscribers(cpu, 1, NODE_WAIT), node.output()
         cpu.publish(UInt32(data=1420800))
         assert node.wait_for_output("dry run: would write", NODE_WAIT), node.output()

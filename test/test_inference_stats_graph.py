@@ -27,7 +27,9 @@ def test_stats_name_the_level_that_ran_each_frame(tmp_path):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64MultiArray, String, UInt8
 
+    from dynofa_ros import topics
     from dynofa_ros.nodes import inference_stats
+    from dynofa_ros.nodes.common import STATS_QOS
 
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     family = tiny_family(tmp_path / "tiny.json")
@@ -38,7 +40,7 @@ def test_stats_name_the_level_that_ran_each_frame(tmp_path):
         images = probe.publisher("image_raw", Image, qos_profile_sensor_data)
         cmd = probe.publisher("dynofa/subnet_cmd", UInt8, latched)
         results = probe.collect("dynofa/classification", String, 100)
-        stats = probe.collect(inference_stats.TOPIC, Float64MultiArray, inference_stats.QOS)
+        stats = probe.collect(topics.INFERENCE_STATS, Float64MultiArray, STATS_QOS)
         active = probe.collect("dynofa/active_level", UInt8, latched)
         assert probe.wait_for_subscribers(images, timeout=WAIT), node.output()
         assert active.wait_for(1, WAIT), f"node never became ready:\n{node.output()}"

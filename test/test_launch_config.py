@@ -11,6 +11,7 @@ import yaml
 from dynofa_ros import launch_config as lc
 from dynofa_ros.replay import scoring
 from dynofa_ros.replay import transport as pb
+from dynofa_ros.topics import Qos
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_NAMES = ("perception_node", "perception_lifecycle_node", "manager_node", "dvfs_node", "monitor_node")
@@ -123,7 +124,7 @@ def test_ros_values_survive_the_command_line() -> None:
 def test_replay_specs() -> None:
     specs = lc.replay_specs(lc.ReplayArgs.from_strings({"bag": "/b", "out": "/o", "rate": "2", "loop": "true",
                                                         "camera_topic": "cam/image_raw"}))
-    assert [s.executable for s in specs] == ["record", "replay"]
+    assert [s.executable for s in specs] == ["dynofa-record", "dynofa-replay"]
     assert specs[0].arguments == ("-o", "/o")
     assert specs[1].arguments[:3] == ("/b", "--rate", "2.0")
     assert "--loop" in specs[1].arguments and "image_raw:=cam/image_raw" in specs[1].arguments
@@ -164,7 +165,7 @@ def test_params_files_layout(platform: str) -> None:
 
 # ------------------------------------------------------------------------------------- transport / scoring
 def test_record_qos_is_compatible_with_every_publisher() -> None:
-    assert pb.record_qos([(True, True), (True, True)]) == pb.QosChoice(True, True, 100)
+    assert pb.record_qos([(True, True), (True, True)]) == Qos(True, True, 100)
     assert pb.record_qos([(True, True), (True, False)]).transient_local is False
     assert pb.record_qos([(False, False), (True, False)]).reliable is False
 

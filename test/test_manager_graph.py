@@ -93,7 +93,9 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
     from sensor_msgs.msg import BatteryState, Temperature
     from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
+    from dynofa_ros import topics
     from dynofa_ros.nodes import inference_stats
+    from dynofa_ros.nodes.common import STATS_QOS
 
     root = make_xavier_nx(tmp_path / "sysfs")
     original = snapshot(root)
@@ -112,7 +114,7 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         diags = probe.collect("/diagnostics", DiagnosticArray, 50)
         cpu_temp = probe.collect("thermal/cpu", Temperature, 10)
         target = probe.publisher("dynofa/target_latency_ms", Float32, 10)
-        latency = probe.publisher(inference_stats.TOPIC, Float64MultiArray, inference_stats.QOS)
+        latency = probe.publisher(topics.INFERENCE_STATS, Float64MultiArray, STATS_QOS)
         active = probe.publisher("dynofa/active_level", UInt8, latched)
         battery = probe.publisher("battery_state", BatteryState, 10)
         latched10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

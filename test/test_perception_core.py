@@ -15,18 +15,16 @@ import pytest
 from dynofa_ros.perception.frame_slots import FrameSlots
 from dynofa_ros.perception.image_codec import encode_image
 from dynofa_ros.perception.pipeline import (
-    ConfigError,
-    KeyedThrottle,
     PerceptionConfig,
     Pipeline,
-    camera_topic,
     check_cameras,
     classification_json,
-    incompatible_qos_message,
     load_family,
     resolve_family_path,
 )
 from dynofa_ros.perception.stage_timing import STAGES, StageTiming
+from dynofa_ros.problems import ConfigError, KeyedThrottle, incompatible_qos_message
+from dynofa_ros.topics import camera_topic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -59,13 +59,13 @@ def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
         graph.start()
         perception = graph.proc("perception_node")
         assert perception.wait_for_output("ready:", 150), perception.output()[-3000:]
-        record = Proc("record", [find_executable("record"), "-o", str(out), "--topics", *topics], graph.env,
+        record = Proc("record", [find_executable("dynofa-record"), "-o", str(out), "--topics", *topics], graph.env,
                       tmp_path / "logs")
         assert record.wait_for_output("record: subscribed dynofa/subnet_cmd", 120), record.output()
         assert record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 120), record.output()
         # Play only once perception, manager and recorder all listen, so no replayed message is missed.
         waits = ["image_raw:1", "battery_state:2", "load/cpu:2", "thermal/cpu:2", "dynofa/target_latency_ms:2"]
-        replay = Proc("replay", [find_executable("replay"), str(bag), *[f"--wait-for={w}" for w in waits]],
+        replay = Proc("replay", [find_executable("dynofa-replay"), str(bag), *[f"--wait-for={w}" for w in waits]],
                       graph.env, tmp_path / "logs")
         rc = replay.wait(sc.duration_s + 60)
         assert rc == 0, replay.output()

@@ -1,6 +1,6 @@
 """``replay.launch.py camera_topic:=…`` end to end, five times in a row, with the graph it feeds.
 
-``launch`` / ``ros2`` are not installable here (DESIGN.md §4), so the launch files' wiring is started
+``launch`` / ``ros2`` are not installable here, so the launch files' wiring is started
 the way the other launch tests do it: the same ``launch_config`` specs turned into the same command
 lines (``lc.command_line``): ``dynofa.launch.py camera_topic:=cam/image_raw`` (perception + monitor,
 the manager started per run) and ``replay.launch.py bag:=… out:=… camera_topic:=cam/image_raw``

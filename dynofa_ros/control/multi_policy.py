@@ -330,7 +330,7 @@ class MultiPolicy:
                 start = s.stamp - s.latency_ms / 1000.0
                 others = {j: self._level_at(j, start) for j in self.order}
                 cpu, gpu = sub._freqs_at(start)
-                base = (sub.levels[s.level].latency_ms + self.config.overhead_ms) * sub.model.factor(cpu, gpu)
+                base = (sub.levels[s.level].latency_ms + self.config.overhead_ms) * sub.clock_scaling.factor(cpu, gpu)
                 self.interference.add(name, s.stamp, self.others_demand(name, others), s.latency_ms / base)
             if app.latencies and self.first_sample[name] is None:
                 self.first_sample[name] = min(s.stamp for s in app.latencies)

@@ -69,17 +69,16 @@ class DomainPower:
 
 @dataclass(frozen=True)
 class Board:
-    """What the manager and the simulator need to know about one board."""
+    """What the manager and the simulator need to know about one board: frequency tables and power models.
+
+    Sysfs paths, thermal zones and power rails are parameters of the nodes (``config/<platform>.yaml``),
+    with the defaults below covering every board.
+    """
 
     name: str
     cpu: DomainPower
     gpu: DomainPower
-    cpufreq_dir: str                 # relative to the sysfs root
-    gpu_devfreq_dirs: tuple[str, ...]
-    gpu_load_files: tuple[str, ...]
-    cpu_thermal_zones: tuple[str, ...]
-    gpu_thermal_zones: tuple[str, ...]
-    total_power_rails: tuple[str, ...]
+    gpu_devfreq_dirs: tuple[str, ...]  # relative to the sysfs root; the DVFS default searches every board's
 
     @property
     def cpu_khz(self) -> tuple[int, ...]:
@@ -94,26 +93,15 @@ XAVIER_NX = Board(
     name="xavier_nx",
     cpu=DomainPower(XAVIER_NX_CPU_KHZ, v_min=0.60, v_max=1.00, leak_w=0.5, dyn_max_w=3.0),
     gpu=DomainPower(XAVIER_NX_GPU_HZ, v_min=0.60, v_max=1.05, leak_w=0.7, dyn_max_w=6.0),
-    cpufreq_dir="sys/devices/system/cpu/cpufreq",
     gpu_devfreq_dirs=("sys/devices/17000000.gv11b/devfreq/17000000.gv11b",),
-    gpu_load_files=("sys/devices/gpu.0/load",),
-    cpu_thermal_zones=("CPU-therm",),
-    gpu_thermal_zones=("GPU-therm",),
-    total_power_rails=("VDD_IN",),
 )
 
 ORIN = Board(
     name="orin",
     cpu=DomainPower(ORIN_CPU_KHZ, v_min=0.60, v_max=1.00, leak_w=0.8, dyn_max_w=6.0),
     gpu=DomainPower(ORIN_GPU_HZ, v_min=0.60, v_max=1.05, leak_w=1.2, dyn_max_w=15.0),
-    cpufreq_dir="sys/devices/system/cpu/cpufreq",
     gpu_devfreq_dirs=("sys/devices/platform/bus@0/17000000.gpu/devfreq/17000000.gpu",   # JetPack 6
                       "sys/devices/17000000.ga10b/devfreq/17000000.ga10b"),             # JetPack 5
-    gpu_load_files=("sys/devices/platform/bus@0/17000000.gpu/load", "sys/devices/platform/gpu.0/load",
-                    "sys/devices/gpu.0/load"),
-    cpu_thermal_zones=("cpu-thermal",),
-    gpu_thermal_zones=("gpu-thermal",),
-    total_power_rails=("VDD_IN",),  # Orin NX / Nano modules; AGX Orin has no total rail
 )
 
 BOARDS: dict[str, Board] = {b.name: b for b in (XAVIER_NX, ORIN)}

@@ -54,6 +54,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
+from typing import Any
 
 from .platforms import DomainPower
 from .tail_estimate import TailEstimator
@@ -131,31 +132,54 @@ class Decision:
 
 
 # ---------------------------------------------------------------------------------------------- config
+def _tunable(default: float, lo: float, hi: float, description: str) -> Any:
+    """A PolicyConfig field with its allowed range and description attached once: ``validate`` checks the range
+    and the manager node declares the parameter (range and description in its ParameterDescriptor) from it."""
+    return field(default=default, metadata={"range": (lo, hi), "description": description})
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Tunables of both policies. Defaults are the ones the manager node declares."""
+    """Tunables of both policies, each with its default, range and description (the manager's parameters)."""
 
-    miss_budget: float = 0.02            # share of frames allowed to miss the target (joint plans its quantile)
-    latency_margin: float = 0.05         # plan the tail for target·(1-margin)
-    up_hysteresis: float = 0.03          # a probed level's tail must fit target·(1-margin-up_hysteresis)
-    min_dwell_s: float = 2.0             # minimum time between level changes upwards (drops are immediate)
-    freq_min_dwell_s: float = 0.5        # minimum time before lowering a frequency again (joint)
-    window_s: float = 8.0                # latency memory per level (joint)
-    probe_quiet_s: float = 4.0           # seconds without a violation before probing a more accurate level
-    probe_backoff_max_s: float = 60.0    # longest block of a level after repeated failed probes
-    overhead_ms: float = 0.0             # per-frame time that does not grow with the network (decode, pre/post)
-    prior_log_spread: float = 0.0        # σ of log latency assumed until ~10 samples show it (0: trust the profile)
-    stale_timeout_s: float = 2.0
-    safe_level: int = 0
-    battery_low: float = 0.20            # state of charge below which energy-saving mode starts
-    battery_hysteresis: float = 0.05     # ... and above battery_low + this it ends
-    saver_freq_fraction: float = 0.6     # frequency cap in energy-saving mode, fraction of max
-    thermal_soft_c: float = 80.0
-    thermal_hard_c: float = 90.0
-    thermal_hysteresis_c: float = 5.0
-    thermal_soft_freq_fraction: float = 0.7
-    cpu_fraction: float = 0.2            # share of the latency that scales with 1/f_cpu
-    gpu_fraction: float = 0.7            # share of the latency that scales with 1/f_gpu
+    miss_budget: float = _tunable(0.02, 0.001, 0.5, "joint: share of frames allowed to miss the target; the plan "
+                                                    "uses this tail quantile")
+    latency_margin: float = _tunable(0.05, 0.0, 0.9, "joint: plan the latency tail for target·(1 - margin)")
+    up_hysteresis: float = _tunable(0.03, 0.0, 0.9, "joint: a probed level's tail must fit "
+                                                    "target·(1 - margin - up_hysteresis)")
+    min_dwell_s: float = _tunable(2.0, 0.0, 3600.0, "joint: minimum seconds before a level change upwards (drops "
+                                                    "are immediate)")
+    freq_min_dwell_s: float = _tunable(0.5, 0.0, 3600.0, "joint: seconds before clocks may be lowered again "
+                                                         "(raising is immediate)")
+    window_s: float = _tunable(8.0, 0.5, 600.0, "joint: seconds of latency samples kept per level")
+    probe_quiet_s: float = _tunable(4.0, 0.0, 3600.0, "joint: seconds without a violation before probing a more "
+                                                      "accurate level")
+    probe_backoff_max_s: float = _tunable(60.0, 0.0, 86400.0, "joint: longest block of a level after repeated "
+                                                              "failed probes (doubles per failure)")
+    overhead_ms: float = _tunable(0.0, 0.0, 1000.0, "joint: per-frame ms that do not grow with the network "
+                                                    "(decode, pre/post-processing)")
+    prior_log_spread: float = _tunable(0.0, 0.0, 2.0, "joint: σ of log latency assumed until about 10 samples of "
+                                                      "a level show it (0 = trust the profile; 0.3 on a shared CPU)")
+    stale_timeout_s: float = _tunable(2.0, 0.01, 3600.0, "an input received once but not for this long → safe "
+                                                         "default")
+    safe_level: int = _tunable(0, 0, 255, "level used when inputs go stale")
+    battery_low: float = _tunable(0.20, 0.0, 1.0, "state of charge (0..1) below which the energy-saving mode "
+                                                  "starts")
+    battery_hysteresis: float = _tunable(0.05, 0.0, 1.0, "energy-saving mode ends above battery_low + this")
+    saver_freq_fraction: float = _tunable(0.6, 0.05, 1.0, "energy-saving mode: clocks capped at this fraction of "
+                                                          "maximum")
+    thermal_soft_c: float = _tunable(80.0, -50.0, 200.0, "°C: at or above, clocks capped at "
+                                                         "thermal_soft_freq_fraction")
+    thermal_hard_c: float = _tunable(90.0, -50.0, 200.0, "°C: at or above, level 0 at the lowest clocks, over "
+                                                         "every target")
+    thermal_hysteresis_c: float = _tunable(5.0, 0.0, 100.0, "°C below a limit a reading must fall before the "
+                                                            "limit is released")
+    thermal_soft_freq_fraction: float = _tunable(0.7, 0.05, 1.0, "clock cap at the soft thermal limit, fraction "
+                                                                 "of maximum")
+    cpu_fraction: float = _tunable(0.2, 0.0, 1.0, "clock scaling: share of a level's latency that scales with "
+                                                  "1/f_cpu")
+    gpu_fraction: float = _tunable(0.7, 0.0, 1.0, "clock scaling: share of a level's latency that scales with "
+                                                  "1/f_gpu")
 
     def validate(self, num_levels: int | None = None) -> PolicyConfig:
         """Raise :class:`PolicyConfigError` naming the first broken rule; return self when fine."""
@@ -163,20 +187,11 @@ class PolicyConfig:
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise PolicyConfigError(f"{f.name} must be a finite number, got {v!r}")
-        ranges = {
-            "miss_budget": (0.001, 0.5), "window_s": (0.5, 600.0), "probe_quiet_s": (0.0, 3600.0),
-            "probe_backoff_max_s": (0.0, 86400.0), "overhead_ms": (0.0, 1000.0), "prior_log_spread": (0.0, 2.0),
-            "latency_margin": (0.0, 0.9), "up_hysteresis": (0.0, 0.9), "min_dwell_s": (0.0, 3600.0),
-            "freq_min_dwell_s": (0.0, 3600.0), "stale_timeout_s": (0.01, 3600.0), "battery_low": (0.0, 1.0),
-            "battery_hysteresis": (0.0, 1.0), "saver_freq_fraction": (0.0, 1.0),
-            "thermal_soft_c": (-50.0, 200.0), "thermal_hard_c": (-50.0, 200.0),
-            "thermal_hysteresis_c": (0.0, 100.0), "thermal_soft_freq_fraction": (0.0, 1.0),
-            "cpu_fraction": (0.0, 1.0), "gpu_fraction": (0.0, 1.0),
-        }
-        for name, (lo, hi) in ranges.items():
-            v = getattr(self, name)
+            lo, hi = f.metadata["range"]
+            if f.name == "safe_level":
+                continue  # checked against the family below, which says more than the parameter's range
             if not lo <= v <= hi:
-                raise PolicyConfigError(f"{name}={v} is outside [{lo}, {hi}]")
+                raise PolicyConfigError(f"{f.name}={v} is outside [{lo}, {hi}]")
         if self.latency_margin + self.up_hysteresis >= 0.95:
             raise PolicyConfigError("latency_margin + up_hysteresis must stay below 0.95")
         if self.thermal_soft_c >= self.thermal_hard_c:
@@ -185,8 +200,6 @@ class PolicyConfig:
         if self.cpu_fraction + self.gpu_fraction > 1.0 + 1e-9:
             raise PolicyConfigError(f"cpu_fraction + gpu_fraction = {self.cpu_fraction + self.gpu_fraction:.3f} "
                                     "must not exceed 1")
-        if self.saver_freq_fraction <= 0.0 or self.thermal_soft_freq_fraction <= 0.0:
-            raise PolicyConfigError("frequency fractions must be above 0")
         if self.safe_level < 0 or (num_levels is not None and self.safe_level >= num_levels):
             raise PolicyConfigError(f"safe_level={self.safe_level} is not a level of the family "
                                     f"(0..{(num_levels or 1) - 1})")
@@ -195,7 +208,7 @@ class PolicyConfig:
 
 # ---------------------------------------------------------------------------------------------- models
 @dataclass(frozen=True)
-class LatencyModel:
+class ClockScaling:
     """Latency of a level at given clocks, relative to its profile at maximum clocks (see module doc)."""
 
     cpu_fraction: float
@@ -278,7 +291,7 @@ class Policy:
         self.gpu_freqs = sorted({int(f) for f in gpu_freqs_hz if f > 0})
         self.cpu_power = cpu_power or default_power_model(self.cpu_freqs, 3.0)
         self.gpu_power = gpu_power or default_power_model(self.gpu_freqs, 6.0)
-        self.model = LatencyModel(self.config.cpu_fraction, self.config.gpu_fraction,
+        self.clock_scaling = ClockScaling(self.config.cpu_fraction, self.config.gpu_fraction,
                                   self.cpu_freqs[-1] if self.cpu_freqs else None,
                                   self.gpu_freqs[-1] if self.gpu_freqs else None)
         self.state = _State(level=len(self.levels) - 1, cpu=self._max_cpu(), gpu=self._max_gpu())
@@ -293,11 +306,13 @@ class Policy:
     def reconfigure(self, config: PolicyConfig) -> None:
         """Apply new tunables live; learned state (slowdown, level, dwell clock) is kept."""
         self.config = config.validate(len(self.levels))
-        self.model = replace(self.model, cpu_fraction=config.cpu_fraction, gpu_fraction=config.gpu_fraction)
+        self.clock_scaling = replace(self.clock_scaling, cpu_fraction=config.cpu_fraction,
+                                     gpu_fraction=config.gpu_fraction)
 
     def predict_ms(self, level: int, cpu_khz: int | None, gpu_hz: int | None, slowdown: float | None = None) -> float:
         s = self.state.slowdown if slowdown is None else slowdown
-        return s * (self.levels[level].latency_ms + self.config.overhead_ms) * self.model.factor(cpu_khz, gpu_hz)
+        scale = self.clock_scaling.factor(cpu_khz, gpu_hz)
+        return s * (self.levels[level].latency_ms + self.config.overhead_ms) * scale
 
     def power_w(self, cpu_khz: int | None, gpu_hz: int | None) -> float:
         p = 0.0
@@ -334,7 +349,7 @@ class Policy:
             st.last_latency = max(st.last_latency or -math.inf, s.stamp)
             st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
             cpu, gpu = self._freqs_at(s.stamp - s.latency_ms / 1000.0)
-            self._observe(s, self.model.factor(cpu, gpu), inp)
+            self._observe(s, self.clock_scaling.factor(cpu, gpu), inp)
 
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
         """One valid sample, with the latency model's factor for the clocks it ran under (policy hook)."""

@@ -25,7 +25,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .dvfs import Sysfs
 from .platforms import (
@@ -228,14 +227,3 @@ class Telemetry:
                 s.total_power_mw, s.total_rail = r.power_mw, r.label
                 break
         return s
-
-
-def find_root_file(root: str | os.PathLike[str], rel: str) -> Path | None:
-    """``root/rel`` if it exists (inside the root), else None; for nodes that report what they use."""
-    fs = Sysfs(root)
-    p = fs.path(rel)
-    try:
-        fs.check(p)
-    except OSError:
-        return None
-    return p if p.exists() else None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postprocess
-from .backends import BackendError
+from .backends import BACKENDS, DEVICES, STRATEGIES, BackendError
 from .family import Level, SubnetFamily
 from .postprocess import Prediction
 from .preprocess import preprocess
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dynofa_ros.inference.model")
 
-DEVICES = ("cpu", "cuda", "auto")
-BACKENDS = ("torch", "onnxruntime", "auto")
-STRATEGIES = ("static", "supernet")  # torch backend; onnxruntime levels are always static graphs
 SYNTHETIC_FRAMES = 8
 SYNTHETIC_SIZE = 256
 RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS (no checkpoint): predictions are meaningless; accuracy figures come " \

@@ -1,4 +1,5 @@
-"""What the nodes share: QoS profiles, descriptors, bad-input warnings, and the start-up/main loop.
+"""The one module every node shares: QoS profiles, parameter descriptors, subscriptions that report QoS
+mismatches, throttled bad-input warnings, diagnostics, and the start-up/main loop.
 
 :func:`run` is every node's ``main`` (the perception nodes' too): a configuration error at start-up, from
 the params file itself to a family file that is not UTF-8, ends the process with one line on stderr
@@ -12,7 +13,6 @@ import math
 import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,20 +27,28 @@ from rclpy.node import Node
 from rclpy.parameter import parameter_dict_from_yaml_file
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 
-try:  # Iron and newer
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+from .. import topics
+from ..problems import ConfigError, KeyedThrottle, incompatible_qos_message
 
-#: Manager commands: reliable + transient-local, depth 1, so a late joiner gets the current command.
-COMMAND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-#: Targets and feedback from other nodes: reliable volatile (matches reliable publishers of either durability).
-INPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-#: Sensor-like inputs (battery drivers often publish best effort): best effort accepts both kinds.
-SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=5)
-#: Monitor outputs and diagnostics: the reliable default.
-OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
+
+
+def qos_profile(role: topics.Qos) -> QoSProfile:
+    """The rclpy profile of a QoS role of :mod:`dynofa_ros.topics` (keep-last history)."""
+    reliability = ReliabilityPolicy.RELIABLE if role.reliable else ReliabilityPolicy.BEST_EFFORT
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if role.transient_local else DurabilityPolicy.VOLATILE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=role.depth, reliability=reliability,
+                      durability=durability)
+
+
+IMAGE_QOS = qos_profile(topics.IMAGE_QOS)
+LATCHED_QOS = qos_profile(topics.LATCHED_QOS)
+RELIABLE_QOS = qos_profile(topics.RELIABLE_QOS)
+SENSOR_QOS = qos_profile(topics.SENSOR_QOS)
+STATS_QOS = qos_profile(topics.STATS_QOS)
 
 DIAG_OK, DIAG_WARN, DIAG_ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
@@ -68,43 +76,49 @@ def check_number(value: float, lo: float, hi: float, what: str, unit: str) -> st
 
 
 class BadInput:
-    """One clear warning per topic per ``period_s``, with how many were dropped since the last one.
-
-    rclpy's own ``throttle_duration_sec`` throttles per call site, so one helper for every topic would let
-    a flood on one topic hide another; this keeps a clock per topic.
-    """
+    """One clear warning per topic per ``period_s``, with how many were dropped since the last one."""
 
     def __init__(self, node: Node, period_s: float = 5.0):
         self.node = node
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self._dropped: dict[str, int] = {}
+        self._throttle = KeyedThrottle(period_s)
         self.total = 0
 
     def drop(self, topic: str, why: str) -> None:
         self.total += 1
-        self._dropped[topic] = self._dropped.get(topic, 0) + 1
-        now = time.monotonic()
-        if now - self._last.get(topic, -math.inf) >= self.period_s:
-            n = self._dropped.pop(topic)
-            more = f" ({n} dropped on this topic since the last warning)" if n > 1 else ""
-            self.node.get_logger().warning(f"'{topic}': {why}: message dropped{more}")
-            self._last[topic] = now
+        suppressed = self._throttle.check(topic)
+        if suppressed is None:
+            return
+        more = f" ({suppressed + 1} dropped on this topic since the last warning)" if suppressed else ""
+        self.node.get_logger().warning(f"'{topic}': {why}: message dropped{more}")
 
 
-def subscribe(node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
-    """A subscription that logs one warning naming the topic and policy when a publisher's QoS is incompatible."""
+def subscribe(node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile, *,
+              report_lost: bool = False) -> Any:
+    """A subscription that turns "no data" into a log line (STYLE.md #15).
+
+    An incompatible publisher gets one warning naming the topic, the policy and the fix; with
+    ``report_lost``, messages lost in transport are logged too (where the middleware offers that event).
+    """
+    requested = f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}"
     holder: dict[str, str] = {"topic": topic}
+    log = node.get_logger()
 
     def on_incompatible(event: Any) -> None:
         if event.total_count_change > 0:
-            node.get_logger().warning(
-                f"'{holder['topic']}': a publisher's QoS is incompatible with this subscription "
-                f"({qos_policy_name_from_kind(event.last_policy_kind)}; subscription: {qos.reliability.name}, "
-                f"{qos.durability.name}): nothing will be received from it")
+            policy = qos_policy_name_from_kind(event.last_policy_kind)
+            log.warning(incompatible_qos_message(holder["topic"], str(policy), requested))
 
-    sub = node.create_subscription(msg_type, topic, callback, qos,
-                                   event_callbacks=SubscriptionEventCallbacks(incompatible_qos=on_incompatible))
+    def on_lost(event: Any) -> None:
+        log.info(f"'{holder['topic']}': {event.total_count} messages lost in transport so far",
+                 throttle_duration_sec=10.0)
+
+    try:
+        events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible,
+                                            **({"message_lost": on_lost} if report_lost else {}))
+        sub = node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+    except UnsupportedEventTypeError:  # middleware without message-lost events
+        events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+        sub = node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
     holder["topic"] = sub.topic_name
     return sub
 
@@ -116,10 +130,6 @@ def diagnostics(node: Node, name: str, level: bytes, message: str, values: dict[
     msg = DiagnosticArray(status=[status])
     msg.header.stamp = node.get_clock().now().to_msg()
     return msg
-
-
-class ConfigError(ValueError):
-    """A parameter given at start-up is invalid; the node exits with status 2 and this message."""
 
 
 # ---------------------------------------------------------------------- start-up: params files and errors
@@ -352,9 +362,9 @@ def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] 
         return refuse(startup_message(exc, argv, fqn))
     node: Node | None = None
     status = 0
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):  # rclpy did not take SIGTERM: make it a normal exit
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM (launch, systemd) ends spin like Ctrl-C, so ``on_exit`` restores the clocks. rclpy installs its
+    # own handler in C, invisible to ``signal.getsignal`` (it reports SIG_DFL), so this one replaces it.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         node = factory()
         warn_unknown_parameters(node, argv)

@@ -21,16 +21,17 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt32, UInt64
 
+from .. import topics
 from ..control.dvfs import CPU_MODES, DEFAULT_CPUFREQ_DIR, DEFAULT_STATE_DIR, HELD_SIGNALS, ApplyResult, DvfsController
 from ..control.platforms import DEFAULT_GPU_DEVFREQ_DIRS
+from ..problems import ConfigError
 from .common import (
-    COMMAND_QOS,
     DIAG_ERROR,
     DIAG_OK,
     DIAG_WARN,
-    OUTPUT_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
     BadInput,
-    ConfigError,
     descriptor,
     diagnostics,
     run,
@@ -82,9 +83,9 @@ class DvfsNode(Node):
                                       "pinned until reboot")
         self.errors: list[str] = []
         self.last_messages: list[str] = []
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        subscribe(self, UInt32, "dynofa/cpu_freq_cmd", self._on_cpu, COMMAND_QOS)
-        subscribe(self, UInt64, "dynofa/gpu_freq_cmd", self._on_gpu, COMMAND_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
+        subscribe(self, UInt32, topics.CPU_FREQ_CMD, self._on_cpu, LATCHED_QOS)
+        subscribe(self, UInt64, topics.GPU_FREQ_CMD, self._on_gpu, LATCHED_QOS)
         self.create_timer(gp("diagnostics_period_s").value, self._publish_diagnostics)
 
     def _report(self, results: list[ApplyResult]) -> None:
@@ -107,11 +108,11 @@ class DvfsNode(Node):
         return True
 
     def _on_cpu(self, msg: UInt32) -> None:
-        if self._check("dynofa/cpu_freq_cmd", int(msg.data), self.ctl.cpu_range(), "kHz"):
+        if self._check(topics.CPU_FREQ_CMD, int(msg.data), self.ctl.cpu_range(), "kHz"):
             self._report(self.ctl.set_cpu_khz(int(msg.data)))
 
     def _on_gpu(self, msg: UInt64) -> None:
-        if self._check("dynofa/gpu_freq_cmd", int(msg.data), self.ctl.gpu_range(), "Hz"):
+        if self._check(topics.GPU_FREQ_CMD, int(msg.data), self.ctl.gpu_range(), "Hz"):
             res = self.ctl.set_gpu_hz(int(msg.data))
             self._report([res] if res else [])
 

@@ -1,9 +1,9 @@
 """The ``dynofa/inference_stats`` message: one latency sample *with the level that produced it*.
 
-Both ends (perception publishes, the manager subscribes) import this one module, so the field order, the
-QoS and the checks cannot drift apart. The message is a standard ``std_msgs/Float64MultiArray`` (no
-interface package to build), with the field names written into ``layout.dim[0].label`` so that
-``ros2 topic echo`` shows what each number is::
+Both ends (perception publishes, the manager subscribes) import this one module, so the field order and
+the checks cannot drift apart; the topic name and its QoS role (``STATS_QOS``) are in ``topics.py``.
+The message is a standard ``std_msgs/Float64MultiArray`` (no interface package to build), with the field
+names written into ``layout.dim[0].label`` so that ``ros2 topic echo`` shows what each number is::
 
     data = [level, latency_ms, frame_stamp_s, stream]
 
@@ -17,13 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-TOPIC = "dynofa/inference_stats"
 FIELDS = ("level", "latency_ms", "frame_stamp_s", "stream")
-#: Reliable, volatile, deep enough for a burst of frames between two manager callbacks.
-QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=50)
 MAX_LATENCY_MS = 60000.0
 
 

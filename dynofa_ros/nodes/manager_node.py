@@ -8,7 +8,6 @@ Only translation lives here: messages and parameters → :class:`~dynofa_ros.con
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import fields
 from typing import Any
@@ -21,6 +20,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState, Temperature
 from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
+from .. import paths, topics
 from ..control.multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
 from ..control.platforms import BOARDS
 from ..control.policy import (
@@ -34,16 +34,16 @@ from ..control.policy import (
     make_policy,
 )
 from ..inference import family as fm
+from ..problems import ConfigError
 from . import inference_stats as stats
 from .common import (
-    COMMAND_QOS,
     DIAG_OK,
     DIAG_WARN,
-    INPUT_QOS,
-    OUTPUT_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
     SENSOR_QOS,
+    STATS_QOS,
     BadInput,
-    ConfigError,
     check_number,
     descriptor,
     diagnostics,
@@ -55,56 +55,13 @@ MAX_TARGET_MS = 10000.0
 #: An app name becomes a namespace: a ROS name token.
 APP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-#: Policy tunables exposed as parameters: name -> (description, range). Defaults come from PolicyConfig.
-TUNABLES: dict[str, tuple[str, tuple[float, float]]] = {
-    "miss_budget": ("joint: share of frames allowed to miss the target; the plan uses this tail quantile",
-                    (0.001, 0.5)),
-    "latency_margin": ("joint: plan the latency tail for target·(1 - margin)", (0.0, 0.9)),
-    "up_hysteresis": ("joint: a probed level's tail must fit target·(1 - margin - up_hysteresis)", (0.0, 0.9)),
-    "min_dwell_s": ("joint: minimum seconds before a level change upwards (drops are immediate)", (0.0, 3600.0)),
-    "freq_min_dwell_s": ("joint: seconds before clocks may be lowered again (raising is immediate)", (0.0, 3600.0)),
-    "window_s": ("joint: seconds of latency samples kept per level", (0.5, 600.0)),
-    "probe_quiet_s": ("joint: seconds without a violation before probing a more accurate level", (0.0, 3600.0)),
-    "probe_backoff_max_s": ("joint: longest block of a level after repeated failed probes (doubles per failure)",
-                            (0.0, 86400.0)),
-    "overhead_ms": ("joint: per-frame ms that do not grow with the network (decode, pre/post-processing)",
-                    (0.0, 1000.0)),
-    "prior_log_spread": ("joint: σ of log latency assumed until about 10 samples of a level show it "
-                         "(0 = trust the profile; 0.3 on a shared CPU)", (0.0, 2.0)),
-    "stale_timeout_s": ("an input received once but not for this long → safe default", (0.01, 3600.0)),
-    "battery_low": ("state of charge (0..1) below which the energy-saving mode starts", (0.0, 1.0)),
-    "battery_hysteresis": ("energy-saving mode ends above battery_low + this", (0.0, 1.0)),
-    "saver_freq_fraction": ("energy-saving mode: clocks capped at this fraction of maximum", (0.05, 1.0)),
-    "thermal_soft_c": ("°C: at or above, clocks capped at thermal_soft_freq_fraction", (-50.0, 200.0)),
-    "thermal_hard_c": ("°C: at or above, level 0 at the lowest clocks, over every target", (-50.0, 200.0)),
-    "thermal_hysteresis_c": ("°C below a limit a reading must fall before the limit is released", (0.0, 100.0)),
-    "thermal_soft_freq_fraction": ("clock cap at the soft thermal limit, fraction of maximum", (0.05, 1.0)),
-    "cpu_fraction": ("latency model: share of a level's latency that scales with 1/f_cpu", (0.0, 1.0)),
-    "gpu_fraction": ("latency model: share of a level's latency that scales with 1/f_gpu", (0.0, 1.0)),
-}
-
-
-def _share_path(path: str) -> str:
-    """A relative family path: the CWD first, then the package's share directory (colcon install)."""
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidate = os.path.join(get_package_share_directory("dynofa_ros"), path)
-        return candidate if os.path.exists(candidate) else path
-    except Exception:
-        return path
-
-
 class ManagerNode(Node):
     def __init__(self) -> None:
         super().__init__("manager_node")
         self.bad = BadInput(self)
-        dflt = PolicyConfig()
         p = self.declare_parameter
         p("family_file", "config/families/xavier_nx_six_levels.json",
-          descriptor("family JSON (relative: CWD, then share/dynofa_ros)", read_only=True))
+          descriptor("family JSON (relative: share/dynofa_ros, then the CWD)", read_only=True))
         p("latency_profile", "", descriptor("latency profile of the family to plan with; empty = the family's "
                                             "reference_profile", read_only=True))
         p("board", "xavier_nx", descriptor(f"frequency tables and power model: {sorted(BOARDS)} or 'generic' "
@@ -122,9 +79,12 @@ class ManagerNode(Node):
                                                float_range=(0.0, MAX_TARGET_MS)))
         p("min_accuracy", 0.0, descriptor("accuracy floor in % top-1, 0 = none (also on dynofa/min_accuracy)",
                                           float_range=(0.0, 100.0)))
-        p("safe_level", dflt.safe_level, descriptor("level used when inputs go stale", int_range=(0, 255)))
-        for name, (text, rng) in TUNABLES.items():
-            p(name, float(getattr(dflt, name)), descriptor(text, float_range=rng))
+        for f in fields(PolicyConfig):  # range and description attached to the field once (policy.py)
+            text, rng = f.metadata["description"], f.metadata["range"]
+            if isinstance(f.default, int):
+                p(f.name, f.default, descriptor(text, int_range=rng))
+            else:
+                p(f.name, float(f.default), descriptor(text, float_range=rng))
         p("apps", Parameter.Type.STRING_ARRAY,
           descriptor("several apps managed together (docs/manager.md): names, each its own namespace "
                      "(<app>/dynofa/...) and apps.<app>.* parameters; unset or [] = one app on dynofa/...",
@@ -162,24 +122,24 @@ class ManagerNode(Node):
         self._published: dict[str, int | None] = {"level": None, "cpu": None, "gpu": None}
         self._last_diag = -math.inf
 
-        self.pub_cpu = self.create_publisher(UInt32, "dynofa/cpu_freq_cmd", COMMAND_QOS)
-        self.pub_gpu = self.create_publisher(UInt64, "dynofa/gpu_freq_cmd", COMMAND_QOS)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self.pub_cpu = self.create_publisher(UInt32, topics.CPU_FREQ_CMD, LATCHED_QOS)
+        self.pub_gpu = self.create_publisher(UInt64, topics.GPU_FREQ_CMD, LATCHED_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         if self.multi is None:
-            self.pub_level = self.create_publisher(UInt8, "dynofa/subnet_cmd", COMMAND_QOS)
-            subscribe(self, Float64MultiArray, stats.TOPIC, self._on_stats, stats.QOS)
-            subscribe(self, UInt8, "dynofa/active_level", self._on_active_level, COMMAND_QOS)
-            subscribe(self, Float32, "dynofa/target_latency_ms", self._on_target, INPUT_QOS)
-            subscribe(self, Float32, "dynofa/min_accuracy", self._on_min_accuracy, INPUT_QOS)
+            self.pub_level = self.create_publisher(UInt8, topics.SUBNET_CMD, LATCHED_QOS)
+            subscribe(self, Float64MultiArray, topics.INFERENCE_STATS, self._on_stats, STATS_QOS)
+            subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
+            subscribe(self, Float32, topics.TARGET_LATENCY, self._on_target, RELIABLE_QOS)
+            subscribe(self, Float32, topics.MIN_ACCURACY, self._on_min_accuracy, RELIABLE_QOS)
         else:
             self._subscribe_apps()
-        subscribe(self, BatteryState, "battery_state", self._on_battery, SENSOR_QOS)
-        subscribe(self, Temperature, "thermal/cpu", lambda m: self._on_temp("cpu_temp_c", "thermal/cpu", m),
+        subscribe(self, BatteryState, topics.BATTERY, self._on_battery, SENSOR_QOS)
+        subscribe(self, Temperature, topics.THERMAL_CPU, lambda m: self._on_temp("cpu_temp_c", topics.THERMAL_CPU, m),
                   SENSOR_QOS)
-        subscribe(self, Temperature, "thermal/gpu", lambda m: self._on_temp("gpu_temp_c", "thermal/gpu", m),
+        subscribe(self, Temperature, topics.THERMAL_GPU, lambda m: self._on_temp("gpu_temp_c", topics.THERMAL_GPU, m),
                   SENSOR_QOS)
-        subscribe(self, Float32, "load/cpu", lambda m: self._on_load("cpu_load", "load/cpu", m), SENSOR_QOS)
-        subscribe(self, Float32, "load/gpu", lambda m: self._on_load("gpu_load", "load/gpu", m), SENSOR_QOS)
+        subscribe(self, Float32, topics.LOAD_CPU, lambda m: self._on_load("cpu_load", topics.LOAD_CPU, m), SENSOR_QOS)
+        subscribe(self, Float32, topics.LOAD_GPU, lambda m: self._on_load("gpu_load", topics.LOAD_GPU, m), SENSOR_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0 / self.get_parameter("decision_rate_hz").value, self._tick)
         cpu_txt = f"{cpu_f[0]}..{cpu_f[-1]} kHz" if cpu_f else "not controlled"
@@ -196,7 +156,8 @@ class ManagerNode(Node):
     # ------------------------------------------------------------------ configuration
     def _load_family(self, key: str = "family_file") -> fm.SubnetFamily:
         try:
-            return fm.load(_share_path(self.get_parameter(key).value))
+            path = self.get_parameter(key).value
+            return fm.load(paths.resolve(path, paths.share_dir()) or path)
         except fm.FamilyError as exc:
             raise ConfigError(str(exc) if key == "family_file" else f"parameter {key}: {exc}") from None
 
@@ -229,7 +190,7 @@ class ManagerNode(Node):
         for n in names:
             k = f"apps.{n}."
             p(k + "family_file", Parameter.Type.STRING,
-              descriptor(f"app {n}: family JSON (relative: CWD, then share/dynofa_ros)", read_only=True,
+              descriptor(f"app {n}: family JSON (relative: share/dynofa_ros, then the CWD)", read_only=True,
                          type_=ParameterType.PARAMETER_STRING))
             p(k + "latency_profile", "", descriptor(f"app {n}: latency profile to plan with; empty = the family's "
                                                     "reference_profile", read_only=True))
@@ -271,21 +232,22 @@ class ManagerNode(Node):
         assert self.multi is not None
         self.app_pub: dict[str, Any] = {}
         for n in self.multi.order:
-            self.app_pub[n] = self.create_publisher(UInt8, f"{n}/dynofa/subnet_cmd", COMMAND_QOS)
+            self.app_pub[n] = self.create_publisher(UInt8, f"{n}/{topics.SUBNET_CMD}", LATCHED_QOS)
             num = len(self.multi.subs[n].levels)
-            subscribe(self, Float64MultiArray, f"{n}/{stats.TOPIC}",
-                      lambda m, n=n, num=num: self._on_app_stats(n, num, m), stats.QOS)
-            subscribe(self, UInt8, f"{n}/dynofa/active_level", lambda m, n=n, num=num: self._on_app_active(n, num, m),
-                      COMMAND_QOS)
-            subscribe(self, Float32, f"{n}/dynofa/target_latency_ms", lambda m, n=n: self._on_app_target(n, m),
-                      INPUT_QOS)
-            subscribe(self, Float32, f"{n}/dynofa/min_accuracy", lambda m, n=n: self._on_app_floor(n, m), INPUT_QOS)
+            subscribe(self, Float64MultiArray, f"{n}/{topics.INFERENCE_STATS}",
+                      lambda m, n=n, num=num: self._on_app_stats(n, num, m), STATS_QOS)
+            subscribe(self, UInt8, f"{n}/{topics.ACTIVE_LEVEL}",
+                      lambda m, n=n, num=num: self._on_app_active(n, num, m), LATCHED_QOS)
+            subscribe(self, Float32, f"{n}/{topics.TARGET_LATENCY}", lambda m, n=n: self._on_app_target(n, m),
+                      RELIABLE_QOS)
+            subscribe(self, Float32, f"{n}/{topics.MIN_ACCURACY}", lambda m, n=n: self._on_app_floor(n, m),
+                      RELIABLE_QOS)
 
     def _on_app_stats(self, name: str, num_levels: int, msg: Float64MultiArray) -> None:
         try:
             s = stats.from_msg(msg, num_levels)
         except ValueError as exc:
-            return self.bad.drop(f"{name}/{stats.TOPIC}", str(exc))
+            return self.bad.drop(f"{name}/{topics.INFERENCE_STATS}", str(exc))
         self.app_samples[name].append(LatencySample(s.latency_ms, s.level, self._now()))
         del self.app_samples[name][:-500]
 
@@ -421,26 +383,26 @@ class ManagerNode(Node):
         try:
             s = stats.from_msg(msg, len(self.levels))
         except ValueError as exc:
-            return self.bad.drop(stats.TOPIC, str(exc))
+            return self.bad.drop(topics.INFERENCE_STATS, str(exc))
         self.samples.append(LatencySample(s.latency_ms, s.level, self._now()))
         del self.samples[:-500]
 
     def _on_active_level(self, msg: UInt8) -> None:
         if msg.data >= len(self.levels):
-            return self.bad.drop("dynofa/active_level", f"level {msg.data} is unknown (family has levels "
+            return self.bad.drop(topics.ACTIVE_LEVEL, f"level {msg.data} is unknown (family has levels "
                                                         f"0..{len(self.levels) - 1})")
         self.active_level = int(msg.data)
 
     def _on_target(self, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
         if why:
-            return self.bad.drop("dynofa/target_latency_ms", f"{why} (0 clears the target)")
+            return self.bad.drop(topics.TARGET_LATENCY, f"{why} (0 clears the target)")
         self.target, self.target_source = (float(msg.data) or None), "topic"
 
     def _on_min_accuracy(self, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")
         if why:
-            return self.bad.drop("dynofa/min_accuracy", why)
+            return self.bad.drop(topics.MIN_ACCURACY, why)
         self.min_accuracy = float(msg.data) or None
 
     def _on_battery(self, msg: BatteryState) -> None:
@@ -448,7 +410,7 @@ class ManagerNode(Node):
             return  # BatteryState: NaN means unknown, a legal value
         why = check_number(msg.percentage, 0.0, 1.0, "battery percentage", "(fraction, REP BatteryState 0..1)")
         if why:
-            return self.bad.drop("battery_state", why)
+            return self.bad.drop(topics.BATTERY, why)
         self.readings["battery_soc"] = Reading(float(msg.percentage), self._now())
 
     def _on_temp(self, key: str, topic: str, msg: Temperature) -> None:

@@ -13,6 +13,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Temperature
 from std_msgs.msg import Float32
 
+from .. import topics
 from ..control.platforms import (
     DEFAULT_CPU_THERMAL_ZONES,
     DEFAULT_GPU_LOAD_FILES,
@@ -20,7 +21,7 @@ from ..control.platforms import (
     DEFAULT_TOTAL_POWER_RAILS,
 )
 from ..control.telemetry import Telemetry
-from .common import DIAG_OK, DIAG_WARN, OUTPUT_QOS, descriptor, diagnostics, run
+from .common import DIAG_OK, DIAG_WARN, RELIABLE_QOS, descriptor, diagnostics, run
 
 
 class MonitorNode(Node):
@@ -49,11 +50,11 @@ class MonitorNode(Node):
             self.get_logger().warning(f"not available on this machine, not published: {m}")
         self.frame_id = gp("frame_id").value
         self.pubs = {
-            "load/cpu": self.create_publisher(Float32, "load/cpu", OUTPUT_QOS),
-            "load/gpu": self.create_publisher(Float32, "load/gpu", OUTPUT_QOS),
-            "thermal/cpu": self.create_publisher(Temperature, "thermal/cpu", OUTPUT_QOS),
-            "thermal/gpu": self.create_publisher(Temperature, "thermal/gpu", OUTPUT_QOS),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS),
+            topics.LOAD_CPU: self.create_publisher(Float32, topics.LOAD_CPU, RELIABLE_QOS),
+            topics.LOAD_GPU: self.create_publisher(Float32, topics.LOAD_GPU, RELIABLE_QOS),
+            topics.THERMAL_CPU: self.create_publisher(Temperature, topics.THERMAL_CPU, RELIABLE_QOS),
+            topics.THERMAL_GPU: self.create_publisher(Temperature, topics.THERMAL_GPU, RELIABLE_QOS),
+            "diagnostics": self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS),
         }
         self.create_timer(1.0 / gp("rate_hz").value, self._sample)
 
@@ -66,13 +67,13 @@ class MonitorNode(Node):
     def _sample(self) -> None:
         s = self.telemetry.sample()
         if s.cpu_load_pct is not None:
-            self.pubs["load/cpu"].publish(Float32(data=float(s.cpu_load_pct)))
+            self.pubs[topics.LOAD_CPU].publish(Float32(data=float(s.cpu_load_pct)))
         if s.gpu_load_pct is not None:
-            self.pubs["load/gpu"].publish(Float32(data=float(s.gpu_load_pct)))
+            self.pubs[topics.LOAD_GPU].publish(Float32(data=float(s.gpu_load_pct)))
         if s.cpu_temp_c is not None:
-            self.pubs["thermal/cpu"].publish(self._temperature(s.cpu_temp_c))
+            self.pubs[topics.THERMAL_CPU].publish(self._temperature(s.cpu_temp_c))
         if s.gpu_temp_c is not None:
-            self.pubs["thermal/gpu"].publish(self._temperature(s.gpu_temp_c))
+            self.pubs[topics.THERMAL_GPU].publish(self._temperature(s.gpu_temp_c))
         values: dict[str, Any] = {}
         if s.cpu_load_pct is not None:
             values["cpu_load_pct"] = f"{s.cpu_load_pct:.1f}"

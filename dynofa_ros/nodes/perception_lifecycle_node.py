@@ -19,7 +19,7 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from ..perception.pipeline import ConfigError
+from ..problems import ConfigError
 from .perception_node import PerceptionRuntime, run
 
 

@@ -19,68 +19,27 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_policy_name_from_kind,
-)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8
 
+from .. import paths, topics
+from ..inference.backends import BACKENDS, DEVICES
 from ..perception.pipeline import (
-    BACKENDS,
-    DEVICES,
-    ConfigError,
     PerceptionConfig,
     Pipeline,
     build_model,
-    camera_topic,
     free_memory,
-    incompatible_qos_message,
     load_family,
 )
+from ..problems import ConfigError
+from ..topics import camera_topic
+from .common import IMAGE_QOS, LATCHED_QOS, RELIABLE_QOS, STATS_QOS, descriptor, subscribe
 from .common import run as run_node
-from .inference_stats import QOS as STATS_QOS
 from .inference_stats import to_msg as inference_stats
 
-try:  # Iron and newer
-    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
-
-#: Camera frames: sensor-data QoS with depth 1 (REP-2003); only the newest frame matters.
-IMAGE_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
-                       durability=DurabilityPolicy.VOLATILE)
-#: Manager commands and the level actually running: reliable + transient-local depth 1 (late joiners).
-LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-#: Results and diagnostics: the reliable default.
-RESULT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-
 LIVE_PARAMETERS = ("top_k", "max_image_pixels")
-
-
-def _share_dir() -> str | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return get_package_share_directory("dynofa_ros")
-    except Exception:  # not installed through colcon (pip -e, tests): relative paths fall back to the CWD
-        return None
-
-
-def _descriptor(description: str, *, read_only: bool, int_range: tuple[int, int] | None = None,
-                float_range: tuple[float, float] | None = None) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=description, read_only=read_only)
-    if int_range:
-        d.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
-    if float_range:
-        d.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)]
-    return d
 
 
 class PerceptionRuntime:
@@ -104,34 +63,34 @@ class PerceptionRuntime:
         d = PerceptionConfig()
         ro = read_only
         decl = self.node.declare_parameter
-        decl("family_file", d.family_file, _descriptor(
+        decl("family_file", d.family_file, descriptor(
             "Family JSON file; a relative path is looked up in the package share directory, then the CWD",
             read_only=ro))
-        decl("initial_level", d.initial_level, _descriptor(
+        decl("initial_level", d.initial_level, descriptor(
             "Level run until the first dynofa/subnet_cmd (0 = fastest)", read_only=ro, int_range=(0, 255)))
-        decl("device", d.device, _descriptor(f"Where the model runs: one of {list(DEVICES)}", read_only=ro))
-        decl("fp16", d.fp16, _descriptor("Half precision on CUDA (ignored nowhere: refused on cpu)", read_only=ro))
-        decl("weights_path", d.weights_path, _descriptor(
+        decl("device", d.device, descriptor(f"Where the model runs: one of {list(DEVICES)}", read_only=ro))
+        decl("fp16", d.fp16, descriptor("Half precision on CUDA (ignored nowhere: refused on cpu)", read_only=ro))
+        decl("weights_path", d.weights_path, descriptor(
             "OFA supernet checkpoint (.pth); '' runs seeded random weights (predictions meaningless)", read_only=ro))
-        decl("threads", d.threads, _descriptor("CPU threads for inference; 0 = library default", read_only=ro,
+        decl("threads", d.threads, descriptor("CPU threads for inference; 0 = library default", read_only=ro,
                                                int_range=(0, 256)))
-        decl("top_k", d.top_k, _descriptor("Classes per result, best first", read_only=False,
+        decl("top_k", d.top_k, descriptor("Classes per result, best first", read_only=False,
                                            int_range=(1, 1000)))
-        decl("backend", d.backend, _descriptor(f"Inference backend: one of {list(BACKENDS)}", read_only=ro))
-        decl("cameras", d.cameras, _descriptor(
+        decl("backend", d.backend, descriptor(f"Inference backend: one of {list(BACKENDS)}", read_only=ro))
+        decl("cameras", d.cameras, descriptor(
             "Camera stream names; each <name>/image_raw gives <name>/dynofa/classification; '' = unprefixed",
             read_only=ro))
-        decl("compressed", d.compressed, _descriptor("Also subscribe <name>/image_raw/compressed (JPEG/PNG)",
+        decl("compressed", d.compressed, descriptor("Also subscribe <name>/image_raw/compressed (JPEG/PNG)",
                                                      read_only=ro))
-        decl("max_image_pixels", d.max_image_pixels, _descriptor(
+        decl("max_image_pixels", d.max_image_pixels, descriptor(
             "Frames with more pixels are refused before decoding", read_only=False, int_range=(1, 2**31 - 1)))
-        decl("seed", d.seed, _descriptor("Seed of the random weights and their BN calibration frames",
+        decl("seed", d.seed, descriptor("Seed of the random weights and their BN calibration frames",
                                          read_only=ro, int_range=(0, 2**31 - 1)))
-        decl("timing_window", d.timing_window, _descriptor("Frames in the p50/p90 stage-timing window",
+        decl("timing_window", d.timing_window, descriptor("Frames in the p50/p90 stage-timing window",
                                                            read_only=ro, int_range=(10, 100000)))
-        decl("diagnostics_period_s", d.diagnostics_period_s, _descriptor(
+        decl("diagnostics_period_s", d.diagnostics_period_s, descriptor(
             "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
-        decl("bundle", d.bundle, _descriptor(
+        decl("bundle", d.bundle, descriptor(
             "Exported bundle directory (dynofa-export); when set, family_file and weights_path are not used and "
             "every level runs on ONNX Runtime without torch", read_only=ro))
 
@@ -158,7 +117,7 @@ class PerceptionRuntime:
     def configure(self, *, background: bool, on_fatal: Callable[[str], None] | None = None) -> None:
         """Check parameters and family (fast, raises ConfigError); build the model now or on the worker."""
         cfg = self.read_config()
-        family = load_family(cfg, _share_dir())
+        family = load_family(cfg, paths.share_dir())
         pipeline = Pipeline(cfg.cameras, len(family), max_pixels=cfg.max_image_pixels, window=cfg.timing_window,
                             now_ns=lambda: self.node.get_clock().now().nanoseconds, logger=self._log)
         self.config = cfg
@@ -184,22 +143,22 @@ class PerceptionRuntime:
         assert self.pipeline is not None and self.config is not None
         node = self.node
         cfg = self.config
-        self._result_pubs = [node.create_publisher(String, camera_topic(c, "dynofa/classification"), RESULT_QOS)
+        self._result_pubs = [node.create_publisher(String, camera_topic(c, topics.CLASSIFICATION), RELIABLE_QOS)
                              for c in cfg.cameras]
         self._pubs = {
-            "latency": node.create_publisher(Float32, "dynofa/inference_latency_ms", RESULT_QOS),
-            "stats": node.create_publisher(Float64MultiArray, "dynofa/inference_stats", STATS_QOS),
-            "level": node.create_publisher(UInt8, "dynofa/active_level", LATCHED_QOS),
+            "latency": node.create_publisher(Float32, topics.INFERENCE_LATENCY, RELIABLE_QOS),
+            "stats": node.create_publisher(Float64MultiArray, topics.INFERENCE_STATS, STATS_QOS),
+            "level": node.create_publisher(UInt8, topics.ACTIVE_LEVEL, LATCHED_QOS),
             # Latched readiness (replay --wait-ready): true once the model is prepared and frames are taken.
-            "ready": node.create_publisher(Bool, "dynofa/ready", LATCHED_QOS),
-            "diagnostics": node.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS),
+            "ready": node.create_publisher(Bool, topics.READY, LATCHED_QOS),
+            "diagnostics": node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS),
         }
         for i, cam in enumerate(cfg.cameras):
-            self._subscribe(Image, camera_topic(cam, "image_raw"), self._frame_callback(i), IMAGE_QOS)
+            self._subscribe(Image, camera_topic(cam, topics.IMAGE_RAW), self._frame_callback(i), IMAGE_QOS)
             if cfg.compressed:
-                self._subscribe(CompressedImage, camera_topic(cam, "image_raw/compressed"), self._frame_callback(i),
+                self._subscribe(CompressedImage, camera_topic(cam, topics.IMAGE_COMPRESSED), self._frame_callback(i),
                                 IMAGE_QOS)
-        self._subscribe(UInt8, "dynofa/subnet_cmd", self._on_subnet_cmd, LATCHED_QOS)
+        self._subscribe(UInt8, topics.SUBNET_CMD, self._on_subnet_cmd, LATCHED_QOS)
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         self.pipeline.set_sink(self)
 
@@ -226,28 +185,8 @@ class PerceptionRuntime:
         free_memory()
 
     # ------------------------------------------------------------------ subscriptions
-    def _subscribe(self, msg_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> None:
-        requested = (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}")
-        holder: dict[str, str] = {"topic": topic}
-        throttle = self.log
-
-        def on_incompatible(event: Any) -> None:
-            if event.total_count_change > 0:
-                policy = qos_policy_name_from_kind(event.last_policy_kind)
-                throttle.warning(incompatible_qos_message(holder["topic"], str(policy), requested))
-
-        def on_lost(event: Any) -> None:
-            self.log.info(f"'{holder['topic']}': {event.total_count} messages lost in transport so far",
-                          throttle_duration_sec=10.0)
-
-        try:
-            events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible, message_lost=on_lost)
-            sub = self.node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
-        except UnsupportedEventTypeError:  # middleware without message-lost events
-            events = SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
-            sub = self.node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
-        holder["topic"] = sub.topic_name
-        self._subs.append(sub)
+    def _subscribe(self, msg_type: type, topic: str, callback: Callable[[Any], None], qos: Any) -> None:
+        self._subs.append(subscribe(self.node, msg_type, topic, callback, qos, report_lost=True))
 
     def _frame_callback(self, stream: int) -> Callable[[Any], None]:
         def on_frame(msg: Any) -> None:
@@ -321,7 +260,7 @@ class PerceptionNode(Node):
 
 
 def run(node_factory: Callable[[], Node]) -> int:
-    """Spin a node until Ctrl-C or shutdown (rm_common.run); 1 on a configuration or load failure, one line."""
+    """Spin a node until Ctrl-C or shutdown (nodes/common.run); 1 on a configuration or load failure, one line."""
     def cleanup(node: Node) -> None:
         runtime = getattr(node, "runtime", None)
         if runtime is not None:

@@ -23,10 +23,12 @@ import torch
 from torch import nn
 
 from ..inference import supernet as sn
+from ..inference.backends import BACKENDS
 from ..inference.family import EXPAND_CHOICES, KERNEL_CHOICES, NUM_BLOCKS, NUM_STAGES, Level
 from .latency_model import Arch
 
-BACKENDS = ("torch", "onnxruntime")
+#: Backends a latency can be measured on (``auto`` is resolved by the caller first).
+MEASURED_BACKENDS = tuple(b for b in BACKENDS if b != "auto")
 
 
 class MeasureError(RuntimeError):
@@ -57,12 +59,10 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 def onnxruntime_offered() -> bool:
-    """Whether the package's backend layer offers ONNX Runtime and onnxruntime imports here."""
-    try:
-        from ..inference.backends import BackendError
-        from ..inference.backends.onnxruntime_backend import import_onnxruntime
-    except ImportError:
-        return False
+    """Whether onnxruntime imports here (the backend layer says so without raising)."""
+    from ..inference.backends import BackendError
+    from ..inference.backends.onnxruntime_backend import import_onnxruntime
+
     try:
         import_onnxruntime()
     except BackendError:
@@ -120,8 +120,8 @@ class DeviceMeter:
     """Measures sub-networks of one supernet on this machine with one backend."""
 
     def __init__(self, supernet: str, *, backend: str = "torch", threads: int | None = None, seed: int = 0):
-        if backend not in BACKENDS:
-            raise MeasureError(f"backend {backend!r}; allowed: {list(BACKENDS)}")
+        if backend not in MEASURED_BACKENDS:
+            raise MeasureError(f"backend {backend!r}; allowed: {list(MEASURED_BACKENDS)}")
         if backend == "onnxruntime" and not onnxruntime_offered():
             raise MeasureError("backend 'onnxruntime' is not offered by dynofa_ros.inference.backends in this build; "
                                "use 'torch'")

@@ -34,7 +34,6 @@ the first sample of the new level used to be read as a slowdown of the old one).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -48,20 +47,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import paths
 from ..inference import family as fm
+from ..inference.backends import BACKENDS, DEVICES
+from ..problems import ConfigError, KeyedThrottle
+from ..topics import camera_topic
 from .frame_slots import Frame, FrameSlots, rate
 from .image_codec import DEFAULT_MAX_PIXELS, ImageError, decode_message
 from .stage_timing import StageTiming
 
 log = logging.getLogger("dynofa_ros.perception.pipeline")
 
-DEVICES = ("cpu", "cuda", "auto")
-BACKENDS = ("auto", "torch", "onnxruntime")
 _NAME_TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """A parameter value, family file, weights file or device that cannot work; the message says which."""
 
 
 # ---------------------------------------------------------------------- configuration
@@ -111,21 +108,12 @@ def check_cameras(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def camera_topic(camera: str, topic: str) -> str:
-    """``<camera>/<topic>``, relative so node namespaces and remapping apply; just ``topic`` for ""."""
-    return f"{camera}/{topic}" if camera else topic
-
-
 def resolve_family_path(path: str, share_dir: str | None, cwd: str | os.PathLike[str] | None = None) -> Path:
-    """An absolute path as is; a relative one against the package share directory, then the CWD."""
+    """The family file ``path`` names, in :func:`dynofa_ros.paths.candidates` order; ConfigError listing them."""
     if not path:
         raise ConfigError("parameter family_file: empty; give a family JSON file (e.g. "
                           "config/families/xavier_nx_six_levels.json)")
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        candidates = [p]
-    else:
-        candidates = ([Path(share_dir) / p] if share_dir else []) + [Path(cwd or os.getcwd()) / p]
+    candidates = paths.candidates(path, share_dir, cwd)
     for c in candidates:
         if c.is_file():
             return c
@@ -154,13 +142,6 @@ def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily
     return family
 
 
-def model_accepts(name: str) -> bool:
-    """Whether DynamicOFA's constructor takes keyword ``name`` (the backend option arrives separately)."""
-    from ..inference.model import DynamicOFA
-
-    return name in inspect.signature(DynamicOFA.__init__).parameters
-
-
 def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     """Build DynamicOFA with every level prepared; configuration failures become ConfigError."""
     if cfg.bundle:
@@ -170,12 +151,8 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     from ..inference.supernet import WeightsError
 
     kwargs: dict[str, Any] = dict(weights=cfg.weights_path or None, device=cfg.device, fp16=cfg.fp16,
-                                  threads=cfg.threads or None, top_k=cfg.top_k, seed=cfg.seed)
-    if model_accepts("backend"):
-        kwargs["backend"] = cfg.backend
-    elif cfg.backend not in ("auto", "torch"):
-        raise ConfigError(f"parameter backend: {cfg.backend!r} is not available in this build; allowed: "
-                          "['auto', 'torch']")
+                                  threads=cfg.threads or None, top_k=cfg.top_k, seed=cfg.seed,
+                                  backend=cfg.backend)
     if cfg.weights_path and not Path(cfg.weights_path).expanduser().is_file():
         raise ConfigError(f"parameter weights_path: {cfg.weights_path!r} is not a file ('' runs random weights)")
     try:
@@ -239,41 +216,6 @@ def classification_json(stamp_sec: int, stamp_nanosec: int, frame_id: str, camer
         "model_ms": round(float(result.total_ms), 3),
         "top_k": [{"index": int(p.index), "name": p.name, "prob": float(p.probability)} for p in result.predictions],
     }, separators=(",", ":"))
-
-
-def incompatible_qos_message(topic: str, policy: str, requested: str) -> str:
-    """One line: which topic, which policy conflicts, and what the publisher should change."""
-    fixes = {
-        "RELIABILITY": "publish with reliability RELIABLE",
-        "DURABILITY": "publish with durability TRANSIENT_LOCAL",
-        "DEADLINE": "publish with a deadline no longer than the subscription's (default: none)",
-        "LIVELINESS": "publish with AUTOMATIC liveliness and a lease no longer than the subscription's",
-    }
-    fix = fixes.get(policy.upper(), f"make the publisher's {policy} compatible")
-    return (f"incompatible QoS on '{topic}': a publisher offers a {policy} policy this subscription "
-            f"({requested}) cannot accept, so none of its messages arrive; {fix}")
-
-
-class KeyedThrottle:
-    """Log a given kind of problem at once, then at most once per period with how many were suppressed."""
-
-    def __init__(self, period_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
-        self.period_s = period_s
-        self._clock = clock
-        self._last: dict[Any, float] = {}
-        self._suppressed: dict[Any, int] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: Any) -> int | None:
-        """None: stay quiet. Otherwise log now; the number is how many were suppressed since last time."""
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.period_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return None
-            self._last[key] = now
-            return self._suppressed.pop(key, 0)
 
 
 #: Longest quoted value echoed in a log line: a malformed message may carry a string of any length.

@@ -1,7 +1,7 @@
 """Per-stage latency of the perception path, as p50/p90 over a sliding window.
 
 Why stages and not one number: "the node is slow" is only actionable when it says where the time
-goes (DESIGN.md §6). The stages of one frame add up exactly to its age at publication:
+goes (docs/perception.md). The stages of one frame add up exactly to its age at publication:
 
     transport   frame stamp → the subscription callback stored it (camera, DDS, executor)
     wait        stored → the worker took it (time in the newest-frame slot)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-#: Topic names (relative, DESIGN.md §3) and the ROS message type each event kind is written as.
+#: The ROS message type each event kind is written as (topic names: ``dynofa_ros/topics.py``).
 TOPIC_TYPES: dict[str, str] = {
     "image": "sensor_msgs/msg/Image",
     "battery": "sensor_msgs/msg/BatteryState",

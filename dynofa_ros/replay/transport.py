@@ -7,49 +7,18 @@ compatible with every publisher) are unit-tested without a ROS graph (``test/tes
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-#: The graph's topics (DESIGN.md §3) and their types: what ``record`` records by default.
-GRAPH_TOPICS: dict[str, str] = {
-    "dynofa/classification": "std_msgs/msg/String",
-    "dynofa/inference_latency_ms": "std_msgs/msg/Float32",
-    "dynofa/inference_stats": "std_msgs/msg/Float64MultiArray",
-    "dynofa/active_level": "std_msgs/msg/UInt8",
-    "dynofa/subnet_cmd": "std_msgs/msg/UInt8",
-    "dynofa/cpu_freq_cmd": "std_msgs/msg/UInt32",
-    "dynofa/gpu_freq_cmd": "std_msgs/msg/UInt64",
-    "dynofa/target_latency_ms": "std_msgs/msg/Float32",
-    "dynofa/min_accuracy": "std_msgs/msg/Float32",
-    "battery_state": "sensor_msgs/msg/BatteryState",
-    "thermal/cpu": "sensor_msgs/msg/Temperature",
-    "thermal/gpu": "sensor_msgs/msg/Temperature",
-    "load/cpu": "std_msgs/msg/Float32",
-    "load/gpu": "std_msgs/msg/Float32",
-    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
-}
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-#: Topics that hold a value until the next message (a target in force): ``replay`` publishes the
-#: latest one again to every subscriber that appears after it was sent (a manager started or respawned
-#: later, whose subscription is volatile so that any publisher, ``ros2 topic pub`` included, reaches it).
-STATE_TOPICS = ("dynofa/target_latency_ms", "dynofa/min_accuracy")
-#: What a live ``monitor_node`` publishes: a bag's copy would interleave with the live values.
-MONITOR_TOPICS = ("load/cpu", "load/gpu", "thermal/cpu", "thermal/gpu")
-#: perception_node's readiness signal (std_msgs/Bool, reliable + transient local): true once the model
-#: is prepared and the node takes frames.
-READY_TOPIC = "dynofa/ready"
+from ..topics import IMAGE_TYPES, Qos
+
+#: The graph's topics, their types and QoS roles live in ``dynofa_ros.topics``. What this module adds:
+#: Latest message of a state topic: ``dynofa-replay`` publishes it again to every subscriber that appears after
+#: it was sent (a manager started or respawned later, whose subscription is volatile so that any publisher,
+#: ``ros2 topic pub`` included, reaches it). A bag's copy of a ``MONITOR_TOPICS`` topic would interleave with
+#: the live values. ``READY`` is perception_node's readiness signal (true once the model takes frames).
 
 
 class RemapError(ValueError):
     """A ``--remap`` rule is not ``from:=to``."""
-
-
-@dataclass(frozen=True)
-class QosChoice:
-    """What a subscription (recorder) or publisher (replayer) uses: reliability, durability, depth."""
-
-    reliable: bool
-    transient_local: bool
-    depth: int
 
 
 def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -113,7 +82,7 @@ def due_offset_s(t_ns: int, t0_ns: int, rate: float) -> float:
     return (t_ns - t0_ns) / 1e9 / rate
 
 
-def replay_qos(msgtype: str) -> QosChoice:
+def replay_qos(msgtype: str) -> Qos:
     """Publisher QoS for replayed topics.
 
     Reliable publishers match both reliable and best-effort subscribers. Camera frames stay volatile
@@ -122,11 +91,11 @@ def replay_qos(msgtype: str) -> QosChoice:
     transient-local still gets the target in force when it starts after the replay.
     """
     if msgtype in IMAGE_TYPES:
-        return QosChoice(reliable=True, transient_local=False, depth=5)
-    return QosChoice(reliable=True, transient_local=True, depth=1)
+        return Qos(reliable=True, transient_local=False, depth=5)
+    return Qos(reliable=True, transient_local=True, depth=1)
 
 
-def record_qos(publishers: Sequence[tuple[bool, bool]]) -> QosChoice:
+def record_qos(publishers: Sequence[tuple[bool, bool]]) -> Qos:
     """Subscription QoS compatible with every publisher, given (reliable, transient_local) per publisher.
 
     As ``ros2 bag record`` does: reliable only if every publisher is reliable (a reliable subscription
@@ -134,10 +103,10 @@ def record_qos(publishers: Sequence[tuple[bool, bool]]) -> QosChoice:
     transient-local subscription is incompatible with a volatile publisher).
     """
     if not publishers:
-        return QosChoice(reliable=True, transient_local=False, depth=100)
+        return Qos(reliable=True, transient_local=False, depth=100)
     reliable = all(r for r, _ in publishers)
     transient = all(t for _, t in publishers)
-    return QosChoice(reliable=reliable, transient_local=transient, depth=100)
+    return Qos(reliable=reliable, transient_local=transient, depth=100)
 
 
 def split_type(msgtype: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..inference import family as fm
 from ..offline.accuracy import PREDICTOR_FILE, AccuracyPredictor, PredictorError, measure_top1
-from ..offline.device_latency import BACKENDS, DeviceMeter, MeasureError, onnxruntime_offered
+from ..offline.device_latency import MEASURED_BACKENDS, DeviceMeter, MeasureError, onnxruntime_offered
 from ..offline.latency_model import (
     LUT_SUPERNET,
     SEARCH_RESOLUTIONS,
@@ -48,7 +48,7 @@ LATENCY_MODELS = ("lut-xavier-nx-cpu", "lut-xavier-nx-gpu", "lut-measured", "mea
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="build_family", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="dynofa-build-family", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("--latency-model", choices=LATENCY_MODELS, default="lut-measured")
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="family JSON file to write")
     p.add_argument("--name", default=None, help="family name (default: the --out file stem)")
     p.add_argument("--supernet", default=DEFAULT_SUPERNET, choices=sorted(fm.SUPERNETS))
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+    p.add_argument("--backend", default="auto", choices=["auto", *MEASURED_BACKENDS],
                    help="what runs the measurements (auto: onnxruntime if dynofa_ros.inference.backends offers it)")
     p.add_argument("--profile-name", default=None, help="latency profile name (default generic_cpu/<backend>)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lut-dir", default=None, metavar="DIR",
                    help="lut-measured: where the measured table is read from / written to "
                         "(default cache/latency_lut/generic_cpu_<lut backend>)")
-    p.add_argument("--lut-backend", default="torch", choices=BACKENDS,
+    p.add_argument("--lut-backend", default="torch", choices=MEASURED_BACKENDS,
                    help="lut-measured: what times each layer (torch: a minute or two here; onnxruntime exports "
                         "every layer, about half an hour here); the table is then calibrated to --backend")
     p.add_argument("--lut-threads", type=int, default=1,

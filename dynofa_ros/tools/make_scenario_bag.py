@@ -146,7 +146,7 @@ def output_paths(out: str | Path, storage: str) -> dict[str, Path]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="make_scenario_bag", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dynofa-make-scenario-bag", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", help="scenario YAML (see docs/replay.md)")
     p.add_argument("-o", "--out", required=True, help="bag directory to write")
     p.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3", "both"])

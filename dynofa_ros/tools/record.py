@@ -1,6 +1,6 @@
 """``record``: write the graph's topics to a rosbag2 bag (mcap or sqlite3) with ``rosbags``.
 
-    record -o out/run1                        # every topic of DESIGN.md §3 (not the camera frames)
+    record -o out/run1                        # every topic of topics.GRAPH_TOPICS (not the camera frames)
     record -o out/run1 --topics dynofa/inference_latency_ms dynofa/active_level image_raw
     record -o out/run1 --duration 70 --ros-args -r __ns:=/robot
 
@@ -20,16 +20,17 @@ import sys
 import threading
 from typing import Any
 
+from .. import topics as graph
 from ..replay import transport as pb
 from ..replay.bagio import DEFAULT_VERSION, VERSIONS, BagError, BagWriter, OfferedQos
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="record", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dynofa-record", description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--out", required=True, help="bag directory to create")
     p.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     p.add_argument("--topics", nargs="*", default=None,
-                   help="topics to record (default: the graph topics of DESIGN.md §3, without image_raw)")
+                   help="topics to record (default: the graph topics of README.md's table, without image_raw)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     p.add_argument("--bag-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
@@ -45,7 +46,7 @@ class Recorder:
         self.writer = writer
         self.wanted = topics
         self.subs: dict[str, Any] = {}
-        self.qos: dict[str, pb.QosChoice] = {}
+        self.qos: dict[str, graph.Qos] = {}
         self.lock = threading.Lock()
         self.closed = False
         node.create_timer(0.2, self.discover)
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.utilities import remove_ros_args
 
-    full = list(sys.argv if argv is None else ["record", *argv])
+    full = list(sys.argv if argv is None else ["dynofa-record", *argv])
     args = parse_args(remove_ros_args(full)[1:])
-    topics = args.topics if args.topics else list(pb.GRAPH_TOPICS)
+    topics = args.topics if args.topics else list(graph.GRAPH_TOPICS)
     try:
         writer = BagWriter(args.out, args.storage, overwrite=args.overwrite, version=args.bag_version)
         writer.__enter__()

@@ -13,7 +13,7 @@ and checked before anything is published, so a truncated bag fails with one line
 Any bag ``ros2 bag record`` writes is read (``bagio``). Topics whose message type is not installed
 here are skipped with one line naming them; a bag with nothing else is refused with one line.
 
-Late joiners: the latest message of a state topic (``transport.STATE_TOPICS``, the targets) is published
+Late joiners: the latest message of a state topic (``graph.STATE_TOPICS``, the targets) is published
 again to every subscriber that appears after it was sent, so a manager that starts or respawns later
 still gets the target in force. ``--wait-ready`` waits for perception's latched ``dynofa/ready``, so no
 frame is published before the model can take it. ``--monitor-topics auto`` (default) leaves out the
@@ -30,12 +30,13 @@ import threading
 import time
 from typing import Any
 
+from .. import topics as graph
 from ..replay import transport as pb
 from ..replay.bagio import BagError, BagMessage, read_raw
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="replay", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dynofa-replay", description=__doc__.split("\n\n")[0])
     p.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap, any metadata version 4..9, split, compressed)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (2 = twice as fast)")
     p.add_argument("--loop", action="store_true", help="play again from the start when the bag ends")
@@ -47,12 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="before playing, wait until this topic has COUNT (default 1) subscribers, e.g. the node "
                         "under test and a recorder: nothing is published before they listen")
     p.add_argument("--wait-ready", action="store_true",
-                   help=f"before playing, wait for a true on {pb.READY_TOPIC} (perception_node's latched readiness): "
+                   help=f"before playing, wait for a true on {graph.READY} (perception_node's latched readiness): "
                         "no frame is published before the model is prepared")
-    p.add_argument("--ready-topic", default=pb.READY_TOPIC, help="readiness topic for --wait-ready")
+    p.add_argument("--ready-topic", default=graph.READY, help="readiness topic for --wait-ready")
     p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for subscribers / readiness")
     p.add_argument("--monitor-topics", choices=("auto", "play", "skip"), default="auto",
-                   help=f"the bag's {', '.join(pb.MONITOR_TOPICS)}: auto (default) leaves a topic out while another "
+                   help=f"the bag's {', '.join(graph.MONITOR_TOPICS)}: auto (default) leaves a topic out while another "
                         "node publishes it live (monitor_node); play: always; skip: never")
     p.add_argument("--restamp", action="store_true", help="set header stamps to the publish time")
     p.add_argument("--dry-run", action="store_true", help="read and check the bag, print the plan, publish nothing")
@@ -124,8 +125,8 @@ class Player:
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
                              else DurabilityPolicy.VOLATILE)
             self.pubs[topic] = node.create_publisher(classes[topic], pb.remap(topic, self.remaps), qos)
-        self.state = [t for t in self.pubs if any(pb.same_topic(t, s) for s in pb.STATE_TOPICS)]
-        self.monitor = [t for t in self.pubs if any(pb.same_topic(t, s) for s in pb.MONITOR_TOPICS)]
+        self.state = [t for t in self.pubs if any(pb.same_topic(t, s) for s in graph.STATE_TOPICS)]
+        self.monitor = [t for t in self.pubs if any(pb.same_topic(t, s) for s in graph.MONITOR_TOPICS)]
         if args.monitor_topics == "skip":
             self.skipped.update(self.monitor)
         self.last: dict[str, Any] = {}                # state topic → last message published
@@ -266,7 +267,7 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
 def main(argv: list[str] | None = None) -> int:
     # Split off the ROS arguments before rclpy sees the command line: rclpy would take a bare
     # ``image_raw:=/cam`` (the value of --remap) as a ROS remap rule and remove it.
-    full = list(sys.argv if argv is None else ["replay", *argv])
+    full = list(sys.argv if argv is None else ["dynofa-replay", *argv])
     own, ros = pb.split_ros_args(full[1:])
     args = parse_args(own)
     try:

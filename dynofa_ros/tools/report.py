@@ -193,7 +193,7 @@ def plot(runs: list[scoring.RunData], scores: list[scoring.Score], png: str | Pa
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="dynofa-report", description=__doc__.split("\n\n")[0])
     p.add_argument("bags", nargs="+", help="recorded bags (from record)")
     p.add_argument("--labels", default=None, help="comma-separated run names (default: bag names)")
     p.add_argument("--family", default=None, help="family file: accuracy per level and its source")

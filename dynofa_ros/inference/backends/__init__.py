@@ -11,6 +11,14 @@ from typing import Protocol
 
 import numpy as np
 
+#: Where a model runs; ``auto`` is CUDA when present, else the CPU (said once in a warning).
+DEVICES = ("cpu", "cuda", "auto")
+#: Inference backends; ``auto`` is ONNX Runtime when it is installed, else PyTorch.
+BACKENDS = ("auto", "torch", "onnxruntime")
+#: How the torch backend runs a level: a static sub-network per level, or the shared supernet re-sliced.
+#: ONNX Runtime levels are always static graphs.
+STRATEGIES = ("static", "supernet")
+
 
 class PreparedLevel(Protocol):
     """One level ready to run: (1, 3, r, r) float32 in, (1, 1000) float32 logits out."""

@@ -17,8 +17,7 @@ from torch import nn
 
 from .. import supernet as sn
 from ..family import Level
-
-STRATEGIES = ("static", "supernet")
+from . import STRATEGIES
 
 
 class TorchLevel:
