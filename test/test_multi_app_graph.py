@@ -56,7 +56,8 @@ def test_one_manager_two_apps_lower_priority_yields(isolated_network, domain_id,
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32, Float64MultiArray, UInt8
 
-    from dynofa_ros.nodes import inference_stats
+    from dynofa_ros import topics
+    from dynofa_ros.nodes.common import STATS_QOS
 
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     small = subset_family(tmp_path / "front.json")
@@ -77,7 +78,7 @@ def test_one_manager_two_apps_lower_priority_yields(isolated_network, domain_id,
             stack.enter_context(proc)
         probe = stack.enter_context(RosProbe(domain_id, "multi_probe"))
         cmds = {a: probe.collect(f"/{a}/dynofa/subnet_cmd", UInt8, latched) for a in ("front", "rear")}
-        stats = {a: probe.collect(f"/{a}/{inference_stats.TOPIC}", Float64MultiArray, inference_stats.QOS)
+        stats = {a: probe.collect(f"/{a}/{topics.INFERENCE_STATS}", Float64MultiArray, STATS_QOS)
                  for a in ("front", "rear")}
         diags = probe.collect("/diagnostics", DiagnosticArray, 100)
         cams = {a: probe.publisher(f"/{a}/image_raw", Image, qos_profile_sensor_data) for a in ("front", "rear")}

@@ -101,7 +101,7 @@ class ManagerNode(Node):
             profile = self.get_parameter("latency_profile").value
             try:
                 self.levels = levels_from_family(self.family, profile or None)
-            except PolicyConfigError as exc:  # one line naming the parameter or the family file (rm_common.run)
+            except PolicyConfigError as exc:  # one line naming the parameter or the family file (nodes/common.run)
                 what = (f"parameter latency_profile: {profile!r}" if profile else
                         f"parameter latency_profile is empty and {self.family.source_path} has no reference_profile")
                 raise ConfigError(f"{what}: {exc}") from None
