@@ -147,7 +147,11 @@ class Player:
         now = time.monotonic()
         for topic in self.state:
             count = self.pubs[topic].get_subscription_count()
-            if count > self.matched[topic]:
+            with self.lock:
+                sent = topic in self.last
+            if count > self.matched[topic] and sent:
+                # only a subscriber that appeared after the value was sent missed it; one matched before
+                # the first message (every --wait-for subscriber) got the original
                 self.pending.setdefault(topic, now)
             self.matched[topic] = count
             # A short delay: the new reader must also have matched us, or the repeated sample is lost.

@@ -169,14 +169,10 @@ class OrtPrepared:
     cache_dir: Path
 
 
-def prepare_levels(resolutions: Sequence[int], materials: Sequence[dict[str, Any]],
-                   build_static: Callable[[int], Any], *, device: str = "cpu",
-                   providers: Sequence[str] | None = None, threads: int | None = None, fp16: bool = False,
-                   cache_dir: str | Path | None = None) -> OrtPrepared:
-    """Every level as a loaded session. ``materials[i]`` identifies level i's export (weights, BN statistics,
-    architecture) cheaply; ``build_static(i)`` builds level i's static torch module and is only called on a
-    cache miss, so a warm start never builds the supernet.
-    """
+def _runtime_and_providers(device: str, providers: Sequence[str] | None, fp16: bool
+                           ) -> tuple[ModuleType, ProviderChoice]:
+    """onnxruntime and the provider chain for ``device``; fp16 on a CPU is refused when the CPU was asked
+    for explicitly, ignored with a warning when the CPU is only the fallback (cache and bundle paths alike)."""
     ort = import_onnxruntime()
     choice = choose_providers(requested_chain(device, providers), ort.get_available_providers(),
                               quiet=device == "auto" and not providers)
@@ -185,7 +181,19 @@ def prepare_levels(resolutions: Sequence[int], materials: Sequence[dict[str, Any
             raise BackendError("fp16 needs a GPU execution provider (half precision on a CPU is slower and less "
                                "accurate)")
         log.warning("fp16 ignored: running on %s in fp32", CPU)
-    elif fp16 and choice.primary == CUDA:
+    return ort, choice
+
+
+def prepare_levels(resolutions: Sequence[int], materials: Sequence[dict[str, Any]],
+                   build_static: Callable[[int], Any], *, device: str = "cpu",
+                   providers: Sequence[str] | None = None, threads: int | None = None, fp16: bool = False,
+                   cache_dir: str | Path | None = None) -> OrtPrepared:
+    """Every level as a loaded session. ``materials[i]`` identifies level i's export (weights, BN statistics,
+    architecture) cheaply; ``build_static(i)`` builds level i's static torch module and is only called on a
+    cache miss, so a warm start never builds the supernet.
+    """
+    ort, choice = _runtime_and_providers(device, providers, fp16)
+    if fp16 and choice.primary == CUDA:
         log.info("fp16: %s runs the fp32 export (the fp16 option applies to TensorRT)", CUDA)
     cache = OnnxCache(cache_dir)
     so = session_options(ort, threads)
@@ -224,14 +232,7 @@ def prepare_bundle_levels(bundle: Any, *, device: str = "cpu", providers: Sequen
     from ..bundle import BundleError
     from .onnx_cache import default_cache_dir
 
-    ort = import_onnxruntime()
-    choice = choose_providers(requested_chain(device, providers), ort.get_available_providers(),
-                              quiet=device == "auto" and not providers)
-    if fp16 and choice.primary == CPU:
-        if device == "cpu" and not providers:
-            raise BackendError("fp16 needs a GPU execution provider (half precision on a CPU is slower and less "
-                               "accurate)")
-        log.warning("fp16 ignored: running on %s in fp32", CPU)
+    ort, choice = _runtime_and_providers(device, providers, fp16)
     use_fp16_files = fp16 and choice.primary == CUDA and bundle.has_fp16
     if fp16 and choice.primary == CUDA and not bundle.has_fp16:
         log.warning("fp16: bundle %s has no fp16 models (exported with --no-fp16); %s runs fp32",
