@@ -293,9 +293,11 @@ def test_cache_key_follows_seed_weights_and_bn_source(tmp_path: Path) -> None:
 def test_cache_store_is_atomic_and_readable(tmp_path: Path) -> None:
     cache = OnnxCache(tmp_path / "c")
     assert cache.read("0" * 32) is None
-    cache.store("k", b"abc", {"x": 1})
-    assert cache.read("k") == b"abc"
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["k.json", "k.onnx"]
+    material = {"x": 1}
+    key = entry_key(material)  # an entry is only read back under the key its material hashes to
+    cache.store(key, b"abc", material)
+    assert cache.read(key) == b"abc"
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [f"{key}.json", f"{key}.onnx"]
 
 
 # ---------------------------------------------------------------------- choosing a backend and provider
