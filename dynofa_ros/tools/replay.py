@@ -34,6 +34,8 @@ from .. import topics as graph
 from ..replay import transport as pb
 from ..replay.bagio import BagError, BagMessage, read_raw
 
+#: Seconds between the waited-for subscribers being seen and the first message (see main()).
+MATCH_SETTLE_S = 0.5
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dynofa-replay", description=__doc__.split("\n\n")[0])
@@ -229,6 +231,11 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
         if args.wait_ready:
             player.wait_ready(deadline)
         player.wait_for_subscribers(deadline)
+        if args.wait_for or args.wait_ready:
+            # Discovery is asymmetric: this publisher can see a reader before the reader has matched this
+            # publisher, and a best-effort sample (a camera frame) sent in between is lost. No API tells the
+            # writer when the reader side has matched, so give discovery a moment before the first frame.
+            time.sleep(MATCH_SETTLE_S)
         player.check_monitor()  # once more right before the first message, not only on the timer
         t0 = msgs[0].t_ns
         loops = 0
