@@ -36,6 +36,8 @@ from ..replay.bagio import BagError, BagMessage, read_raw
 
 #: Seconds between the waited-for subscribers being seen and the first message (see main()).
 MATCH_SETTLE_S = 0.5
+#: Longest wait for an already running live monitor to be discovered before the bag's monitor topics play.
+MONITOR_DISCOVERY_S = 3.0
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dynofa-replay", description=__doc__.split("\n\n")[0])
@@ -236,6 +238,12 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
             # publisher, and a best-effort sample (a camera frame) sent in between is lost. No API tells the
             # writer when the reader side has matched, so give discovery a moment before the first frame.
             time.sleep(MATCH_SETTLE_S)
+        if args.monitor_topics == "auto" and player.monitor:
+            # a live monitor that is running already must be discovered before the bag's first load sample
+            until = time.monotonic() + MONITOR_DISCOVERY_S
+            while time.monotonic() < until and not all(
+                    node.count_publishers(player.pubs[t].topic_name) > 1 for t in player.monitor):
+                time.sleep(0.05)
         player.check_monitor()  # once more right before the first message, not only on the timer
         t0 = msgs[0].t_ns
         loops = 0
