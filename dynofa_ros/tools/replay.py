@@ -240,9 +240,11 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
             time.sleep(MATCH_SETTLE_S)
         if args.monitor_topics == "auto" and player.monitor:
             # a live monitor that is running already must be discovered before the bag's first load sample
+            with player.lock:  # names taken once: the poll timer may destroy a skipped topic's publisher
+                names = {t: player.pubs[t].topic_name for t in player.monitor if t not in player.skipped}
             until = time.monotonic() + MONITOR_DISCOVERY_S
             while time.monotonic() < until and not all(
-                    node.count_publishers(player.pubs[t].topic_name) > 1 for t in player.monitor):
+                    t in player.skipped or node.count_publishers(name) > 1 for t, name in names.items()):
                 time.sleep(0.05)
         player.check_monitor()  # once more right before the first message, not only on the timer
         t0 = msgs[0].t_ns
