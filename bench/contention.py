@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from devtools.demo import Graph, contention_cmd  # noqa: E402
-from devtools.processes import Proc, find_executable, network_is_isolated  # noqa: E402
+from devtools.processes import Proc, find_executable, network_is_isolated, stop_run  # noqa: E402
 from dynofa_ros import launch_config as lc  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.sim import policy_fingerprint  # noqa: E402
@@ -246,13 +246,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
     except RuntimeError as exc:
         rec.error = str(exc)
     finally:
-        for w in workers:
-            w.stop(timeout=2)
-        if replay is not None:
-            replay.stop()
-        if record is not None:
-            record.stop()
-        graph.stop()
+        stop_run(graph, workers=workers, replay=replay, record=record)
     rec.loadavg_after = os.getloadavg()
     rec.wall_s = time.monotonic() - t_wall0
     if rec.error:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devtools.processes import Proc, find_executable, graph_env, network_is_isolated
+from devtools.processes import Proc, find_executable, graph_env, network_is_isolated, stop_run
 from dynofa_ros import launch_config as lc
 from dynofa_ros.replay import scenario as scn
 from dynofa_ros.replay import scoring
@@ -128,13 +128,7 @@ def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out:
             replay.wait(0.2)
         print(f"demo [{label}]: replay finished after {time.monotonic() - started:.1f} s", flush=True)
     finally:
-        for w in workers:
-            w.stop(timeout=2)
-        if replay is not None:
-            replay.stop()
-        if record is not None:
-            record.stop()
-        graph.stop()
+        stop_run(graph, workers=workers, replay=replay, record=record)
     return rec_bag
 
 

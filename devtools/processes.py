@@ -13,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 
 def network_is_isolated() -> bool:
@@ -120,3 +121,26 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         return None if self.proc is None else stop_process(self.proc, timeout)
+
+
+class Stoppable(Protocol):
+    """Anything ended by ``stop()``: a :class:`Proc` or a graph of them (devtools.demo.Graph)."""
+
+    def stop(self) -> object: ...
+
+
+def stop_run(graph: Stoppable, *, workers: Iterable[Proc] = (), replay: Proc | None = None,
+             record: Proc | None = None) -> None:
+    """End one replay run in the order that keeps its recording whole.
+
+    The competing busy loops go first (short wait: they hold no state), then the replay (no more input),
+    then the recorder (it has seen the last message and closes its bag), then the graph's nodes (whose
+    SIGINT path restores clocks). The demo and the contention bench both end a run this way.
+    """
+    for w in workers:
+        w.stop(timeout=2)
+    if replay is not None:
+        replay.stop()
+    if record is not None:
+        record.stop()
+    graph.stop()

@@ -285,12 +285,7 @@ class ManagerNode(Node):
             if self.app_published[n] != d.levels[n]:
                 self.app_pub[n].publish(UInt8(data=d.levels[n]))
                 self.app_published[n] = d.levels[n]
-        if d.cpu_freq_khz is not None and self._published["cpu"] != d.cpu_freq_khz:
-            self.pub_cpu.publish(UInt32(data=int(d.cpu_freq_khz)))
-            self._published["cpu"] = d.cpu_freq_khz
-        if d.gpu_freq_hz is not None and self._published["gpu"] != d.gpu_freq_hz:
-            self.pub_gpu.publish(UInt64(data=int(d.gpu_freq_hz)))
-            self._published["gpu"] = d.gpu_freq_hz
+        self._publish_clocks(d.cpu_freq_khz, d.gpu_freq_hz)
         if changed:
             self.get_logger().info(f"{d.reason} :: " + " :: ".join(d.reasons[n] for n in self.multi.order))
         if changed or now - self._last_diag >= 1.0:
@@ -426,6 +421,16 @@ class ManagerNode(Node):
         self.readings[key] = Reading(float(msg.data), self._now())
 
     # ------------------------------------------------------------------ decisions
+    def _publish_clocks(self, cpu_freq_khz: int | None, gpu_freq_hz: int | None) -> None:
+        """Publish a clock command only when it differs from the last one sent (the topic is latched, so a
+        repeat carries nothing); ``None`` leaves that clock alone. One path for the single- and multi-app tick."""
+        if cpu_freq_khz is not None and self._published["cpu"] != cpu_freq_khz:
+            self.pub_cpu.publish(UInt32(data=int(cpu_freq_khz)))
+            self._published["cpu"] = cpu_freq_khz
+        if gpu_freq_hz is not None and self._published["gpu"] != gpu_freq_hz:
+            self.pub_gpu.publish(UInt64(data=int(gpu_freq_hz)))
+            self._published["gpu"] = gpu_freq_hz
+
     def _tick(self) -> None:
         if self.multi is not None:
             return self._tick_multi()
@@ -440,12 +445,7 @@ class ManagerNode(Node):
         if self._published["level"] != d.level:
             self.pub_level.publish(UInt8(data=d.level))
             self._published["level"] = d.level
-        if d.cpu_freq_khz is not None and self._published["cpu"] != d.cpu_freq_khz:
-            self.pub_cpu.publish(UInt32(data=int(d.cpu_freq_khz)))
-            self._published["cpu"] = d.cpu_freq_khz
-        if d.gpu_freq_hz is not None and self._published["gpu"] != d.gpu_freq_hz:
-            self.pub_gpu.publish(UInt64(data=int(d.gpu_freq_hz)))
-            self._published["gpu"] = d.gpu_freq_hz
+        self._publish_clocks(d.cpu_freq_khz, d.gpu_freq_hz)
         if changed:
             self.get_logger().info(f"level {d.level}, {d.reason}")
         if changed or now - self._last_diag >= 1.0:
