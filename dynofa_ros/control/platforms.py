@@ -23,7 +23,10 @@ Sources of the numbers (read these before trusting them):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..problems import ConfigError
 
 #: Xavier NX Carmel cpufreq (kHz), policy0/policy2/policy4 (two cores per cluster).
 XAVIER_NX_CPU_KHZ: tuple[int, ...] = (
@@ -105,6 +108,67 @@ ORIN = Board(
 )
 
 BOARDS: dict[str, Board] = {b.name: b for b in (XAVIER_NX, ORIN)}
+#: The manager's ``board`` value for "no board table": only the frequency lists given, the generic power model.
+GENERIC_BOARD = "generic"
+
+
+@dataclass(frozen=True)
+class DomainTable:
+    """The frequencies the policy may choose for one domain and the power model it plans with.
+
+    ``freqs`` empty: the domain is not controlled. ``power`` None: the policy's generic model
+    (``policy.default_power_model``). ``warning``: one line for the log when a named board's power model was
+    not used because the list given differs from its table.
+    """
+
+    freqs: tuple[int, ...]
+    power: DomainPower | None
+    warning: str | None = None
+
+
+def _few(values: Sequence[int]) -> str:
+    shown = ", ".join(str(v) for v in values[:3])
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
+def domain_table(key: str, given: Sequence[int] | None, board: Board | None, table: DomainPower | None) -> DomainTable:
+    """One domain's table from the parameter ``key`` (None: unset, so ``board``'s ``table`` as it is).
+
+    The board's power model is fitted to its own table (the V-f line runs from its lowest to its highest
+    entry), so it is used only for exactly that list; any other list plans with the generic model. A board
+    that was named but not used is said once, naming the parameter, because a list one entry off would
+    otherwise change the plan silently.
+    """
+    if given is None:
+        return DomainTable(table.freqs if table else (), table)
+    if any(f < 0 for f in given):
+        raise ConfigError(f"{key}: frequencies must be positive, got {list(given)}")
+    freqs = tuple(sorted({int(f) for f in given if f > 0}))
+    if board is None or table is None or not freqs:  # generic board, or not controlled ([0]): no model to miss
+        return DomainTable(freqs, None)
+    if freqs == table.freqs:
+        return DomainTable(freqs, table)
+    missing = [f for f in table.freqs if f not in freqs]
+    extra = [f for f in freqs if f not in table.freqs]
+    diff = "; ".join(part for part in (f"missing {_few(missing)}" if missing else "",
+                                       f"not in the table: {_few(extra)}" if extra else "") if part)
+    return DomainTable(freqs, None, f"parameter {key} differs from the table of board {board.name!r} ({diff}), so the "
+                                    f"policy plans with the generic power model for this domain; unset {key} "
+                                    f"to use the board's table, or set board: {GENERIC_BOARD}")
+
+
+def frequency_tables(board_name: str, cpu_khz: Sequence[int] | None,
+                     gpu_hz: Sequence[int] | None) -> tuple[DomainTable, DomainTable]:
+    """The manager's CPU and GPU tables from its ``board``, ``cpu_frequencies_khz`` and ``gpu_frequencies_hz``.
+
+    Lives here, not in the node, so the choice of power model is tested without ROS. An unknown board name
+    is a configuration error (it would otherwise plan with the wrong frequencies).
+    """
+    board = BOARDS.get(board_name)
+    if board is None and board_name != GENERIC_BOARD:
+        raise ConfigError(f"parameter board: {board_name!r} is unknown; allowed: {[*sorted(BOARDS), GENERIC_BOARD]}")
+    return (domain_table("cpu_frequencies_khz", cpu_khz, board, board.cpu if board else None),
+            domain_table("gpu_frequencies_hz", gpu_hz, board, board.gpu if board else None))
 
 #: Everything the telemetry and DVFS defaults look for, so one configuration works on either board
 #: (and on a PC: ``x86_pkg_temp`` / ``acpitz`` are the usual Intel/ACPI zone types).

@@ -22,7 +22,7 @@ from std_msgs.msg import Float32, Float64MultiArray, UInt8, UInt32, UInt64
 
 from .. import paths, topics
 from ..control.multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
-from ..control.platforms import BOARDS
+from ..control.platforms import BOARDS, GENERIC_BOARD, DomainPower, frequency_tables
 from ..control.policy import (
     POLICIES,
     LatencySample,
@@ -64,7 +64,7 @@ class ManagerNode(Node):
           descriptor("family JSON (relative: share/dynofa_ros, then the CWD)", read_only=True))
         p("latency_profile", "", descriptor("latency profile of the family to plan with; empty = the family's "
                                             "reference_profile", read_only=True))
-        p("board", "xavier_nx", descriptor(f"frequency tables and power model: {sorted(BOARDS)} or 'generic' "
+        p("board", "xavier_nx", descriptor(f"frequency tables and power model: {sorted(BOARDS)} or {GENERIC_BOARD!r} "
                                            "(then only the frequency lists given below)", read_only=True))
         p("cpu_frequencies_khz", Parameter.Type.INTEGER_ARRAY,
           descriptor("CPU frequencies (kHz) the policy may choose; unset = the board's table, [0] = CPU not "
@@ -306,26 +306,19 @@ class ManagerNode(Node):
             msg.header.stamp = self.get_clock().now().to_msg()
             self.pub_diag.publish(msg)
 
-    def _frequency_tables(self) -> tuple[list[int], list[int], Any, Any]:
-        board_name = self.get_parameter("board").value
-        board = BOARDS.get(board_name)
-        if board is None and board_name != "generic":
-            raise ConfigError(f"board {board_name!r} is unknown; allowed: {[*sorted(BOARDS), 'generic']}")
-        out: list[Any] = []
-        for key, table, power in (("cpu_frequencies_khz", board.cpu_khz if board else (), board.cpu if board else None),
-                                  ("gpu_frequencies_hz", board.gpu_hz if board else (), board.gpu if board else None)):
+    def _frequency_tables(self) -> tuple[list[int], list[int], DomainPower | None, DomainPower | None]:
+        """Frequency lists and power models from ``board`` and the two lists (control/platforms.py decides)."""
+        given = []
+        for key in ("cpu_frequencies_khz", "gpu_frequencies_hz"):
             try:
-                given = self.get_parameter(key).value
+                given.append(self.get_parameter(key).value)
             except ParameterUninitializedException:
-                given = None
-            if given is None:
-                out.append((list(table), power))
-            elif any(f < 0 for f in given):
-                raise ConfigError(f"{key}: frequencies must be positive, got {list(given)}")
-            else:
-                freqs = sorted({int(f) for f in given if f > 0})
-                out.append((freqs, power if board and tuple(freqs) == tuple(table) else None))
-        return out[0][0], out[1][0], out[0][1], out[1][1]
+                given.append(None)
+        cpu, gpu = frequency_tables(self.get_parameter("board").value, *given)
+        for t in (cpu, gpu):
+            if t.warning:
+                self.get_logger().warning(t.warning)
+        return list(cpu.freqs), list(gpu.freqs), cpu.power, gpu.power
 
     def _config(self, overrides: dict[str, Any] | None = None) -> PolicyConfig:
         values = {f.name: self.get_parameter(f.name).value for f in fields(PolicyConfig)}
