@@ -211,3 +211,28 @@ def test_total_power_key_only() -> None:
     assert power_from_diagnostics(diag(**{"power VDD_IN mW": "900", "power total (VDD_IN) mW": "5100"})) == 5.1
     assert power_from_diagnostics(diag(**{"VDD_IN_mw": "900"})) is None  # a rail is not a total
     assert power_from_diagnostics(diag(**{"power VDD_CPU mW": "900"})) is None
+
+
+def test_report_reads_the_monitors_exact_total_power_key(tmp_path: Path) -> None:
+    """The monitor's key comes from control/telemetry (one format); the report matches that exact key only."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from jetson_sysfs import make_xavier_nx
+
+    from dynofa_ros.control.telemetry import Telemetry, total_power_key
+    from dynofa_ros.tools.report import power_from_diagnostics
+
+    sample = Telemetry(make_xavier_nx(tmp_path / "root"), use_nvml=False).sample()
+    assert sample.total_rail is not None and sample.total_power_mw is not None
+    values = [KeyValue(key=f"power {r.label} mW", value=f"{r.power_mw:.0f}") for r in sample.rails]
+    values.append(KeyValue(key=total_power_key(sample.total_rail), value=f"{sample.total_power_mw:.0f}"))
+    msg = DiagnosticArray(status=[DiagnosticStatus(name="dynofa monitor", values=values)])
+    assert power_from_diagnostics(msg) == sample.total_power_mw / 1000.0
+
+    def one(key: str, value: str = "5100") -> DiagnosticArray:
+        return DiagnosticArray(status=[DiagnosticStatus(values=[KeyValue(key=key, value=value)])])
+
+    assert power_from_diagnostics(one("power total (POM_5V_IN) mW")) == 5.1
+    assert power_from_diagnostics(one("power total (VDD_IN) mW", "n/a")) is None  # not a number: skipped
+    for near in ("Power Total (VDD_IN) mW", " power total (VDD_IN) mW", "power total () mW", "power total mW",
+                 "power total (VDD_IN) W", "total"):
+        assert power_from_diagnostics(one(near)) is None, near

@@ -90,3 +90,13 @@ def test_values_follow_the_files(nx):
     put(nx, "sys/devices/gpu.0/load", 1000)
     s = t.sample()
     assert s.gpu_temp_c == 91.0 and s.gpu_load_pct == 100.0
+
+
+def test_total_power_key_and_its_inverse() -> None:
+    from dynofa_ros.control.telemetry import total_power_key, total_power_rail
+
+    assert total_power_key("VDD_IN") == "power total (VDD_IN) mW"  # the key bags recorded so far hold
+    for rail in ("VDD_IN", "POM_5V_IN", "a (b) c"):
+        assert total_power_rail(total_power_key(rail)) == rail
+    for other in ("power VDD_IN mW", "power total () mW", "power total (VDD_IN) W", "Power total (VDD_IN) mW"):
+        assert total_power_rail(other) is None, other

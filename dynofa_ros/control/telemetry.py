@@ -36,6 +36,27 @@ from .platforms import (
 
 INA3221_NAMES = ("ina3221", "ina3221x")
 
+#: The monitor's ``/diagnostics`` key for the board total, around the rail that is the total. One home for the
+#: format: monitor_node writes it with :func:`total_power_key`, the report reads it with :func:`total_power_rail`.
+_TOTAL_KEY_HEAD, _TOTAL_KEY_TAIL = "power total (", ") mW"
+
+
+def total_power_key(rail: str) -> str:
+    """The diagnostics key of the board's total power in mW, e.g. ``power total (VDD_IN) mW``."""
+    return f"{_TOTAL_KEY_HEAD}{rail}{_TOTAL_KEY_TAIL}"
+
+
+def total_power_rail(key: str) -> str | None:
+    """The rail named by a :func:`total_power_key` key, or None when ``key`` is any other key.
+
+    The inverse of :func:`total_power_key`, so a reader matches the exact key the monitor writes and not a
+    pattern that a rail's own key (``power VDD_IN mW``) could also fit.
+    """
+    if not (key.startswith(_TOTAL_KEY_HEAD) and key.endswith(_TOTAL_KEY_TAIL)):
+        return None
+    rail = key[len(_TOTAL_KEY_HEAD):-len(_TOTAL_KEY_TAIL)]
+    return rail if rail and total_power_key(rail) == key else None
+
 
 @dataclass(frozen=True)
 class Rail:

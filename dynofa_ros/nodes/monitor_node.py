@@ -20,7 +20,7 @@ from ..control.platforms import (
     DEFAULT_GPU_THERMAL_ZONES,
     DEFAULT_TOTAL_POWER_RAILS,
 )
-from ..control.telemetry import Telemetry
+from ..control.telemetry import Telemetry, total_power_key
 from .common import DIAG_OK, DIAG_WARN, RELIABLE_QOS, descriptor, diagnostics, run
 
 
@@ -84,7 +84,7 @@ class MonitorNode(Node):
         for r in s.rails:
             values[f"power {r.label} mW"] = f"{r.power_mw:.0f}"
         if s.total_power_mw is not None:
-            values[f"power total ({s.total_rail}) mW"] = f"{s.total_power_mw:.0f}"
+            values[total_power_key(str(s.total_rail))] = f"{s.total_power_mw:.0f}"
         level = DIAG_WARN if self.telemetry.missing else DIAG_OK
         message = "; ".join(self.telemetry.missing) if self.telemetry.missing else "all sources present"
         self.pubs["diagnostics"].publish(diagnostics(self, "dynofa monitor", level, message, values))

@@ -14,35 +14,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..control.telemetry import total_power_rail
 from ..replay import scoring
 from ..replay.bagio import BagError, read_messages
 
 #: Topics that the replay feeds in: the run's clock starts at the first of them (the replay's start).
 INPUT_TOPICS = ("dynofa/target_latency_ms", "dynofa/min_accuracy", "battery_state", "thermal/cpu", "thermal/gpu",
                 "load/cpu", "load/gpu", "image_raw")
-#: A diagnostics value that is a board's total power (a total only where the board has one: no summing of
-#: rails, which double-counts on Jetsons, jetson_stats #51). monitor_node writes "power total (VDD_IN) mW".
-TOTAL_POWER_KEY = re.compile(r"(?i)^(?:power[ _]*)?total(?:[ _]*power)?(?:[ _]*\([^)]*\))?[ _]*\(?(m?w)\)?$")
+#: Exact diagnostics keys of a board's total power written by other publishers, with their units per W. The
+#: monitor's own key (``power total (VDD_IN) mW``, control/telemetry.total_power_key) is matched by its rail.
+#: A total only where the board has one: rails are never summed (double counting on Jetsons, jetson_stats #51).
+OTHER_TOTAL_POWER_KEYS: dict[str, float] = {"total_power_mW": 1000.0, "power total (W)": 1.0}
+
+
+def _units_per_watt(key: str) -> float | None:
+    """1000 (mW) or 1 (W) when ``key`` is a board total, else None."""
+    if key in OTHER_TOTAL_POWER_KEYS:
+        return OTHER_TOTAL_POWER_KEYS[key]
+    return 1000.0 if total_power_rail(key) is not None else None
 
 
 def power_from_diagnostics(msg: Any) -> float | None:
-    """Total board power in W from a DiagnosticArray, when a status reports one."""
+    """Total board power in W from a DiagnosticArray: the first total key (exact name) with a number."""
     for status in msg.status:
         for kv in status.values:
-            m = TOTAL_POWER_KEY.match(kv.key.strip())
-            if not m:
+            per_w = _units_per_watt(kv.key)
+            if per_w is None:
                 continue
-            unit = m.group(1).lower()
             try:
                 v = float(kv.value.split()[0])
             except (ValueError, IndexError):
                 continue
-            return v / 1000.0 if unit == "mw" else v
+            return v / per_w
     return None
 
 
