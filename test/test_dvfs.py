@@ -18,9 +18,10 @@ import pytest
 from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
 from ros_harness import NodeProcess, RosProbe, ros_env
 
-from dynofa_ros.control.dvfs import DvfsController, OutsideRootError, Sysfs, signals_held, snap_nearest
+from dynofa_ros.control.dvfs import DvfsController, signals_held, snap_nearest
 from dynofa_ros.control.dvfs import state_file_name as dvfs_state_name
 from dynofa_ros.control.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
+from dynofa_ros.control.sysfs import OutsideRootError, Sysfs, remove_durably, write_atomically
 
 
 def read(root: Path, rel: str) -> str:
@@ -130,6 +131,20 @@ def test_refuses_files_it_does_not_own(nx):
     fs = Sysfs(nx)
     with pytest.raises(OutsideRootError, match="not a file this node writes"):
         fs.write(nx / CPUFREQ / "policy0/scaling_cur_freq", "1")
+
+
+def test_sysfs_lists_and_durable_state_files(nx, tmp_path):
+    fs = Sysfs(nx)
+    listed = nx / CPUFREQ / "policy0/scaling_available_frequencies"
+    listed.write_text("1907200 115200 192000 115200 junk\n")
+    assert fs.read_list(listed) == [115200, 192000, 1907200]  # sorted, once each, words ignored
+    state = tmp_path / "state" / "s.json"
+    write_atomically(state, "one\n")
+    write_atomically(state, "two\n")
+    assert state.read_text() == "two\n" and sorted(p.name for p in state.parent.iterdir()) == ["s.json"]
+    remove_durably(state)
+    remove_durably(state)  # gone already: nothing to do
+    assert not state.exists()
 
 
 def test_a_file_that_cannot_be_written_is_reported_not_raised(nx):

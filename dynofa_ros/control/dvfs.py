@@ -4,7 +4,7 @@ Why so careful: a clock left pinned after the node exits is a known Jetson pain 
 users could not get clocks back down after ``jetson_clocks``). So this module
 
 * works under a configurable sysfs root (``/`` on a robot, a temporary tree in tests);
-* writes only the files it knows (:data:`WRITABLE`), and only values the kernel lists
+* writes only the files it knows (:data:`~dynofa_ros.control.sysfs.WRITABLE`), and only values the kernel lists
   (``scaling_available_frequencies`` / ``available_frequencies``): a request is snapped to the nearest
   listed value and the result says so; a request outside the listed range is refused;
 * refuses any path that resolves (symlinks followed) outside the root;
@@ -43,19 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .platforms import DEFAULT_GPU_DEVFREQ_DIRS
+from .sysfs import OutsideRootError, Sysfs, remove_durably, write_atomically
 
-WRITABLE = frozenset({"scaling_governor", "scaling_setspeed", "scaling_min_freq", "scaling_max_freq",
-                      "min_freq", "max_freq"})
 CPU_MODES = ("auto", "userspace", "clamp")
 DEFAULT_CPUFREQ_DIR = "sys/devices/system/cpu/cpufreq"
 DEFAULT_STATE_DIR = "/run/dynofa_ros"  # tmpfs on a robot: cleared at boot, exactly when the clocks reset too
 STATE_FORMAT = 1
 HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-FREQUENCY_FILES = frozenset(WRITABLE - {"scaling_governor"})
-
-
-class OutsideRootError(PermissionError):
-    """A path resolves outside the configured sysfs root; nothing was read or written."""
 
 
 @dataclass
@@ -157,32 +151,6 @@ def _err(exc: OSError, action: str, path: Path) -> str:
     return f"cannot {action} {path}: {what}{code}"
 
 
-class Sysfs:
-    """Reads and writes under one root, refusing anything that resolves outside it."""
-
-    def __init__(self, root: str | os.PathLike[str] = "/"):
-        self.root = Path(os.path.realpath(root))
-
-    def path(self, rel: str | os.PathLike[str]) -> Path:
-        return self.root / str(rel).lstrip("/")
-
-    def check(self, path: Path) -> Path:
-        real = Path(os.path.realpath(path))
-        if real != self.root and self.root not in real.parents:
-            raise OutsideRootError(f"refused: {path} resolves to {real}, outside the sysfs root {self.root}")
-        return real
-
-    def read(self, path: Path) -> str:
-        return self.check(path).read_text(encoding="ascii", errors="replace").strip()
-
-    def write(self, path: Path, value: str) -> None:
-        if path.name not in WRITABLE:
-            raise OutsideRootError(f"refused: {path.name} is not a file this node writes ({sorted(WRITABLE)})")
-        real = self.check(path)
-        with open(real, "w", encoding="ascii") as f:  # sysfs: one write() of the whole value, as echo does
-            f.write(f"{value}\n")
-
-
 class DvfsController:
     """Applies CPU (kHz) and GPU (Hz) frequency requests; see the module docstring for the rules."""
 
@@ -206,9 +174,6 @@ class DvfsController:
             self._recover()
 
     # ------------------------------------------------------------------ discovery
-    def _read_list(self, path: Path) -> list[int]:
-        return sorted({int(x) for x in self.fs.read(path).split() if x.isdigit()})
-
     def _discover_cpu(self, cpufreq_dir: str, wanted: Sequence[str]) -> list[Domain]:
         base = self.fs.path(cpufreq_dir)
         try:
@@ -227,7 +192,7 @@ class DvfsController:
         for name in names:
             d = base / name
             try:
-                avail = self._read_list(d / "scaling_available_frequencies")
+                avail = self.fs.read_list(d / "scaling_available_frequencies")
                 governors = self.fs.read(d / "scaling_available_governors").split() \
                     if (d / "scaling_available_governors").exists() else []
             except OSError as exc:
@@ -256,7 +221,7 @@ class DvfsController:
                 self.fs.check(d)
                 if not (d / "available_frequencies").exists():
                     continue
-                avail = self._read_list(d / "available_frequencies")
+                avail = self.fs.read_list(d / "available_frequencies")
             except OSError as exc:
                 self.notes.append(f"GPU: {d}: {exc.strerror or exc}")
                 continue
@@ -277,32 +242,18 @@ class DvfsController:
     def _persist(self) -> None:
         """Record every saved original in the state file (or remove it when none is left); raises OSError.
 
-        Atomic: a temporary file in the same directory, fsynced, renamed over the old one, and the
-        directory fsynced, so a crash at any instant leaves either the old complete file or the new one.
+        Atomic (:func:`~dynofa_ros.control.sysfs.write_atomically`): a crash at any instant leaves either the
+        old complete file or the new one.
         """
         if self.state_path is None or self.dry_run:
             return
         domains = {self._rel(d): dict(d.saved) for d in self._domains() if d.saved}
-        path = self.state_path
         if not domains:
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                path.unlink()
-                _fsync_dir(path.parent)
+            remove_durably(self.state_path)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"format": STATE_FORMAT, "sysfs_root": str(self.fs.root), "pid": os.getpid(),
                            "domains": domains}, indent=1, sort_keys=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(body + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        _fsync_dir(path.parent)
+        write_atomically(self.state_path, body + "\n")
 
     def _recover(self) -> None:
         """Write back the originals an earlier run recorded and could not restore (it was killed), then forget them.
@@ -546,11 +497,3 @@ class DvfsController:
             out[f"{dom.name} saved files"] = ",".join(sorted(dom.saved))
         return out
 
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable (POSIX: the directory entry is the directory's data)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,13 +26,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .dvfs import Sysfs
 from .platforms import (
     DEFAULT_CPU_THERMAL_ZONES,
     DEFAULT_GPU_LOAD_FILES,
     DEFAULT_GPU_THERMAL_ZONES,
     DEFAULT_TOTAL_POWER_RAILS,
 )
+from .sysfs import Sysfs
 
 INA3221_NAMES = ("ina3221", "ina3221x")
 
