@@ -97,17 +97,95 @@ def test_joint_reaches_a_feasible_level_in_one_decision_where_step_needs_several
     assert steps >= 3  # 5 -> 4 -> 3 -> 2 (49.4 ms): several decisions
 
 
-def test_joint_picks_the_cheapest_clocks_predicted_to_meet_the_target():
+def test_joint_picks_the_clocks_with_the_least_energy_per_frame_predicted_to_meet_the_target():
     j = joint(latency_margin=0.1)
-    d = j.decide(inputs(0.0, 100.0, []))
+    # results every 100 ms (a 10 fps camera): the cycle the energy per frame integrates over
+    samples = [measured(j, 5, 1.0, 0.1 * i) for i in range(12)]
+    d = j.decide(inputs(1.2, 100.0, samples))
     budget = 90.0
+    assert j.frame_period_s() == pytest.approx(0.1)
     assert d.level == 5
     assert j.predict_ms(d.level, d.cpu_freq_khz, d.gpu_freq_hz) <= budget
     assert d.cpu_freq_khz < CPU[-1] and d.gpu_freq_hz < GPU[-1]
-    chosen = j.power_w(d.cpu_freq_khz, d.gpu_freq_hz)
-    for c, g in itertools.product(CPU, GPU):  # brute force: nothing feasible is cheaper
-        if j.predict_ms(5, c, g) <= budget:
-            assert j.power_w(c, g) >= chosen - 1e-12
+
+    def energy(c: int, g: int) -> float:
+        return j.frame_energy_j(j.predict_ms(5, c, g, 1.0), c, g, 0.1)
+
+    chosen = energy(d.cpu_freq_khz, d.gpu_freq_hz)
+    for c, g in itertools.product(CPU, GPU):  # brute force: nothing feasible costs less per frame
+        if j.predict_ms(5, c, g, 1.0) <= budget:
+            assert energy(c, g) >= chosen - 1e-12
+
+
+def test_a_relaxed_target_does_not_crawl_at_the_lowest_busy_power():
+    """A 1 s deadline at 2 fps: the lowest-power pair (both domains at their lowest clocks) stretches a frame so
+    far that it costs more energy than a slightly faster CPU clock does: the least busy power is not the least
+    energy per frame (the argument is the leakage drawn over the longer busy time)."""
+    j = joint(latency_margin=0.1)
+    samples = [measured(j, 5, 1.0, 0.5 * i) for i in range(8)]  # 2 fps
+    d = j.decide(inputs(4.0, 1000.0, samples))
+    assert d.level == 5
+    feasible = [(c, g) for c, g in itertools.product(CPU, GPU) if j.predict_ms(5, c, g, 1.0) <= 900.0]
+
+    def energy(c: int, g: int) -> float:
+        return j.frame_energy_j(j.predict_ms(5, c, g, 1.0), c, g, 0.5)
+
+    lowest_power = min(feasible, key=lambda cg: j.power_w(*cg))
+    assert (d.cpu_freq_khz, d.gpu_freq_hz) != lowest_power
+    assert energy(d.cpu_freq_khz, d.gpu_freq_hz) < 0.95 * energy(*lowest_power)
+
+
+def test_energy_per_frame_counts_the_idle_rest_of_the_cycle():
+    j = joint()
+    c, g = CPU[-1], GPU[-1]
+    busy_only = j.frame_energy_j(50.0, c, g, None)
+    assert busy_only == pytest.approx(j.power_w(c, g) * 0.05)
+    # idle until the next frame draws leakage only: more than nothing, less than busy power
+    with_idle = j.frame_energy_j(50.0, c, g, 0.1)
+    assert busy_only < with_idle < j.power_w(c, g) * 0.1
+    assert with_idle - busy_only == pytest.approx(j.power_w(c, g, 0.0) * 0.05)
+    assert j.frame_energy_j(150.0, c, g, 0.1) == pytest.approx(j.power_w(c, g) * 0.15)  # frames queue: no idle
+
+
+def test_accuracy_slack_trades_a_bounded_accuracy_loss_for_energy_without_ratcheting_down():
+    """A relaxed target: every level fits. With no slack the most accurate level runs; with a 1-point slack a
+    less accurate level within 1 point of it runs when it costs less per frame, and stays there: the slack is
+    measured from the deadline logic's level, not from the level running (which would step down forever)."""
+    top = len(LEVELS) - 1
+    runs = {}
+    for slack in (0.0, 1.0):
+        j = joint(accuracy_slack=slack)
+        t, d, seen = 0.0, None, []
+        for _ in range(150):  # 30 s at 5 Hz, results at 10 fps measured as predicted
+            samples = [measured(j, j.state.level, 1.0, t + 0.1 * i) for i in range(2)]
+            t += 0.2
+            d = j.decide(inputs(t, 100.0, samples))
+            seen.append(d.level)
+        runs[slack] = (j, d, seen)
+    j0, d0, seen0 = runs[0.0]
+    assert set(seen0) == {top}
+    j1, d1, seen1 = runs[1.0]
+    acc_top = LEVELS[top].accuracy
+    assert all(LEVELS[lv].accuracy >= acc_top - 1.0 for lv in seen1)
+    assert d1.level < top and "accuracy slack" in d1.reason
+    assert len(set(seen1[10:])) == 1  # it settles; no flapping between near-equal levels
+
+    def energy(j: JointPolicy, d) -> float:
+        return j.frame_energy_j(j.predict_ms(d.level, d.cpu_freq_khz, d.gpu_freq_hz, 1.0), d.cpu_freq_khz,
+                                d.gpu_freq_hz, 0.1)
+
+    assert energy(j1, d1) < energy(j0, d0)
+
+
+def test_accuracy_slack_never_costs_the_deadline():
+    """A target only the smallest levels meet at full clocks: the slack may not pick a level that does not fit."""
+    j = joint(accuracy_slack=5.0)
+    t = 0.0
+    for _ in range(50):
+        samples = [measured(j, j.state.level, 1.0, t + 0.05 * i) for i in range(4)]
+        t += 0.2
+        d = j.decide(inputs(t, 47.0, samples))
+        assert j.predict_ms(d.level, d.cpu_freq_khz, d.gpu_freq_hz, 1.0) <= 47.0 * (1 - j.config.latency_margin)
 
 
 def test_joint_learns_the_latency_ratio_from_latency_measured_at_reduced_clocks():
@@ -281,6 +359,18 @@ def test_simulated_joint_meets_deadlines_at_least_as_well_as_step_with_less_ener
     assert j.miss_rate <= s.miss_rate
     assert j.energy_j < s.energy_j
     assert j.switches < s.switches
+
+
+def test_simulated_accuracy_slack_saves_energy_at_the_accuracy_it_gives_up():
+    levels = sim.reference_levels()
+    b = XAVIER_NX
+    out = {}
+    for slack in (0.0, 2.0):
+        pol = make_policy("joint", levels, b.cpu_khz, b.gpu_hz, PolicyConfig(accuracy_slack=slack), b.cpu, b.gpu)
+        out[slack] = sim.simulate(sim.default_trace(), levels, sim.Controller("joint", pol))
+    assert out[2.0].energy_j < out[0.0].energy_j
+    assert out[2.0].mean_accuracy >= out[0.0].mean_accuracy - 2.0
+    assert out[2.0].miss_rate <= PolicyConfig().miss_budget
 
 
 def test_governor_rules():

@@ -19,8 +19,10 @@ Two policies share one interface, ``policy.decide(inputs) -> Decision``:
     it goes up only as a *probe*: after ``probe_quiet_s`` without a violation, to a level predicted to
     fit ``target · (1 - margin - up_hysteresis)``; a probe that fails blocks that level for
     ``probe_quiet_s · 2^(failures-1)`` (at most ``probe_backoff_max_s``), so a level that cannot hold
-    the deadline is not retried every few seconds (no limit cycle). The same tail picks the CPU/GPU
-    frequency pair with the lowest modelled power that still meets the target.
+    the deadline is not retried every few seconds (no limit cycle). The same tail decides which CPU/GPU
+    frequency pairs still meet the target; among them the one with the least modelled *energy per
+    frame* runs (:meth:`Policy.frame_energy_j`: busy power over the expected latency plus idle power
+    until the next frame), not the one with the least busy power.
 
 Rules common to both, in priority order (the first that applies wins):
 
@@ -50,7 +52,9 @@ Units everywhere: latency in ms, time in s, CPU frequency in kHz, GPU frequency 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
@@ -72,6 +76,11 @@ VIOLATION_ALPHA = 0.01
 HOLD_CONFIRM_WINDOWS = 4
 #: A blocked level is released early when the predicted ratio falls below this share of the one it failed at.
 UNBLOCK_RATIO = 0.8
+#: Newest result intervals the frame period (for the energy per frame) is the median of, and the fewest used.
+PERIOD_WINDOW = 31
+#: Within ``accuracy_slack``, the running level gives way only to one saving at least this share of energy.
+ENERGY_SWITCH_GAIN = 0.05
+PERIOD_MIN_SAMPLES = 5
 
 
 class PolicyConfigError(ValueError):
@@ -156,6 +165,9 @@ class PolicyConfig:
                                                       "accurate level")
     probe_backoff_max_s: float = _tunable(60.0, 0.0, 86400.0, "joint: longest block of a level after repeated "
                                                               "failed probes (doubles per failure)")
+    accuracy_slack: float = _tunable(0.0, 0.0, 100.0, "joint: accuracy points (top-1 %) the manager may give up "
+                                                      "below the most accurate level that fits, for less energy "
+                                                      "per frame (0: accuracy first)")
     overhead_ms: float = _tunable(0.0, 0.0, 1000.0, "joint: per-frame ms that do not grow with the network "
                                                     "(decode, pre/post-processing)")
     prior_log_spread: float = _tunable(0.0, 0.0, 2.0, "joint: σ of log latency assumed until about 10 samples of "
@@ -295,6 +307,7 @@ class Policy:
                                   self.cpu_freqs[-1] if self.cpu_freqs else None,
                                   self.gpu_freqs[-1] if self.gpu_freqs else None)
         self.state = _State(level=len(self.levels) - 1, cpu=self._max_cpu(), gpu=self._max_gpu())
+        self._result_stamps: deque[float] = deque(maxlen=PERIOD_WINDOW + 1)
 
     # -- helpers
     def _max_cpu(self) -> int | None:
@@ -314,13 +327,28 @@ class Policy:
         scale = self.clock_scaling.factor(cpu_khz, gpu_hz)
         return s * (self.levels[level].latency_ms + self.config.overhead_ms) * scale
 
-    def power_w(self, cpu_khz: int | None, gpu_hz: int | None) -> float:
+    def power_w(self, cpu_khz: int | None, gpu_hz: int | None, util: float = 1.0) -> float:
+        """Modelled power of the controlled rails at these clocks; ``util`` 1 while an inference runs, 0 idle."""
         p = 0.0
         if self.cpu_power is not None and cpu_khz is not None:
-            p += self.cpu_power.power_w(cpu_khz)
+            p += self.cpu_power.power_w(cpu_khz, util)
         if self.gpu_power is not None and gpu_hz is not None:
-            p += self.gpu_power.power_w(gpu_hz)
+            p += self.gpu_power.power_w(gpu_hz, util)
         return p
+
+    def frame_energy_j(self, latency_ms: float, cpu_khz: int | None, gpu_hz: int | None,
+                       period_s: float | None) -> float:
+        """Modelled energy of one frame cycle: busy for ``latency_ms``, then idle (leakage at the set
+        clocks' voltage) until the next frame, ``period_s`` after this one started.
+
+        Why not the lowest busy power: slower clocks stretch every inference, and the rails draw leakage
+        at the chosen voltage for the whole cycle either way, so the cheapest cycle is the lowest pair
+        whose busy energy *and* idle floor are small; with no frame period known the cycle is the
+        inference alone.
+        """
+        busy_s = latency_ms / 1000.0
+        idle_s = max((period_s or 0.0) - busy_s, 0.0)
+        return self.power_w(cpu_khz, gpu_hz) * busy_s + self.power_w(cpu_khz, gpu_hz, 0.0) * idle_s
 
     def floor_level(self, min_accuracy: float | None) -> int | None:
         """Lowest level whose accuracy meets the floor; None when no level does."""
@@ -341,11 +369,20 @@ class Policy:
                 break
         return cpu, gpu
 
+    def frame_period_s(self) -> float | None:
+        """Median time between the newest results (one inference cycle: the camera period, or the latency
+        when frames queue); None before ``PERIOD_MIN_SAMPLES`` intervals."""
+        gaps = [b - a for a, b in itertools.pairwise(self._result_stamps) if b > a]
+        if len(gaps) < PERIOD_MIN_SAMPLES:
+            return None
+        return float(sorted(gaps)[len(gaps) // 2])
+
     def _ingest(self, inp: PolicyInputs) -> None:
         st = self.state
         for s in inp.latencies:
             if not (0 <= s.level < len(self.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
                 continue  # the node drops these already; the policy stays safe on its own
+            self._result_stamps.append(s.stamp)
             st.last_latency = max(st.last_latency or -math.inf, s.stamp)
             st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
             cpu, gpu = self._freqs_at(s.stamp - s.latency_ms / 1000.0)
@@ -502,6 +539,8 @@ class JointPolicy(Policy):
         self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
         self.last_violation = -math.inf
         self.entered_by_probe = False
+        self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
+        self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
         self._context: tuple[float | None, float | None] | None = None
 
     def reconfigure(self, config: PolicyConfig) -> None:
@@ -627,7 +666,10 @@ class JointPolicy(Policy):
                             self.predict_ms(lvl, cap_c, cap_g))
         budget = target * (1.0 - cfg.latency_margin)
         up_budget = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
-        cur = st.level
+        run = st.level
+        if self._ran != run or cfg.accuracy_slack <= 0:  # a safety rule moved the level, or no slack: resync
+            self.ceiling = run
+        cur = self.ceiling  # the deadline logic's level; ``run`` may sit below it within accuracy_slack
 
         def fits(lv: int, limit: float) -> bool:
             return self.predict_ms(lv, cap_c, cap_g, self.tail_ratio(lv)) <= limit
@@ -646,25 +688,25 @@ class JointPolicy(Policy):
             want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
         elif self._violation(target, now):
             self.last_violation = now
-            if cur > floor:
-                self._fail(cur, now, self.tail_ratio(cur))
+            if run > floor:
+                self._fail(run, now, self.tail_ratio(run))
             drop_ratio = self._drop_ratio(now)
-            below = [lv for lv in range(floor, cur) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
+            below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
             if below:
                 want = below[-1]
-                why = (f"level {cur} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
+                why = (f"level {run} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
                        f"level {want}, the most accurate predicted within {budget:.1f} ms now")
             else:
                 want, infeasible = floor, True
-                why = (f"level {cur} misses {target:g} ms and no allowed level is predicted within {budget:.1f} ms "
+                why = (f"level {run} misses {target:g} ms and no allowed level is predicted within {budget:.1f} ms "
                        f"→ level {floor}")
         else:
             want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
-            if cur == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
-                self.failures[cur] = 0  # it held long enough: a later failure is a new story
+            if run == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
+                self.failures[run] = 0  # it held long enough: a later failure is a new story
             quiet = now - self.last_violation >= cfg.probe_quiet_s
             enough = max(MIN_OWN_SAMPLES, math.ceil(1.0 / cfg.miss_budget))  # a tail needs ~1/budget frames
-            settled = now - st.last_level_change >= cfg.min_dwell_s and self.tails.count(cur) >= enough
+            settled = now - st.last_level_change >= cfg.min_dwell_s and self.tails.count(run) >= enough
             if cur < top and quiet and settled:
                 up = cur
                 for lv in range(cur + 1, top + 1):
@@ -680,17 +722,35 @@ class JointPolicy(Policy):
                 elif now < self.blocked_until[cur + 1]:
                     why += (f"; level {cur + 1} blocked for {self.blocked_until[cur + 1] - now:.1f} s more after "
                             f"{self.failures[cur + 1] or 1} failed stay(s)")
-        if want != cur:
-            self.entered_by_probe = want > cur and want != floor
-        lvl = want
-        ratio = max(self.tail_ratio(lvl), self._drop_ratio(now)) if lvl < cur else self.tail_ratio(lvl)
-        pair = None
-        for c in cpus:  # lowest-power pair whose predicted tail still fits the plan
-            for g in gpus:
-                if self.predict_ms(lvl, c, g, ratio) <= budget:
-                    key = (self.power_w(c, g), c or 0, g or 0)
-                    if pair is None or key < pair[0]:
-                        pair = (key, c, g)
+        self.ceiling = want
+        period = self.frame_period_s()
+
+        def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
+            return max(self.tail_ratio(lv), self._drop_ratio(now)) if lv < run else self.tail_ratio(lv)
+
+        lvl, pair = want, self._cheapest_pair(want, ratio_of(want), cpus, gpus, budget, period)
+        if cfg.accuracy_slack > 0 and not infeasible:
+            # the deadline logic's level is a ceiling: a less accurate level within the slack may cost less energy
+            acc_want = self.levels[want].accuracy or 0.0
+            cands = {want: pair}
+            for lv in range(want - 1, floor - 1, -1):
+                if (self.levels[lv].accuracy or 0.0) < acc_want - cfg.accuracy_slack:
+                    break
+                cands[lv] = self._cheapest_pair(lv, ratio_of(lv), cpus, gpus, budget, period)
+            for lv, cand in cands.items():
+                if cand is not None and (pair is None or cand[0] < pair[0]):
+                    lvl, pair = lv, cand
+            held = cands.get(run)
+            if held is not None and lvl != run and pair is not None and pair[0] > (1 - ENERGY_SWITCH_GAIN) * held[0]:
+                lvl, pair = run, held  # not worth a switch: the estimates' noise could undo it next decision
+            if lvl != want:
+                why += (f"; level {lvl} instead ({self.levels[want].accuracy or 0:.1f} → "
+                        f"{self.levels[lvl].accuracy or 0:.1f} % within the {cfg.accuracy_slack:g}-point "
+                        "accuracy slack, less energy per frame)")
+        if lvl != run:
+            self.entered_by_probe = lvl > run and lvl != floor
+        self._ran = lvl
+        ratio = ratio_of(lvl)
         c, g = (pair[1], pair[2]) if pair is not None else (cap_c, cap_g)
         c, g = self._freq_dwell(inp, (c, g), cap_c, cap_g)
         pred = self.predict_ms(lvl, c, g, ratio)
@@ -698,6 +758,20 @@ class JointPolicy(Policy):
             mode = "infeasible"
         reason = f"{prefix}: {why}; {_fmt_f(c, g)}, predicted p{100 * (1 - cfg.miss_budget):g} {pred:.1f} ms"
         return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred)
+
+    def _cheapest_pair(self, level: int, ratio: float, cpus: Sequence[int | None], gpus: Sequence[int | None],
+                       budget: float, period_s: float | None) -> tuple[float, int | None, int | None] | None:
+        """(energy per frame, CPU, GPU) of the allowed pair with the least modelled energy per frame whose
+        predicted tail (``ratio``) fits ``budget``; None when no pair does. Ties go to the lower clocks."""
+        best = None
+        for c in cpus:
+            for g in gpus:
+                if self.predict_ms(level, c, g, ratio) <= budget:
+                    energy = self.frame_energy_j(self.predict_ms(level, c, g, self.state.slowdown), c, g, period_s)
+                    key = (energy, c or 0, g or 0)
+                    if best is None or key < best[0]:
+                        best = (key, c, g)
+        return None if best is None else (best[0][0], best[1], best[2])
 
     def _dwell(self, inp: PolicyInputs, want: int, force: bool = False) -> int:
         st = self.state
