@@ -30,7 +30,7 @@ import torch
 from dynofa_ros.inference import family as fm
 from dynofa_ros.offline.accuracy import AccuracyPredictor
 from dynofa_ros.offline.device_latency import MEASURED_BACKENDS, DeviceMeter, onnxruntime_offered
-from dynofa_ros.offline.search import arch_key, largest_arch, smallest_arch
+from dynofa_ros.offline.search import canonical_arch_key, largest_arch, smallest_arch
 
 
 @dataclass
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     runners = []
     for i, lv in enumerate(ours_fam.levels):
         entries.append(Entry("ours", f"{ours_fam.name} L{i}", lv.r, predictor.predict([lv.arch()])[0],
-                             key=arch_key(lv.arch())))
+                             key=canonical_arch_key(lv.arch())))
         runners.append(meter.runner(lv.arch()))
     for i, lv in enumerate(ref_fam.levels):
         pub = lv.accuracy.top1 if lv.accuracy.source == "measured" else None
         entries.append(Entry("reference", f"{ref_fam.name} L{i}", lv.r, predictor.predict([lv.arch()])[0], pub,
-                             key=arch_key(lv.arch())))
+                             key=canonical_arch_key(lv.arch())))
         runners.append(ref_meter.runner(lv.arch()))
     for label, arch in (("OFA smallest", smallest_arch()), ("OFA largest", largest_arch())):
         entries.append(Entry("ofa", label, arch["r"], predictor.predict([arch])[0]))

@@ -28,8 +28,8 @@ from dynofa_ros.offline.search import (
     SearchSettings,
     _AccuracyAdapter,
     _shrink,
-    arch_key,
     build_family,
+    canonical_arch_key,
     close_pairs,
     evolve,
     largest_arch,
@@ -84,8 +84,8 @@ def test_tiny_search_with_device_measurement(predictor, gpu_lut, meter):
     assert all(c.measured_ms and c.measured_ms > 0 for c in result.final)
     # the family holds what was measured here, not the table's Xavier NX GPU prediction
     assert [lv.latency_ms["generic_cpu/torch"] for lv in fam.levels] == \
-        sorted(round(c.measured_ms, 3) for c in result.final if arch_key(c.arch) in
-               {arch_key(lv.arch()) for lv in fam.levels})
+        sorted(round(c.measured_ms, 3) for c in result.final if canonical_arch_key(c.arch) in
+               {canonical_arch_key(lv.arch()) for lv in fam.levels})
 
 
 def test_same_seed_same_family_other_seed_other_search(predictor, gpu_lut):
@@ -135,9 +135,9 @@ def test_canonical_key_ignores_blocks_the_depth_skips():
     for stage in range(5):
         b["ks"][stage * 4] = 3
         b["ks"][stage * 4 + 1] = 3
-    assert arch_key(a) == arch_key(b)
+    assert canonical_arch_key(a) == canonical_arch_key(b)
     b["ks"][0] = 5  # ... but the first two are not
-    assert arch_key(a) != arch_key(b)
+    assert canonical_arch_key(a) != canonical_arch_key(b)
 
 
 def test_select_levels_spans_the_front():

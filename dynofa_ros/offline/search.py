@@ -96,7 +96,7 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        return arch_key(self.arch)
+        return canonical_arch_key(self.arch)
 
 
 # ---------------------------------------------------------------------- architectures
@@ -113,7 +113,12 @@ def canonical(arch: Arch) -> Arch:
     return {"ks": ks, "e": e, "d": list(arch["d"]), "r": int(arch["r"])}
 
 
-def arch_key(arch: Arch) -> str:
+def canonical_arch_key(arch: Arch) -> str:
+    """A string naming the *network*: equal for architectures that differ only in blocks their depth skips.
+
+    For de-duplication in the search and for matching measured candidates to family levels. Not the key of
+    the weight/BN caches (``Level.arch_key()``, the architecture as written), hence the different name.
+    """
     return json.dumps(canonical(arch), sort_keys=True, separators=(",", ":"))
 
 
@@ -158,7 +163,7 @@ class _LatencyAdapter:
 
     def get_efficiency(self, sample: dict[str, Any]) -> float:
         arch = _to_arch(sample)
-        key = arch_key(arch)
+        key = canonical_arch_key(arch)
         ms = self.archive.latency.get(key)
         if ms is None:
             ms = self.archive.latency[key] = float(self.model.predict(arch))
@@ -177,7 +182,7 @@ class _AccuracyAdapter:
 
     def predict_acc(self, samples: list[dict[str, Any]]) -> torch.Tensor:
         archs = [_to_arch(s) for s in samples]
-        keys = [arch_key(a) for a in archs]
+        keys = [canonical_arch_key(a) for a in archs]
         todo = [i for i, k in enumerate(keys) if k not in self.archive.top1]
         for i, acc in zip(todo, self.predictor.predict([archs[i] for i in todo]), strict=True):
             self.archive.top1[keys[i]] = acc

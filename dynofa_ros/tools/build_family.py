@@ -42,7 +42,7 @@ from ..offline.latency_model import (
     relative_errors,
     write_lut,
 )
-from ..offline.search import DEFAULT_SUPERNET, SearchError, SearchSettings, arch_key, build_family
+from ..offline.search import DEFAULT_SUPERNET, SearchError, SearchSettings, build_family, canonical_arch_key
 
 LATENCY_MODELS = ("lut-xavier-nx-cpu", "lut-xavier-nx-gpu", "lut-measured", "measure")
 
@@ -172,7 +172,8 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     calib_archs: list[dict] = []
     if args.latency_model == "measure":
         assert meter is not None
-        model = CachedLatencyModel(lambda a: meter.measure_one(a), f"direct measurement ({backend})", arch_key)
+        model = CachedLatencyModel(lambda a: meter.measure_one(a), f"direct measurement ({backend})",
+                                   canonical_arch_key)
         notes.append(f"latency model: every candidate measured directly ({backend}, median of 7)")
     else:
         if args.lut:
@@ -240,9 +241,9 @@ def _run(args: argparse.Namespace, log: Callable[[str], None], t_start: float) -
     print()
     print(f"{'level':>5} {'res':>4} {'depths':>15} {'top-1 %':>8} {'source':>9} {'predicted ms':>12} "
           f"{'measured ms':>11} {'error':>6} {'p90/p50':>8} {'p98/p50':>8}")
-    by_key = {arch_key(c.arch): c for c in result.final}
+    by_key = {canonical_arch_key(c.arch): c for c in result.final}
     for i, lv in enumerate(fam.levels):
-        c = by_key[arch_key(lv.arch())]
+        c = by_key[canonical_arch_key(lv.arch())]
         meas = f"{c.measured_ms:11.2f}" if c.measured_ms else f"{'-':>11}"
         err = f"{abs(c.predicted_ms - c.measured_ms) / c.measured_ms * 100:5.1f}%" if c.measured_ms else f"{'-':>6}"
         sp = lv.latency_spread.get(profile)
