@@ -17,6 +17,7 @@ from dynofa_ros.perception.image_codec import encode_image
 from dynofa_ros.perception.pipeline import (
     PerceptionConfig,
     Pipeline,
+    PipelineModel,
     check_cameras,
     classification_json,
     load_family,
@@ -173,6 +174,14 @@ def _image(frame_id: str, **override: Any) -> Any:
     fields.update(override)
     return SimpleNamespace(header=SimpleNamespace(frame_id=frame_id, stamp=SimpleNamespace(sec=1, nanosec=2)),
                            **fields)
+
+
+def test_dynamic_ofa_has_every_member_of_the_pipeline_model_contract(tiny_model: Any) -> None:
+    """PipelineModel is checked by no type checker at run time: the real model must have what it names."""
+    members = {n for n in vars(PipelineModel) if not n.startswith("_")} | set(PipelineModel.__annotations__)
+    assert {"infer", "switch", "level", "num_levels", "random_weights", "top_k"} <= members
+    missing = [n for n in sorted(members) if not hasattr(tiny_model, n)]
+    assert missing == []
 
 
 def test_pipeline_holds_level_until_ready_and_survives_bad_frames(tiny_model: Any) -> None:

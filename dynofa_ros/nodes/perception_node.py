@@ -29,6 +29,7 @@ from ..inference.backends import BACKENDS, DEVICES
 from ..perception.pipeline import (
     PerceptionConfig,
     Pipeline,
+    PipelineModel,
     build_model,
     free_memory,
     load_family,
@@ -130,7 +131,7 @@ class PerceptionRuntime:
             pipeline.start()
             self.pipeline = pipeline
 
-    def _build(self, cfg: PerceptionConfig, family: Any) -> Any:
+    def _build(self, cfg: PerceptionConfig, family: Any) -> PipelineModel:
         self.log.info(f"preparing {len(family)} levels of family {family.name!r} on device {cfg.device!r}")
         model = build_model(cfg, family)
         self.log.info(f"ready: {model.num_levels} levels, backend {model.backend_label()}, weights "

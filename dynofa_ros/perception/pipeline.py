@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import paths
 from ..inference import family as fm
@@ -55,6 +55,11 @@ from ..topics import camera_topic
 from .frame_slots import Frame, FrameSlots, rate
 from .image_codec import DEFAULT_MAX_PIXELS, ImageError, decode_message
 from .stage_timing import StageTiming
+
+if TYPE_CHECKING:  # annotations only: inference.model is imported where a model is built (build_model)
+    import numpy as np
+
+    from ..inference.model import InferenceResult
 
 log = logging.getLogger("dynofa_ros.perception.pipeline")
 
@@ -142,7 +147,7 @@ def load_family(cfg: PerceptionConfig, share_dir: str | None) -> fm.SubnetFamily
     return family
 
 
-def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
+def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> PipelineModel:
     """Build DynamicOFA with every level prepared; configuration failures become ConfigError."""
     if cfg.bundle:
         return build_bundle_model(cfg)
@@ -168,7 +173,7 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> Any:
     return model
 
 
-def build_bundle_model(cfg: PerceptionConfig) -> Any:
+def build_bundle_model(cfg: PerceptionConfig) -> PipelineModel:
     """DynamicOFA from an exported bundle: ONNX Runtime only; nothing on this path imports torch or ofa."""
     from ..inference.backends import BackendError
     from ..inference.bundle import BundleError, load_bundle
@@ -192,7 +197,7 @@ def build_bundle_model(cfg: PerceptionConfig) -> Any:
     return model
 
 
-def warm_up(model: Any) -> None:
+def warm_up(model: PipelineModel) -> None:
     """One inference per level on a blank frame: the first frame pays no one-off cost (class-name table,
     allocator and backend arenas), so the first camera frames are not dropped behind it."""
     import numpy as np
@@ -204,7 +209,7 @@ def warm_up(model: Any) -> None:
 
 
 # ---------------------------------------------------------------------- messages
-def classification_json(stamp_sec: int, stamp_nanosec: int, frame_id: str, camera: str, result: Any,
+def classification_json(stamp_sec: int, stamp_nanosec: int, frame_id: str, camera: str, result: InferenceResult,
                         random_weights: bool) -> str:
     """The ``dynofa/classification`` payload (format in the module docstring)."""
     return json.dumps({
@@ -252,6 +257,40 @@ class ResultSink(Protocol):
     def publish_level(self, level: int) -> None: ...
 
 
+class PipelineModel(Protocol):
+    """What the pipeline, its diagnostics and the node use of a model: the contract a backend must keep.
+
+    ``inference.model.DynamicOFA`` is the one implementation (torch, ONNX Runtime or a bundle behind it);
+    written down so that a change to it that would break the worker, the diagnostics or the ``top_k``
+    parameter is visible here rather than at the first frame. ``switch`` may be called from another thread
+    than ``infer`` and takes effect at the next frame. A ``device`` attribute is shown in diagnostics when
+    present.
+    """
+
+    top_k: int  # set live by the node's ``top_k`` parameter
+
+    @property
+    def num_levels(self) -> int: ...
+
+    @property
+    def level(self) -> int: ...
+
+    @property
+    def random_weights(self) -> bool: ...
+
+    def switch(self, level: int) -> None: ...
+
+    def infer(self, frame: np.ndarray) -> InferenceResult: ...
+
+    def backend_label(self) -> str: ...
+
+    def weights_label(self) -> str: ...
+
+    def accuracy_label(self, level: int | None = None) -> str: ...
+
+    def memory_bytes(self) -> int: ...
+
+
 Logger = Callable[[str, str], None]  # (severity: "info"|"warning"|"error", message)
 
 
@@ -274,7 +313,7 @@ class Pipeline:
         self.max_pixels = max_pixels
         self.slots = FrameSlots(self.streams, window=window)
         self.timing = StageTiming(window)
-        self.model: Any = None
+        self.model: PipelineModel | None = None
         self.now_ns = now_ns
         self._log = logger
         self._throttle = KeyedThrottle()
@@ -289,7 +328,8 @@ class Pipeline:
         self.load_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle of the worker
-    def start(self, loader: Callable[[], Any] | None = None, on_fatal: Callable[[str], None] | None = None) -> None:
+    def start(self, loader: Callable[[], PipelineModel] | None = None,
+              on_fatal: Callable[[str], None] | None = None) -> None:
         """Start the worker; with ``loader``, the model is built on the worker first (node stays responsive)."""
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(loader, on_fatal), name="dynofa-worker",
@@ -306,7 +346,7 @@ class Pipeline:
         self._thread = None
         return not alive
 
-    def attach(self, model: Any) -> None:
+    def attach(self, model: PipelineModel) -> None:
         """The model is ready: apply a held level command, then let frames through."""
         with self._state_lock:
             if self._held_level is not None:
@@ -357,7 +397,7 @@ class Pipeline:
         return True, f"level command {level}: takes effect at the next frame"
 
     # ------------------------------------------------------------------ the worker
-    def _run(self, loader: Callable[[], Any] | None, on_fatal: Callable[[str], None] | None) -> None:
+    def _run(self, loader: Callable[[], PipelineModel] | None, on_fatal: Callable[[str], None] | None) -> None:
         if loader is not None:
             try:
                 model = loader()
