@@ -136,3 +136,35 @@ def test_tail_estimate_matches_a_known_distribution():
     z = NormalDist()
     lo, hi = (math.exp(SIGMA * z.inv_cdf(p)) for p in (q - 4 * sd, q + 4 * sd))
     assert lo <= got <= hi, (lo, got, hi)
+
+
+def test_measure_first_runs_the_cheapest_level_until_this_machine_is_measured_then_probes_up():
+    """A profile made on another machine that reads 2x fast: planning the first level from it picks a level
+    that misses from the first frame; ``measure_first`` runs the lowest level until samples arrive, learns the
+    2x from them and probes up to a level that really fits."""
+    profile = [5.0, 7.0, 9.0, 11.0, 13.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    true_ms = [2.0 * ms for ms in profile]   # this machine: twice the profile
+    target = 40.0  # here level 2 fits (p98 ≈ 30 ms at σ 0.25); from the profile level 4 looks fine (p98 ≈ 22 ms)
+    cfg = dict(latency_margin=0.05, up_hysteresis=0.03, prior_log_spread=0.25)
+    results = {}
+    for first in (0, 1):
+        pol = make_policy("joint", levels, config=PolicyConfig(measure_first=first, **cfg))
+        d0 = pol.decide(PolicyInputs(now=0.0, target_latency_ms=target))  # before any frame
+        frames, misses, _, ups = run_plant(pol, true_ms, target, seconds=40.0)
+        results[first] = (d0, frames, misses, ups)
+    d0, frames, misses, ups = results[1]
+    assert d0.level == 0 and "cold start" in d0.reason
+    assert sum(misses[:20]) == 0                       # the first second: nothing planned from the wrong profile
+    assert ups and max(frames) >= 1                    # it does go up once measured
+    d0_old, _, misses_old, _ = results[0]
+    assert d0_old.level > 0                            # from the profile: a level this machine cannot hold
+    assert sum(misses_old[:20]) > sum(misses[:20])
+
+
+def test_measure_first_without_a_target_waits_for_samples_before_the_most_accurate_level():
+    levels = [LevelSpec(70.0, 5.0), LevelSpec(72.0, 9.0)]
+    pol = make_policy("joint", levels, config=PolicyConfig(measure_first=1))
+    assert pol.decide(PolicyInputs(now=0.0)).level == 0
+    d = pol.decide(PolicyInputs(now=2.5, latencies=(LatencySample(6.0, 0, 2.4),)))  # after min_dwell_s
+    assert d.level == 1 and d.mode == "no_target"

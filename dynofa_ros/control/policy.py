@@ -175,6 +175,10 @@ class PolicyConfig:
     stale_timeout_s: float = _tunable(2.0, 0.01, 3600.0, "an input received once but not for this long → safe "
                                                          "default")
     safe_level: int = _tunable(0, 0, 255, "level used when inputs go stale")
+    measure_first: int = _tunable(0, 0, 1, "joint: 1 = with a target but no latency measured on this machine "
+                                           "yet, run the lowest allowed level until samples arrive and probe up "
+                                           "from there (a profile made on another machine); 0 = plan the first "
+                                           "level from the profile")
     battery_low: float = _tunable(0.20, 0.0, 1.0, "state of charge (0..1) below which the energy-saving mode "
                                                   "starts")
     battery_hysteresis: float = _tunable(0.05, 0.0, 1.0, "energy-saving mode ends above battery_low + this")
@@ -658,6 +662,14 @@ class JointPolicy(Policy):
             self.fail_ratio = [None] * len(self.levels)
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
+        if cfg.measure_first and self.tails.last_level is None:
+            # nothing measured on this machine yet: the profile may be another machine's (the shipped generic_cpu
+            # profile reads 2x fast here), so the first frames run the cheapest allowed level, then probes go up
+            self.ceiling = self._ran = floor
+            return Decision(floor, cap_c, cap_g, "; ".join([
+                f"joint: cold start, no latency measured on this machine yet → level {floor}, the lowest allowed, "
+                "until the first samples (measure_first); then probes up", *notes]),
+                mode if target is not None else "no_target", self.predict_ms(floor, cap_c, cap_g))
         prefix = f"joint (p{100 * (1 - cfg.miss_budget):g} ratio ×{self.tail_ratio(st.level):.2f})"
         if target is None:
             lvl = self._dwell(inp, top, force=st.level < floor)

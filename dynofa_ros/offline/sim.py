@@ -552,10 +552,12 @@ def bench_policy_config(params_path: str | Path = BENCH_PARAMS) -> tuple[PolicyC
 def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | None = None, *,
                    fixed_level: int = 0, initial_level: int = 0, decision_rate_hz: float = 5.0, seed: int = 0,
                    tagging: str = "true", msg_delay_s: float = 0.001, cmd_delay_s: float = 0.002,
-                   cores: int = 2) -> GraphRun:
+                   cores: int = 2, lead_s: float = 3.0) -> GraphRun:
     """Replay ``scn`` through the perception → manager loop of the real graph (see the block comment above).
 
-    ``policy`` None: perception alone at ``fixed_level``. Deterministic for a given seed.
+    ``policy`` None: perception alone at ``fixed_level``. Deterministic for a given seed. The manager runs
+    ``lead_s`` before the first frame with no target and no samples, as in the bench and the demo (the graph
+    starts, then the camera and the application's target): what it commands then is what the first frames run.
     """
     if tagging not in ("true", "active_level"):
         raise ValueError(f"tagging {tagging!r}; allowed: 'true', 'active_level'")
@@ -564,10 +566,10 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
     period = 1.0 / scn.fps
     n_frames = math.floor(scn.duration_s * scn.fps + 1e-9)
     level = initial_level if policy is not None else fixed_level
-    commanded = [(0.0, level)]           # (effective from, level)
+    commanded = [(-math.inf, level)]     # (effective from, level)
     tick_period = 1.0 / decision_rate_hz
-    next_tick = rng.uniform(0.0, tick_period)
-    next_load = rng.uniform(0.0, 0.5)
+    next_tick = rng.uniform(0.0, tick_period) - lead_s
+    next_load = rng.uniform(0.0, 0.5) - lead_s
     load: Reading | None = None
     inbox: list[tuple[float, LatencySample]] = []   # (delivered at, sample), in delivery order
     busy_log: list[tuple[float, float]] = []        # (start, end) of each inference, for load/cpu
@@ -592,8 +594,8 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             for pub, lv in ends:
                 if pub <= now:
                     heard_level = lv
-            d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now), latencies=tuple(got),
-                                           active_level=heard_level, cpu_load=load))
+            d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now) if now >= 0 else None,
+                                           latencies=tuple(got), active_level=heard_level, cpu_load=load))
             if d.level != commanded[-1][1]:
                 commanded.append((now + cmd_delay_s, d.level))
             next_tick += tick_period
