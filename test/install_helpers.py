@@ -67,27 +67,26 @@ def colcon_install() -> Install:
                    sites[0])
 
 
-def parameter_value(pv: Any) -> Any:
-    """rcl_interfaces/ParameterValue → Python (None for NOT_SET)."""
-    fields = {1: "bool_value", 2: "integer_value", 3: "double_value", 4: "string_value", 5: "byte_array_value",
-              6: "bool_array_value", 7: "integer_array_value", 8: "double_array_value", 9: "string_array_value"}
-    name = fields.get(pv.type)
-    if name is None:
-        return None
-    v = getattr(pv, name)
-    return list(v) if pv.type >= 5 else v
-
-
 def read_parameters(probe: Any, node_fqn: str, names: list[str], timeout: float = 60.0) -> dict[str, Any] | None:
-    """Parameters of a running node through its rcl_interfaces/GetParameters service; None if it never answers."""
-    from rcl_interfaces.srv import GetParameters
+    """Parameters of a running node through rclpy's AsyncParameterClient; None if it never answers.
 
-    req = GetParameters.Request()
-    req.names = names
-    res = probe.call(GetParameters, f"{node_fqn}/get_parameters", req, timeout=timeout)
-    if res is None:
+    ``probe`` is a spun :class:`ros_harness.RosProbe`: its executor completes the future. ``timeout`` bounds
+    the wait for the node's parameter services, then the wait for the answer.
+    """
+    import threading
+
+    from rclpy.parameter import parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(probe.node, node_fqn)
+    if not client.wait_for_services(timeout_sec=timeout):
         return None
-    return dict(zip(names, (parameter_value(v) for v in res.values), strict=True))
+    future = client.get_parameters(names)
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout) or future.result() is None:
+        return None
+    return dict(zip(names, (parameter_value_to_python(v) for v in future.result().values), strict=True))
 
 
 def same_value(expected: Any, got: Any) -> bool:
@@ -102,12 +101,21 @@ def same_value(expected: Any, got: Any) -> bool:
     return expected == got
 
 
+def file_parameters(params_file: Path, node_name: str) -> dict[str, Any]:
+    """The ``/**/<node_name>`` parameters of a params file as Python values, read by rclpy's own parser.
+
+    Nested names come back joined with dots and values typed as a node would get them, so a test compares
+    with what rclpy makes of the file rather than with a second, hand-written reading of the YAML.
+    """
+    from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
+
+    params = parameter_dict_from_yaml_file(str(params_file), use_wildcard=True, target_nodes=[f"/**/{node_name}"])
+    return {name: parameter_value_to_python(p.value) for name, p in params.items()}
+
+
 def expected_parameters(params_file: Path, node_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """What a node started with ``params_file`` then ``overrides`` must report: the file's values, overridden."""
-    import yaml
-
-    data = yaml.safe_load(params_file.read_text())
-    values = dict(data[f"/**/{node_name}"]["ros__parameters"])
+    values = file_parameters(params_file, node_name)
     values.update(overrides)
     return values
 

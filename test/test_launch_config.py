@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from install_helpers import file_parameters
 
 from dynofa_ros import launch_config as lc
 from dynofa_ros.replay import scoring
@@ -38,11 +39,10 @@ def test_platform_selects_its_params_file_and_unset_arguments_override_nothing(p
         assert s.overrides == {}, (platform, s.name, s.overrides)
         assert "-p" not in lc.command_line(s)
     assert (REPO / lc.params_value(params, "perception_node", "family_file")).is_file()
-    data = yaml.safe_load(params.read_text())
     if platform != "generic_cpu":  # Jetson boards: device auto falls back to the CPU with one log line
-        assert data["/**/perception_node"]["ros__parameters"]["device"] == "auto"
+        assert file_parameters(params, "perception_node")["device"] == "auto"
     else:  # the dry_run: true of a workstation's file is what runs (the old launch default 'false' overrode it)
-        assert data["/**/dvfs_node"]["ros__parameters"]["dry_run"] is True
+        assert file_parameters(params, "dvfs_node")["dry_run"] is True
 
 
 def test_given_arguments_become_overrides_bundle_included(tmp_path: Path) -> None:
