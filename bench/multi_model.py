@@ -174,7 +174,7 @@ class RealApp:
     accuracy: tuple[float, ...]
 
 
-def real_apps(out: Path) -> tuple[RealApp, ...]:
+def real_apps(out: Path, front_target_ms: float = 25.0, rear_target_ms: float = 30.0) -> tuple[RealApp, ...]:
     """The scenario's two apps; front's family is written to ``out`` (a 3-level subset of generic_cpu)."""
     raw = json.loads(GENERIC.read_text(encoding="utf-8"))
     raw["name"] = "generic_cpu_subset"
@@ -182,8 +182,8 @@ def real_apps(out: Path) -> tuple[RealApp, ...]:
     front = out / "front_family.json"
     front.write_text(json.dumps(raw), encoding="utf-8")
     acc = [float(lv.accuracy.top1) for lv in fm.load(GENERIC).levels]
-    return (RealApp("front", front, 30.0, 25.0, 3.0, tuple(acc[i] for i in SUBSET)),
-            RealApp("rear", GENERIC, 20.0, 30.0, 1.0, tuple(acc)))
+    return (RealApp("front", front, 30.0, front_target_ms, 3.0, tuple(acc[i] for i in SUBSET)),
+            RealApp("rear", GENERIC, 20.0, rear_target_ms, 1.0, tuple(acc)))
 
 
 class Probe:
@@ -265,6 +265,7 @@ def node_procs(column: str, apps: tuple[RealApp, ...], args: argparse.Namespace,
 def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int], args: argparse.Namespace,
                     out: Path, domain_id: int) -> dict[str, Any]:
     """One column: start the graph, feed both cameras, busy processes in the middle third, samples back."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64MultiArray, UInt8
 
@@ -280,6 +281,8 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
                            "commands": [" ".join(p.cmd) for p in procs], "domain_id": domain_id}
     samples: dict[str, list[tuple[float, int, float]]] = {a.name: [] for a in apps}
     cmds: dict[str, list[tuple[float, int]]] = {a.name: [] for a in apps}
+    decisions: list[tuple[float, str, str, str, str]] = []   # (t, app, level, mode, yielded) from /diagnostics
+    sent_at_start: dict[str, int] = {}
     sent = {a.name: [0] for a in apps}
     busy: list[Proc] = []
     changes: list[tuple[float, int]] = []
@@ -307,6 +310,15 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
 
                 node.create_subscription(Float64MultiArray, f"/{a.name}/{topics.INFERENCE_STATS}", on_stats, STATS_QOS)
                 node.create_subscription(UInt8, f"/{a.name}/{topics.SUBNET_CMD}", on_cmd, LATCHED_QOS)
+            def on_diag(m: Any) -> None:
+                for st in m.status:
+                    if "dynofa manager" in st.name:
+                        kv = {k.key: k.value for k in st.values}
+                        app = kv.get("app") or st.name.split("/")[1]  # independent: /<app>/manager_node: ...
+                        decisions.append((time.monotonic(), app, kv.get("level", ""), kv.get("mode", ""),
+                                          kv.get("yielded", "")))
+
+            node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
             if column == "fixed":  # commanded once (latched: a late joiner still gets it)
                 level_pubs = {a.name: node.create_publisher(UInt8, f"/{a.name}/{topics.SUBNET_CMD}", LATCHED_QOS)
                               for a in apps}
@@ -345,9 +357,12 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
                 time.sleep(0.1)
             t_meas = time.monotonic() + args.warmup_s
             i_next = 0
+            measuring = False
             print(f"bench [{column}]: frames flowing; {args.warmup_s:g} s warm-up, then {args.duration:g} s measured, "
                   f"busy schedule {schedule}", flush=True)
             while (now := time.monotonic() - t_meas) < args.duration:
+                if not measuring and now >= 0:
+                    measuring, sent_at_start = True, {a: n[0] for a, n in sent.items()}
                 while i_next < len(schedule) and schedule[i_next][0] <= now:
                     want = schedule[i_next][1]
                     while len(busy) < want:
@@ -376,10 +391,12 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
     rec["wall_s"] = round(time.monotonic() - t_wall0, 1)
     rec["busy_changes"] = changes
     rec["frames_sent"] = {a: n[0] for a, n in sent.items()}
+    rec["frames_sent_measured"] = {a: n[0] - sent_at_start.get(a, 0) for a, n in sent.items()}
     t0 = t_meas if t_meas is not None else t_wall0
     rec["samples"] = {a: {"t_s": [round(t - t0, 4) for t, _, _ in s], "level": [lv for _, lv, _ in s],
                           "latency_ms": [round(x, 3) for _, _, x in s]} for a, s in samples.items()}
     rec["commands_received"] = {a: [(round(t - t0, 3), lv) for t, lv in c] for a, c in cmds.items()}
+    rec["decisions"] = [(round(t - t0, 3), *rest) for t, *rest in decisions]
     return rec
 
 
@@ -395,6 +412,13 @@ def calm_levels(rec: dict[str, Any], apps: tuple[RealApp, ...]) -> dict[str, int
             return None
         out[a.name] = max(set(lv), key=lambda v: (lv.count(v), v))
     return out
+
+
+def infeasible_share(rec: dict[str, Any], app: str, duration: float) -> float | None:
+    """Share of the manager's published decisions for ``app`` in the window that said ``infeasible`` (None: no
+    manager)."""
+    modes = [d[3] for d in rec.get("decisions", []) if d[1] == app and 0.0 <= d[0] < duration]
+    return sum(m == "infeasible" for m in modes) / len(modes) if modes else None
 
 
 def score_real(rec: dict[str, Any], apps: tuple[RealApp, ...], duration: float) -> dict[str, Any]:
@@ -421,7 +445,9 @@ def score_real(rec: dict[str, Any], apps: tuple[RealApp, ...], duration: float) 
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "miss_rate_calm": float(np.mean(miss[~in_busy])) if np.any(~in_busy) else None,
             "miss_rate_busy": float(np.mean(miss[in_busy])) if np.any(in_busy) else None,
-            "levels": {int(k): int(c) for k, c in zip(*np.unique(lvl, return_counts=True), strict=True)}}
+            "levels": {int(k): int(c) for k, c in zip(*np.unique(lvl, return_counts=True), strict=True)},
+            "frames_sent": rec.get("frames_sent_measured", {}).get(a.name),
+            "infeasible_share": infeasible_share(rec, a.name, duration)}
         wacc += a.priority * acc
     ok = all(row.get(a.name) for a in apps)
     row["weighted_accuracy"] = wacc / sum(a.priority for a in apps) if ok else None
@@ -497,7 +523,7 @@ def run_real(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(args.out or "out/multi_model_real")
     out.mkdir(parents=True, exist_ok=True)
-    apps = real_apps(out)
+    apps = real_apps(out, args.front_target, args.rear_target)
     fixed = dict(FIXED) if args.fixed == "auto" else parse_fixed(args.fixed)
     fixed_source = "--fixed" if args.fixed != "auto" else f"default {FIXED} (no coordinated column to take it from)"
     cols = [c.strip() for c in args.columns.split(",") if c.strip()]
@@ -560,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-s", type=float, default=20.0, help="real: seconds after both apps report, not scored")
     ap.add_argument("--threads", type=int, default=1, help="real: inference threads per perception node (and "
                     "OMP_NUM_THREADS); 1 = as generic_cpu was profiled, one core per node on 2 cores")
+    ap.add_argument("--front-target", type=float, default=25.0, help="real: front's target, ms")
+    ap.add_argument("--rear-target", type=float, default=30.0, help="real: rear's target, ms")
     ap.add_argument("--busy", type=int, default=2, help="real: busy processes in the middle third")
     ap.add_argument("--columns", default=",".join(COLUMNS), help=f"real: comma-separated, from {list(COLUMNS)}")
     ap.add_argument("--exe-dir", default=None, help="real: where the node executables are (default: next to Python)")
