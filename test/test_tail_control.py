@@ -168,3 +168,23 @@ def test_measure_first_without_a_target_waits_for_samples_before_the_most_accura
     assert pol.decide(PolicyInputs(now=0.0)).level == 0
     d = pol.decide(PolicyInputs(now=2.5, latencies=(LatencySample(6.0, 0, 2.4),)))  # after min_dwell_s
     assert d.level == 1 and d.mode == "no_target"
+
+
+def test_a_level_far_inside_the_plan_is_probed_after_a_handful_of_frames_a_marginal_one_waits():
+    """Near the target a tail needs ~1/miss_budget frames (50 at 2 %); far below it a few frames suffice: at
+    5 fps and a 1 s deadline the cold start does not sit at level 0 for 10 s."""
+    levels = [LevelSpec(70.0, 10.0), LevelSpec(75.0, 20.0)]
+    for target, early in ((1000.0, True), (46.0, False)):  # level 1: p98 ≈ 33 ms, within half of 1000 not of 46
+        pol = make_policy("joint", levels, config=PolicyConfig(measure_first=1, min_dwell_s=0.0))
+        pol.decide(PolicyInputs(now=0.0, target_latency_ms=target))
+        rng = random.Random(3)
+        level, t, up_at = 0, 0.0, None
+        for i in range(60):  # 12 s at 5 fps, one decision per frame
+            t = 0.2 * (i + 1)
+            lat = (10.0, 20.0)[level] * math.exp(SIGMA * rng.gauss(0.0, 1.0))
+            d = pol.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=(LatencySample(lat, level, t),)))
+            if d.level > level and up_at is None:
+                up_at = i + 1
+            level = d.level
+        assert up_at is not None, target
+        assert (up_at <= 10) == early, (target, up_at)

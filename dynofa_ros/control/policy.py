@@ -78,6 +78,8 @@ HOLD_CONFIRM_WINDOWS = 4
 UNBLOCK_RATIO = 0.8
 #: Newest result intervals the frame period (for the energy per frame) is the median of, and the fewest used.
 PERIOD_WINDOW = 31
+#: With fewer than ~1/miss_budget own samples, a probe only goes to levels predicted within this share of the plan.
+PROBE_HEADROOM = 0.5
 #: Within ``accuracy_slack``, the running level gives way only to one saving at least this share of energy.
 ENERGY_SWITCH_GAIN = 0.05
 PERIOD_MIN_SAMPLES = 5
@@ -678,6 +680,7 @@ class JointPolicy(Policy):
                             self.predict_ms(lvl, cap_c, cap_g))
         budget = target * (1.0 - cfg.latency_margin)
         up_budget = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
+        period = self.frame_period_s()
         run = st.level
         if self._ran != run or cfg.accuracy_slack <= 0:  # a safety rule moved the level, or no slack: resync
             self.ceiling = run
@@ -718,24 +721,30 @@ class JointPolicy(Policy):
                 self.failures[run] = 0  # it held long enough: a later failure is a new story
             quiet = now - self.last_violation >= cfg.probe_quiet_s
             enough = max(MIN_OWN_SAMPLES, math.ceil(1.0 / cfg.miss_budget))  # a tail needs ~1/budget frames
-            settled = now - st.last_level_change >= cfg.min_dwell_s and self.tails.count(run) >= enough
+            if period is not None:  # ... but never more than the window holds at this frame rate (5 fps, 8 s: 40)
+                enough = min(enough, max(MIN_OWN_SAMPLES, int(0.8 * cfg.window_s / period)))
+            n_run = self.tails.count(run)
+            # a tail needs ~1/budget frames to be trusted near the target; far below it (a level predicted
+            # within half the plan) a handful of frames is evidence enough, so a cold start or a generous
+            # target does not wait 1/budget frames for an obvious move
+            limit = up_budget if n_run >= enough else PROBE_HEADROOM * up_budget
+            settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if cur < top and quiet and settled:
                 up = cur
                 for lv in range(cur + 1, top + 1):
                     ratio = self.tail_ratio(lv)
-                    if not fits(lv, up_budget) or not self._probe_allowed(lv, now, ratio):
+                    if not fits(lv, limit) or not self._probe_allowed(lv, now, ratio):
                         break
                     up = lv
                 if up > cur:
                     want = up
-                    why = (f"probe: level {up} predicted within {up_budget:.1f} ms after "
+                    why = (f"probe: level {up} predicted within {limit:.1f} ms after "
                            f"{now - self.last_violation:.0f} s without a violation" if math.isfinite(
-                               self.last_violation) else f"probe: level {up} predicted within {up_budget:.1f} ms")
+                               self.last_violation) else f"probe: level {up} predicted within {limit:.1f} ms")
                 elif now < self.blocked_until[cur + 1]:
                     why += (f"; level {cur + 1} blocked for {self.blocked_until[cur + 1] - now:.1f} s more after "
                             f"{self.failures[cur + 1] or 1} failed stay(s)")
         self.ceiling = want
-        period = self.frame_period_s()
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
             return max(self.tail_ratio(lv), self._drop_ratio(now)) if lv < run else self.tail_ratio(lv)
