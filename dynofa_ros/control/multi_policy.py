@@ -257,8 +257,8 @@ class MultiPolicy:
         self.device = JointPolicy([LevelSpec(None, 1.0)], cpu_freqs_khz, gpu_freqs_hz,
                                   replace(self.config, safe_level=0), cpu_power, gpu_power)
         self.cpu_freqs, self.gpu_freqs = self.device.cpu_freqs, self.device.gpu_freqs
-        self.cpu: int | None = self.device._max_cpu()
-        self.gpu: int | None = self.device._max_gpu()
+        self.cpu: int | None = self.device.max_cpu()
+        self.gpu: int | None = self.device.max_gpu()
         self.last_freq_change = -math.inf
         self.interference = InterferenceModel(self.order)
         self.level_history: dict[str, list[tuple[float, int]]] = {n: [(-math.inf, self.subs[n].state.level)]
@@ -311,25 +311,25 @@ class MultiPolicy:
         if ratio is None:  # quantiles are the costly part: once per (app, level) per decision
             ratio = sub.tail_ratio(level)
             if drop:
-                ratio = max(ratio, sub._drop_ratio(now))
+                ratio = max(ratio, sub.drop_ratio(now))
             self._cache[key] = ratio
         f, _ = self.interference.factor(name, self.others_demand(name, self.levels), self.others_demand(name, combo))
         return sub.predict_ms(level, cpu, gpu, ratio * f)
 
     # -- inputs
-    def _ingest(self, inp: MultiInputs) -> None:
+    def ingest(self, inp: MultiInputs) -> None:
         now = inp.now
         for name in self.order:
             app = inp.apps.get(name, AppInputs())
             sub = self.subs[name]
-            sub._ingest(PolicyInputs(now=now, latencies=app.latencies))
+            sub.ingest(PolicyInputs(now=now, latencies=app.latencies))
             sub.tails.forget_before(now)
             for s in app.latencies:
                 if not (0 <= s.level < len(sub.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
                     continue
                 start = s.stamp - s.latency_ms / 1000.0
                 others = {j: self._level_at(j, start) for j in self.order}
-                cpu, gpu = sub._freqs_at(start)
+                cpu, gpu = sub.freqs_at(start)
                 base = (sub.levels[s.level].latency_ms + self.config.overhead_ms) * sub.clock_scaling.factor(cpu, gpu)
                 self.interference.add(name, s.stamp, self.others_demand(name, others), s.latency_ms / base)
             if app.latencies and self.first_sample[name] is None:
@@ -345,7 +345,7 @@ class MultiPolicy:
     # -- the decision
     def decide(self, inp: MultiInputs) -> MultiDecision:
         """One joint decision; rules in the priority order of the module docstring."""
-        self._ingest(inp)
+        self.ingest(inp)
         self._cache = {}
         cfg, now = self.config, inp.now
         dev_in = PolicyInputs(now=now, cpu_load=inp.cpu_load, gpu_load=inp.gpu_load, cpu_temp_c=inp.cpu_temp_c,
@@ -356,8 +356,8 @@ class MultiPolicy:
             lvl = {n: min(v, len(self.subs[n].levels) - 1) for n, v in lvl.items()}
             return self._commit(now, lvl, dev.cpu_freq_khz, dev.gpu_freq_hz, dict.fromkeys(self.order, dev.reason),
                                 dev.reason, dev.mode, ())
-        saver_cap, thermal_cap, notes = self.device._caps(dev_in)
-        cpus, gpus = self.device._allowed(min(saver_cap, thermal_cap))
+        saver_cap, thermal_cap, notes = self.device.clock_caps(dev_in)
+        cpus, gpus = self.device.allowed_clocks(min(saver_cap, thermal_cap))
         cap_c, cap_g = cpus[-1], gpus[-1]
         mode = "saver" if self.device.state.saver else ("thermal_soft" if self.device.state.thermal_soft else "normal")
 
@@ -390,7 +390,7 @@ class MultiPolicy:
             others = [n for n in violating if n != p.app]
             if others and cur[p.app] == p.to_level:
                 sub = self.subs[p.app]
-                sub._fail(p.to_level, now, sub.tail_ratio(p.to_level))
+                sub.record_failure(p.to_level, now, sub.tail_ratio(p.to_level))
                 want[p.app] = p.from_level
                 why[p.app].append(f"probe of level {p.to_level} reverted: {', '.join(others)} missed its deadline "
                                   f"while {p.app} ran it → level {p.from_level}")
@@ -437,11 +437,7 @@ class MultiPolicy:
             notes.append(f"no level reaches the accuracy floor {floor_acc:g} %: most accurate level only")
             floor = len(sub.levels) - 1
         target = app.target_latency_ms or None
-        context = (target, floor_acc)
-        if context != sub._context:  # new target or floor: what failed before says nothing now
-            sub._context = context
-            n = len(sub.levels)
-            sub.failures, sub.blocked_until, sub.fail_ratio = [0] * n, [-math.inf] * n, [None] * n
+        sub.enter_context(target, floor_acc)
         stale = ""
         last = sub.state.last_latency
         if last is not None and now - last > cfg.stale_timeout_s:
@@ -458,7 +454,7 @@ class MultiPolicy:
         sub, cfg = self.subs[name], self.config
         since = self.evidence_since[name]
         if since == -math.inf:
-            return sub._violation(target, now)
+            return sub.violates(target, now)
         lat = sub.tails.latencies(sub.state.level, since)
         if not lat:
             return False
@@ -510,7 +506,7 @@ class MultiPolicy:
                 continue
             for n in managed:
                 if pick[n] < ctx[n].cur and n in violating:
-                    self.subs[n]._fail(ctx[n].cur, now, self.subs[n].tail_ratio(ctx[n].cur))
+                    self.subs[n].record_failure(ctx[n].cur, now, self.subs[n].tail_ratio(ctx[n].cur))
                     why[n].append(f"level {ctx[n].cur} misses {ctx[n].target:g} ms more often than the "
                                   f"{cfg.miss_budget:.0%} budget → level {pick[n]}")
                 elif pick[n] < ctx[n].cur:
@@ -536,7 +532,7 @@ class MultiPolicy:
                 continue
             for m in managed:
                 if m in violating and pick[m] < ctx[m].cur:
-                    self.subs[m]._fail(ctx[m].cur, now, self.subs[m].tail_ratio(ctx[m].cur))
+                    self.subs[m].record_failure(ctx[m].cur, now, self.subs[m].tail_ratio(ctx[m].cur))
             for m in given_up:
                 why[m].append(f"no combination of levels meets every deadline: {m} (priority "
                               f"{self.apps[m].priority:g}) yields, fastest allowed level {ctx[m].floor}")
@@ -582,7 +578,7 @@ class MultiPolicy:
             for lv in range(c.cur + 1, top + 1):
                 trial = dict(want)
                 trial[n] = lv
-                if not sub._probe_allowed(lv, now, sub.tail_ratio(lv)):
+                if not sub.probe_allowed(lv, now, sub.tail_ratio(lv)):
                     break
                 if not self._fits_all(ctx, trial, [m for m in free], cap_c, cap_g, now, up=n):
                     break

@@ -312,14 +312,14 @@ class Policy:
         self.clock_scaling = ClockScaling(self.config.cpu_fraction, self.config.gpu_fraction,
                                   self.cpu_freqs[-1] if self.cpu_freqs else None,
                                   self.gpu_freqs[-1] if self.gpu_freqs else None)
-        self.state = _State(level=len(self.levels) - 1, cpu=self._max_cpu(), gpu=self._max_gpu())
+        self.state = _State(level=len(self.levels) - 1, cpu=self.max_cpu(), gpu=self.max_gpu())
         self._result_stamps: deque[float] = deque(maxlen=PERIOD_WINDOW + 1)
 
     # -- helpers
-    def _max_cpu(self) -> int | None:
+    def max_cpu(self) -> int | None:
         return self.cpu_freqs[-1] if self.cpu_freqs else None
 
-    def _max_gpu(self) -> int | None:
+    def max_gpu(self) -> int | None:
         return self.gpu_freqs[-1] if self.gpu_freqs else None
 
     def reconfigure(self, config: PolicyConfig) -> None:
@@ -365,9 +365,9 @@ class Policy:
                 return i
         return None
 
-    def _freqs_at(self, t: float) -> tuple[int | None, int | None]:
+    def freqs_at(self, t: float) -> tuple[int | None, int | None]:
         """Frequencies commanded at time t (the clocks a latency sample was measured under)."""
-        cpu, gpu = self._max_cpu(), self._max_gpu()
+        cpu, gpu = self.max_cpu(), self.max_gpu()
         for when, c, g in self.state.freq_history:
             if when <= t:
                 cpu, gpu = c, g
@@ -383,7 +383,7 @@ class Policy:
             return None
         return float(sorted(gaps)[len(gaps) // 2])
 
-    def _ingest(self, inp: PolicyInputs) -> None:
+    def ingest(self, inp: PolicyInputs) -> None:
         st = self.state
         for s in inp.latencies:
             if not (0 <= s.level < len(self.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
@@ -391,7 +391,7 @@ class Policy:
             self._result_stamps.append(s.stamp)
             st.last_latency = max(st.last_latency or -math.inf, s.stamp)
             st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
-            cpu, gpu = self._freqs_at(s.stamp - s.latency_ms / 1000.0)
+            cpu, gpu = self.freqs_at(s.stamp - s.latency_ms / 1000.0)
             self._observe(s, self.clock_scaling.factor(cpu, gpu), inp)
 
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
@@ -424,7 +424,7 @@ class Policy:
     # -- the interface
     def decide(self, inp: PolicyInputs) -> Decision:
         """One decision; rules in the priority order of the module docstring."""
-        self._ingest(inp)
+        self.ingest(inp)
         cfg, st = self.config, self.state
         temps = self._temps(inp)
         hottest = max(temps, key=lambda nr: nr[1].value) if temps else None
@@ -446,9 +446,9 @@ class Policy:
         if stale:
             lvl = cfg.safe_level
             return self._commit(inp, Decision(
-                lvl, self._max_cpu(), self._max_gpu(),
+                lvl, self.max_cpu(), self.max_gpu(),
                 f"stale input ({'; '.join(stale)} > {cfg.stale_timeout_s:g} s) → safe default level {lvl} "
-                "at maximum clocks", "stale", self.predict_ms(lvl, self._max_cpu(), self._max_gpu())))
+                "at maximum clocks", "stale", self.predict_ms(lvl, self.max_cpu(), self.max_gpu())))
         return self._commit(inp, self._decide(inp))
 
     def _decide(self, inp: PolicyInputs) -> Decision:  # pragma: no cover - abstract
@@ -462,7 +462,7 @@ class StepPolicy(Policy):
 
     def _decide(self, inp: PolicyInputs) -> Decision:
         st = self.state
-        cpu, gpu = self._max_cpu(), self._max_gpu()
+        cpu, gpu = self.max_cpu(), self.max_gpu()
         target = inp.target_latency_ms or None
         floor = self.floor_level(inp.min_accuracy)
         floor_lvl = len(self.levels) - 1 if floor is None else floor
@@ -499,7 +499,7 @@ class JointPolicy(Policy):
 
     name = "joint"
 
-    def _caps(self, inp: PolicyInputs) -> tuple[float, float, list[str]]:
+    def clock_caps(self, inp: PolicyInputs) -> tuple[float, float, list[str]]:
         """Frequency caps (as fractions of max) from energy-saving mode and the thermal soft limit."""
         cfg, st = self.config, self.state
         notes = []
@@ -525,7 +525,7 @@ class JointPolicy(Policy):
                          f"{cfg.thermal_soft_freq_fraction:.0%}")
         return saver_cap, thermal_cap, notes
 
-    def _allowed(self, cap: float) -> tuple[list[int | None], list[int | None]]:
+    def allowed_clocks(self, cap: float) -> tuple[list[int | None], list[int | None]]:
         """Listed frequencies up to ``cap`` · maximum (snapped down; the lowest one always stays)."""
         cpus: list[int | None] = [None]
         gpus: list[int | None] = [None]
@@ -586,7 +586,7 @@ class JointPolicy(Policy):
         # nothing measured yet on this machine: the profile's median with a typical spread around it
         return math.exp(NormalDist().inv_cdf(q) * self.config.prior_log_spread)
 
-    def _drop_ratio(self, now: float) -> float:
+    def drop_ratio(self, now: float) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
         ``RECENT_S`` moved (contention just began), the newest median times the window's tail/median spread."""
         q = 1.0 - self.config.miss_budget
@@ -599,7 +599,7 @@ class JointPolicy(Policy):
         return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * tail / median)
 
     # -- the decision
-    def _violation(self, target: float, now: float) -> bool:
+    def violates(self, target: float, now: float) -> bool:
         """The running level misses more often than the budget allows, with confidence ``1 - VIOLATION_ALPHA``.
 
         A binomial test on the misses of the whole window and of the newest ``RECENT_S`` (a sudden slowdown
@@ -623,7 +623,7 @@ class JointPolicy(Policy):
             return False
         return self.predict_ms(lvl, st.cpu, st.gpu, self.tail_ratio(lvl)) > target
 
-    def _fail(self, level: int, now: float, ratio: float) -> None:
+    def record_failure(self, level: int, now: float, ratio: float) -> None:
         """``level`` could not hold the target: block probes into it (and above), longer after each failure."""
         cfg = self.config
         self.failures[level] += 1
@@ -632,7 +632,16 @@ class JointPolicy(Policy):
             self.blocked_until[lv] = max(self.blocked_until[lv], now + block)
             self.fail_ratio[lv] = ratio if self.fail_ratio[lv] is None else min(self.fail_ratio[lv], ratio)
 
-    def _probe_allowed(self, level: int, now: float, ratio: float) -> bool:
+    def enter_context(self, target: float | None, floor_accuracy: float | None) -> None:
+        """A new target or accuracy floor: what failed under the old one says nothing now (probe memory cleared)."""
+        context = (target, floor_accuracy)
+        if context != self._context:
+            self._context = context
+            self.failures = [0] * len(self.levels)
+            self.blocked_until = [-math.inf] * len(self.levels)
+            self.fail_ratio = [None] * len(self.levels)
+
+    def probe_allowed(self, level: int, now: float, ratio: float) -> bool:
         if now >= self.blocked_until[level]:
             return True
         failed_at = self.fail_ratio[level]
@@ -645,8 +654,8 @@ class JointPolicy(Policy):
         cfg, st = self.config, self.state
         now = inp.now
         self.tails.forget_before(now)
-        saver_cap, thermal_cap, notes = self._caps(inp)
-        cpus, gpus = self._allowed(min(saver_cap, thermal_cap))
+        saver_cap, thermal_cap, notes = self.clock_caps(inp)
+        cpus, gpus = self.allowed_clocks(min(saver_cap, thermal_cap))
         cap_c, cap_g = cpus[-1], gpus[-1]
         mode = "saver" if st.saver else ("thermal_soft" if st.thermal_soft else "normal")
         floor_acc = None if st.saver else inp.min_accuracy
@@ -656,12 +665,7 @@ class JointPolicy(Policy):
             floor = len(self.levels) - 1
         top = len(self.levels) - 1
         target = inp.target_latency_ms or None
-        context = (target, floor_acc)
-        if context != self._context:  # new target or floor: what failed before says nothing now
-            self._context = context
-            self.failures = [0] * len(self.levels)
-            self.blocked_until = [-math.inf] * len(self.levels)
-            self.fail_ratio = [None] * len(self.levels)
+        self.enter_context(target, floor_acc)
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
         if cfg.measure_first and self.tails.last_level is None:
@@ -693,7 +697,7 @@ class JointPolicy(Policy):
         lifted = None
         if saver_cap < thermal_cap and not any(fits(lv, budget) for lv in range(floor, top + 1)):
             # the deadline comes before the saver's clock cap: the cheapest level, clocks as low as it allows
-            cpus, gpus = self._allowed(thermal_cap)
+            cpus, gpus = self.allowed_clocks(thermal_cap)
             cap_c, cap_g = cpus[-1], gpus[-1]
             notes.append("saver clock cap lifted to meet the target")
             lifted = next((lv for lv in range(floor, top + 1) if fits(lv, budget)), floor)
@@ -701,11 +705,11 @@ class JointPolicy(Policy):
             want, why = lifted, f"level {lifted} is the cheapest level predicted within {budget:.1f} ms"
         elif cur < floor:
             want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
-        elif self._violation(target, now):
+        elif self.violates(target, now):
             self.last_violation = now
             if run > floor:
-                self._fail(run, now, self.tail_ratio(run))
-            drop_ratio = self._drop_ratio(now)
+                self.record_failure(run, now, self.tail_ratio(run))
+            drop_ratio = self.drop_ratio(now)
             below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
             if below:
                 want = below[-1]
@@ -733,7 +737,7 @@ class JointPolicy(Policy):
                 up = cur
                 for lv in range(cur + 1, top + 1):
                     ratio = self.tail_ratio(lv)
-                    if not fits(lv, limit) or not self._probe_allowed(lv, now, ratio):
+                    if not fits(lv, limit) or not self.probe_allowed(lv, now, ratio):
                         break
                     up = lv
                 if up > cur:
@@ -747,7 +751,7 @@ class JointPolicy(Policy):
         self.ceiling = want
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
-            return max(self.tail_ratio(lv), self._drop_ratio(now)) if lv < run else self.tail_ratio(lv)
+            return max(self.tail_ratio(lv), self.drop_ratio(now)) if lv < run else self.tail_ratio(lv)
 
         lvl, pair = want, self._cheapest_pair(want, ratio_of(want), cpus, gpus, budget, period)
         if cfg.accuracy_slack > 0 and not infeasible:
