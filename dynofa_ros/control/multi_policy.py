@@ -62,13 +62,13 @@ from .policy import (
     RECENT_S,
     VIOLATION_ALPHA,
     Decision,
+    DeviceReadings,
     JointPolicy,
     LatencySample,
     LevelSpec,
     PolicyConfig,
     PolicyConfigError,
     PolicyInputs,
-    Reading,
     _fmt_f,
     binomial_tail,
 )
@@ -112,16 +112,11 @@ class AppInputs:
 
 
 @dataclass(frozen=True)
-class MultiInputs:
+class MultiInputs(DeviceReadings):
     """Everything one joint decision may depend on: per-app inputs and the shared device readings."""
 
     now: float
     apps: Mapping[str, AppInputs] = field(default_factory=dict)
-    cpu_load: Reading | None = None
-    gpu_load: Reading | None = None
-    cpu_temp_c: Reading | None = None
-    gpu_temp_c: Reading | None = None
-    battery_soc: Reading | None = None
 
 
 @dataclass(frozen=True)

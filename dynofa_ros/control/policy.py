@@ -107,20 +107,27 @@ class Reading:
     stamp: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class DeviceReadings:
+    """The device's readings, shared by every app on it (keyword-only, so the inputs that extend it keep their
+    own fields first). ``None`` until first received."""
+
+    cpu_load: Reading | None = None
+    gpu_load: Reading | None = None
+    cpu_temp_c: Reading | None = None
+    gpu_temp_c: Reading | None = None
+    battery_soc: Reading | None = None
+
+
 @dataclass(frozen=True)
-class PolicyInputs:
-    """Everything a decision may depend on. Optional readings are ``None`` until first received."""
+class PolicyInputs(DeviceReadings):
+    """Everything a decision may depend on: the app's target, floor and latency samples, the device readings."""
 
     now: float
     target_latency_ms: float | None = None   # None or 0: no latency target
     min_accuracy: float | None = None        # None or 0: no accuracy floor
     latencies: tuple[LatencySample, ...] = ()  # samples received since the previous decision
     active_level: int | None = None
-    cpu_load: Reading | None = None
-    gpu_load: Reading | None = None
-    cpu_temp_c: Reading | None = None
-    gpu_temp_c: Reading | None = None
-    battery_soc: Reading | None = None
 
 
 @dataclass(frozen=True)
