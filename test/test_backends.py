@@ -212,15 +212,21 @@ def test_cache_holds_one_verified_entry_per_level_and_no_temporary_files(pair, c
     assert ort_model.memory_bytes() == sum(lv.nbytes for lv in ort_model._levels)
 
 
-def test_warm_start_builds_nothing_and_imports_no_torch(pair, cache_dir: Path) -> None:
-    """A restart on a warm cache loads the sessions only: no supernet, no BN statistics, not even torch."""
+@pytest.mark.parametrize("entry", ["model", "perception pipeline"])
+def test_warm_start_builds_nothing_and_imports_no_torch(pair, cache_dir: Path, entry: str) -> None:
+    """A restart on a warm cache loads the sessions only: no supernet, no BN statistics, not even torch; also
+    through the perception node's own path (``build_model``, which catches the checkpoint errors)."""
     ort_model, _ = pair
     path = ort_model.family.source_path
+    build = (f"m = DynamicOFA(fm.load({str(path)!r}), backend='onnxruntime', threads=1)\n" if entry == "model" else
+             "from dynofa_ros.perception.pipeline import PerceptionConfig, build_model\n"
+             f"cfg = PerceptionConfig(family_file={str(path)!r}, backend='onnxruntime', device='cpu', threads=1)\n"
+             "m = build_model(cfg, fm.load(cfg.family_file))\n")
     code = (
         "import sys\n"
         "from dynofa_ros.inference import family as fm\n"
         "from dynofa_ros.inference.model import DynamicOFA\n"
-        f"m = DynamicOFA(fm.load({str(path)!r}), backend='onnxruntime', threads=1)\n"
+        + build +
         "print(m.exported_levels, m.num_levels, 'torch' in sys.modules, 'ofa' in sys.modules, m.backend_label())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -48,6 +48,11 @@ class LevelError(ValueError):
     """A level index outside the family."""
 
 
+class WeightsError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, or not this supernet's shapes. Defined here, not
+    in ``supernet`` (which imports torch), so the ONNX Runtime and bundle paths can catch it without torch."""
+
+
 @dataclass
 class InferenceResult:
     level: int
@@ -334,7 +339,7 @@ class LevelSource:
         if weights:
             path = Path(weights)
             if not path.is_file():  # the same error the checkpoint loader gives, before any cache lookup
-                raise _weights_error(f"{path}: checkpoint file not found")
+                raise WeightsError(f"{path}: checkpoint file not found")
             self.weights: str | None = str(path.resolve())
         else:
             self.weights = None
@@ -367,7 +372,7 @@ class LevelSource:
             weights = {"random_seed": self.seed}
         if self.bn_path is not None:
             if not self.bn_path.is_file():
-                raise _weights_error(f"{self.bn_path}: BatchNorm statistics file not found")
+                raise WeightsError(f"{self.bn_path}: BatchNorm statistics file not found")
             bn: dict[str, Any] = {"file": file_identity(self.bn_path)}
         elif self.weights is None:
             import cv2
@@ -414,18 +419,11 @@ class LevelSource:
         return sn.extract_static_with_stats(self.net(), self.family.levels[index], self.level_stats(index))
 
 
-def _weights_error(message: str) -> Exception:
-    from .supernet import WeightsError
-
-    return WeightsError(message)
-
-
 # ---------------------------------------------------------------------- per-level BatchNorm statistics
 def load_bn_stats(family: SubnetFamily) -> list[sn.BnStats | None]:
     """Calibrated statistics stored beside the family, checked against each level's architecture."""
     import torch
 
-    from . import supernet as sn
 
     path = family.bn_stats_path()
     if path is None:
@@ -433,12 +431,12 @@ def load_bn_stats(family: SubnetFamily) -> list[sn.BnStats | None]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise sn.WeightsError(f"{path}: cannot read BatchNorm statistics ({type(exc).__name__})") from None
+        raise WeightsError(f"{path}: cannot read BatchNorm statistics ({type(exc).__name__})") from None
     out: list[sn.BnStats | None] = []
     for i, lv in enumerate(family.levels):
         entry = saved.get(lv.arch_key()) if isinstance(saved, dict) else None
         if entry is None:
-            raise sn.WeightsError(f"{path}: no BatchNorm statistics for level {i} (architecture not found); "
+            raise WeightsError(f"{path}: no BatchNorm statistics for level {i} (architecture not found); "
                                   "re-run calibration for this family")
         out.append([(m, v) for m, v in zip(entry["mean"], entry["var"], strict=True)])
     return out

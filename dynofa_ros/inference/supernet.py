@@ -15,10 +15,7 @@ import torch
 from torch import nn
 
 from .family import DEPTH_CHOICES, EXPAND_CHOICES, KERNEL_CHOICES, SUPERNETS, FamilyError, Level
-
-
-class WeightsError(ValueError):
-    """A checkpoint that cannot be used: missing, unreadable, or not this supernet's shapes."""
+from .model import WeightsError
 
 
 def build_supernet(supernet: str, seed: int = 0) -> nn.Module:

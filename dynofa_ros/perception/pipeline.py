@@ -152,8 +152,7 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> PipelineModel
     if cfg.bundle:
         return build_bundle_model(cfg)
     from ..inference.backends import BackendError
-    from ..inference.model import DynamicOFA, LevelError
-    from ..inference.supernet import WeightsError
+    from ..inference.model import DynamicOFA, LevelError, WeightsError
 
     kwargs: dict[str, Any] = dict(weights=cfg.weights_path or None, device=cfg.device, fp16=cfg.fp16,
                                   threads=cfg.threads or None, top_k=cfg.top_k, seed=cfg.seed,
