@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from install_helpers import read_parameters
 from ros_harness import NodeProcess, RosProbe, ros_env
 
 from devtools.processes import find_executable
@@ -83,19 +84,12 @@ def _app_statuses(diag: Any) -> dict[str, dict[str, str]]:
 
 
 def _get_parameters(probe: RosProbe, names: list[str], logs: Any) -> dict[str, Any]:
-    from rcl_interfaces.msg import ParameterType
-    from rcl_interfaces.srv import GetParameters
-
-    resp = probe.call(GetParameters, "/manager_node/get_parameters", GetParameters.Request(names=names), WAIT)
-    assert resp is not None, f"manager_node/get_parameters did not answer{logs()}"
-    # rclpy answers an empty list when one of the names is not declared
-    assert len(resp.values) == len(names), f"manager_node does not declare every one of {names}{logs()}"
-    out = {}
-    for name, v in zip(names, resp.values, strict=True):
-        out[name] = {ParameterType.PARAMETER_DOUBLE: v.double_value, ParameterType.PARAMETER_STRING: v.string_value,
-                     ParameterType.PARAMETER_STRING_ARRAY: list(v.string_array_value),
-                     ParameterType.PARAMETER_NOT_SET: None}.get(v.type, f"<type {v.type}>")
-    return out
+    try:
+        got = read_parameters(probe, "/manager_node", names, WAIT)
+    except ValueError:  # rclpy answers an empty list when one of the names is not declared
+        pytest.fail(f"manager_node does not declare every one of {names}{logs()}")
+    assert got is not None, f"manager_node/get_parameters did not answer{logs()}"
+    return got
 
 
 @pytest.mark.parametrize("form", ["flat", "per_app_map", "nested"])
