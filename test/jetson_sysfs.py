@@ -7,6 +7,7 @@ INA3221 voltages in mV and currents in mA, every file ending with a newline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every regular file's content under root (symlinks not followed), to compare before/after."""
     return {str(p.relative_to(root)): p.read_text(encoding="ascii") for p in sorted(root.rglob("*"))
             if p.is_file() and not p.is_symlink()}
+
+
+def read(root: Path, rel: str) -> str:
+    return (root / rel).read_text(encoding="ascii").strip()
+
+
+def wait_file(root: Path, rel: str, value: str, timeout: float) -> bool:
+    """Poll until the file holds ``value`` (a node writes it from another process), bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read(root, rel) == value:
+            return True
+        time.sleep(0.02)
+    return False

@@ -15,17 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
+from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, read, snapshot, wait_file
 from ros_harness import NodeProcess, RosProbe, ros_env
 
 from dynofa_ros.control.dvfs import DvfsController, signals_held, snap_nearest
 from dynofa_ros.control.dvfs import state_file_name as dvfs_state_name
 from dynofa_ros.control.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
 from dynofa_ros.control.sysfs import OutsideRootError, Sysfs, remove_durably, write_atomically
-
-
-def read(root: Path, rel: str) -> str:
-    return (root / rel).read_text(encoding="ascii").strip()
 
 
 @pytest.fixture
@@ -388,15 +384,6 @@ def _dvfs_node(root: Path, state: Path, domain_id: int, *extra: str) -> NodeProc
                                      "-p", "diagnostics_period_s:=0.2", *extra], env=ros_env(domain_id))
 
 
-def _wait_file(root: Path, rel: str, value: str, timeout: float = NODE_WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if read(root, rel) == value:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _command(domain_id: int, root: Path, node: NodeProcess, khz: int, hz: int) -> None:
     """Publish latched clock commands until dvfs_node has applied both, then drop the publishers.
 
@@ -413,8 +400,8 @@ def _command(domain_id: int, root: Path, node: NodeProcess, khz: int, hz: int) -
             node.output()
         cpu.publish(UInt32(data=khz))
         gpu.publish(UInt64(data=hz))
-        assert _wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(khz)), node.output()
-        assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(hz)), node.output()
+        assert wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(khz), NODE_WAIT), node.output()
+        assert wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(hz), NODE_WAIT), node.output()
 
 
 def test_node_killed_with_sigkill_gets_the_clocks_back_at_the_next_start(isolated_network, domain_id, tmp_path):
@@ -460,7 +447,7 @@ def test_a_second_signal_during_restore_does_not_cut_it_short(isolated_network, 
         original = snapshot(root)
         with _dvfs_node(root, state, domain_id) as node:
             _command(domain_id, root, node, 1420800, 599250000)
-            assert _wait_file(root, f"{CPUFREQ}/policy126/scaling_setspeed", "1420800"), node.output()
+            assert wait_file(root, f"{CPUFREQ}/policy126/scaling_setspeed", "1420800", NODE_WAIT), node.output()
             first = root / CPUFREQ / "policy0/scaling_governor"
             node.proc.send_signal(first_sig)
             deadline = time.monotonic() + NODE_WAIT

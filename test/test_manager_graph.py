@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot
+from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot, wait_file
 from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
 
 from dynofa_ros.control.platforms import XAVIER_NX
@@ -67,19 +66,6 @@ def _wait_commands(cols: tuple[Any, Any, Any], want: tuple[int, int, int], timeo
             return True
         time.sleep(0.05)
     return _commands(*cols) == want
-
-
-def _read(root: Path, rel: str) -> str:
-    return (root / rel).read_text().strip()
-
-
-def _wait_file(root: Path, rel: str, value: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _read(root, rel) == value:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _last(col: Any) -> Any:
@@ -134,10 +120,10 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         cols = (level_cmd, cpu_cmd, gpu_cmd)
         want1 = (exp1.level, exp1.cpu_freq_khz, exp1.gpu_freq_hz)
         assert _wait_commands(cols, want1, WAIT), f"want {want1}, got {_commands(*cols)}\n{manager.output()}"
-        assert _wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(exp1.cpu_freq_khz), WAIT), dvfs.output()
-        assert _wait_file(root, f"{CPUFREQ}/policy4/scaling_governor", "userspace", WAIT), dvfs.output()
-        assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
-        assert _wait_file(root, f"{GPU_DEVFREQ}/min_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
+        assert wait_file(root, f"{CPUFREQ}/policy0/scaling_setspeed", str(exp1.cpu_freq_khz), WAIT), dvfs.output()
+        assert wait_file(root, f"{CPUFREQ}/policy4/scaling_governor", "userspace", WAIT), dvfs.output()
+        assert wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
+        assert wait_file(root, f"{GPU_DEVFREQ}/min_freq", str(exp1.gpu_freq_hz), WAIT), dvfs.output()
 
         # 2. latency feedback: the platform runs 1.5x slower than profiled. The test plays perception, and
         # reports a latency only once the clocks it ran under have been stable for a while (as a real frame
@@ -201,8 +187,8 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
             put(root, "sys/class/thermal/thermal_zone1/temp", 95000)
             want3 = (0, XAVIER_NX.cpu_khz[0], XAVIER_NX.gpu_hz[0])
             assert _wait_commands(cols, want3, WAIT), f"want {want3}, got {_commands(*cols)}\n{manager.output()}"
-            assert _wait_file(root, f"{CPUFREQ}/policy2/scaling_setspeed", str(XAVIER_NX.cpu_khz[0]), WAIT)
-            assert _wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(XAVIER_NX.gpu_hz[0]), WAIT)
+            assert wait_file(root, f"{CPUFREQ}/policy2/scaling_setspeed", str(XAVIER_NX.cpu_khz[0]), WAIT)
+            assert wait_file(root, f"{GPU_DEVFREQ}/max_freq", str(XAVIER_NX.gpu_hz[0]), WAIT)
             assert diags.wait_until(lambda m: any(
                 diagnostic_values(a, "dynofa manager").get("mode") == "thermal_hard" for a in m), WAIT)
         finally:
