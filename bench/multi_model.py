@@ -49,7 +49,6 @@ level switches; total CPU-rail energy (simulated). Prints the table and writes `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -64,6 +63,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # the tests' probe node (ros_harness), as bench/node_overhead.py does
+
+from ros_harness import RosProbe  # noqa: E402
 
 from devtools.demo import contention_cmd  # noqa: E402
 from devtools.processes import Proc, find_executable, graph_env, network_is_isolated  # noqa: E402
@@ -186,40 +188,6 @@ def real_apps(out: Path, front_target_ms: float = 25.0, rear_target_ms: float = 
             RealApp("rear", GENERIC, 20.0, rear_target_ms, 1.0, tuple(acc)))
 
 
-class Probe:
-    """The bench's own rclpy node in a private context (cameras out, stats in), spun on a thread."""
-
-    def __init__(self, domain_id: int):
-        self.domain_id = domain_id
-
-    def __enter__(self) -> Probe:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=self.domain_id)
-        self.node = rclpy.create_node("multi_model_bench", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-        return self
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        with contextlib.suppress(ExternalShutdownException):
-            self.executor.spin()
-
-    def __exit__(self, *exc: object) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(5.0)
-
-
 def camera(pub: Any, msg: Any, clock: Any, fps: float, stop: threading.Event, sent: list[int]) -> None:
     """Publish ``msg`` (re-stamped) at ``fps`` on a monotonic schedule; a late frame is not made up with a burst."""
     period = 1.0 / fps
@@ -299,7 +267,7 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
             text = "ready:" if p.name.startswith("perception") else "policy" if p.name.startswith("manager") else None
             if text and not p.wait_for_output(text, 180):
                 raise RuntimeError(f"{p.name} not up in 180 s; see {p.log_path}")
-        with Probe(domain_id) as probe:
+        with RosProbe(domain_id, "multi_model_bench") as probe:
             node = probe.node
             for a in apps:
                 def on_stats(m: Any, name: str = a.name) -> None:

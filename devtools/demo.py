@@ -16,6 +16,7 @@ The :class:`Graph` and :class:`Proc` helpers are also what ``scripts/run_graph.p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
@@ -69,11 +70,16 @@ def contention_cmd() -> list[str]:
 def build_bag(scenario: Path, bag: Path) -> None:
     from dynofa_ros.tools.make_scenario_bag import write_bag
 
-    if bag.exists() and (bag / "metadata.yaml").exists():
+    # the bag is reused between demo runs, but only while it was built from this very scenario text: an edited
+    # scenario (a new target, say) must not be replayed from a stale bag
+    digest = hashlib.sha256(scenario.read_bytes()).hexdigest()
+    stamp = bag.with_name(bag.name + ".scenario-sha256")
+    if (bag / "metadata.yaml").exists() and stamp.is_file() and stamp.read_text(encoding="ascii").strip() == digest:
         return
     sc = scn.load_scenario(scenario)
     print(f"demo: building scenario bag {bag} from {scenario}", flush=True)
     write_bag(sc, bag, "mcap", overwrite=True)
+    stamp.write_text(digest + "\n", encoding="ascii")
 
 
 def run_once(label: str, *, use_manager: bool, sc: scn.Scenario, bag: Path, out: Path, domain_id: int,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from perception_helpers import tiny_family
 
 from devtools.demo import Graph, Proc, find_executable
 from dynofa_ros import launch_config as lc
@@ -27,15 +28,6 @@ from dynofa_ros.tools import report
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "config/scenarios/ci_short.yaml"
 STEP_S = 6.0  # the scenario's target drop
-
-
-def tiny_family(path: Path) -> Path:
-    """Two levels of the Xavier NX family (smallest, largest): a fast start and a real latency gap."""
-    raw = json.loads((REPO / "config/families/xavier_nx_six_levels.json").read_text())
-    raw["name"] = "ci_tiny"
-    raw["levels"] = [raw["levels"][0], raw["levels"][-1]]
-    path.write_text(json.dumps(raw))
-    return path
 
 
 @pytest.mark.usefixtures("isolated_network")

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import pytest
+from perception_helpers import tiny_family
 from ros_harness import RosProbe, diagnostic_values
 
 from devtools.processes import Proc, find_executable, graph_env
@@ -37,15 +38,6 @@ BAG_LOAD = 42.0
 SCENARIO = {"name": "launch", "duration_s": 8.0,
             "camera": {"fps": 2, "width": 32, "height": 24, "encoding": "rgb8", "frame_id": "launch_cam"},
             "targets": {"latency_ms": [[0, TARGET_MS]]}, "load": {"rate_hz": 2, "cpu": BAG_LOAD, "gpu": 0}}
-
-
-def tiny_family(path: Path) -> Path:
-    """Two levels of the Xavier NX family (smallest, largest): quick to prepare."""
-    raw = json.loads((REPO / "config/families/xavier_nx_six_levels.json").read_text())
-    raw["name"] = "launch_tiny"
-    raw["levels"] = [raw["levels"][0], raw["levels"][-1]]
-    path.write_text(json.dumps(raw))
-    return path
 
 
 def _proc(spec: lc.NodeSpec, env: dict[str, str], logs: Path, name: str, extra: dict | None = None) -> Proc:

@@ -159,17 +159,9 @@ def build_model(cfg: PerceptionConfig, family: fm.SubnetFamily) -> PipelineModel
                                   backend=cfg.backend)
     if cfg.weights_path and not Path(cfg.weights_path).expanduser().is_file():
         raise ConfigError(f"parameter weights_path: {cfg.weights_path!r} is not a file ('' runs random weights)")
-    try:
-        model = DynamicOFA(family, **kwargs)
-        warm_up(model)
-        model.switch(cfg.initial_level)
-    except WeightsError as exc:
-        raise ConfigError(f"parameter weights_path: {exc}") from None
-    except BackendError as exc:
-        raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
-    except (fm.FamilyError, LevelError) as exc:
-        raise ConfigError(f"parameter family_file: {exc}") from None
-    return model
+    return _prepared(lambda: DynamicOFA(family, **kwargs), cfg.initial_level, {
+        WeightsError: "weights_path", BackendError: "device/backend/fp16", fm.FamilyError: "family_file",
+        LevelError: "family_file"})
 
 
 def build_bundle_model(cfg: PerceptionConfig) -> PipelineModel:
@@ -180,19 +172,28 @@ def build_bundle_model(cfg: PerceptionConfig) -> PipelineModel:
 
     if cfg.weights_path:
         log.warning("parameter weights_path ignored: bundle %s carries its own exported weights", cfg.bundle)
-    try:
+    def make() -> PipelineModel:
         bundle = load_bundle(cfg.bundle)
-        model = DynamicOFA(bundle.family, device=cfg.device, fp16=cfg.fp16, threads=cfg.threads or None,
-                           top_k=cfg.top_k, backend=cfg.backend, bundle=bundle)
-        warm_up(model)
-        model.switch(cfg.initial_level)
-    except BundleError as exc:
-        raise ConfigError(f"parameter bundle: {exc}") from None
-    except BackendError as exc:
-        raise ConfigError(f"parameter device/backend/fp16: {exc}") from None
-    except (fm.FamilyError, LevelError) as exc:
-        raise ConfigError(f"parameter bundle: {exc}") from None
+        return DynamicOFA(bundle.family, device=cfg.device, fp16=cfg.fp16, threads=cfg.threads or None,
+                          top_k=cfg.top_k, backend=cfg.backend, bundle=bundle)
+
+    model = _prepared(make, cfg.initial_level, {BundleError: "bundle", BackendError: "device/backend/fp16",
+                                                 fm.FamilyError: "bundle", LevelError: "bundle"})
     free_memory()  # session creation and warm-up leave freed heap behind: give it back before the robot runs
+    return model
+
+
+def _prepared(make: Callable[[], PipelineModel], initial_level: int,
+              errors: dict[type[Exception], str]) -> PipelineModel:
+    """Build, warm up and switch to ``initial_level``; an exception of a type in ``errors`` becomes one
+    ConfigError naming the parameter it maps to (the first matching type, in the order given)."""
+    try:
+        model = make()
+        warm_up(model)
+        model.switch(initial_level)
+    except tuple(errors) as exc:
+        key = next(k for t, k in errors.items() if isinstance(exc, t))
+        raise ConfigError(f"parameter {key}: {exc}") from None
     return model
 
 
