@@ -146,3 +146,21 @@ def test_per_app_value_of_the_wrong_type_names_the_key(isolated_network, domain_
     assert "Traceback" not in out.stderr + out.stdout, out.stderr
     assert len(lines) == 1, out.stderr
     assert "apps.front.priority" in lines[0] and str(params) in lines[0] and "2.0" in lines[0], lines[0]
+
+
+def test_per_app_keys_without_an_apps_list_stop_the_manager_with_one_line(isolated_network, domain_id, tmp_path):
+    """``apps.front.*`` in a params file but no ``apps`` list: the keys would all be ignored and the manager would
+    run one app with the default family; instead exit status 2, one line naming the file, the key and the fix."""
+    params = tmp_path / "no_list.yaml"
+    params.write_text("/**/manager_node:\n  ros__parameters:\n" + COMMON
+                      + f"    apps.front.family_file: {GENERIC}\n    apps.front.priority: 3.0\n", encoding="utf-8")
+    try:
+        out = subprocess.run([find_executable("manager_node"), "--ros-args", "--params-file", str(params)],
+                             env=ros_env(domain_id), capture_output=True, text=True, timeout=WAIT, cwd=REPO)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"manager_node did not exit within {WAIT} s on apps.* keys without apps: {exc.stderr!r}")
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2, f"exit status {out.returncode}; stderr: {out.stderr}"
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr
+    assert len(lines) == 1, out.stderr
+    assert str(params) in lines[0] and "apps.front." in lines[0] and "apps: [front" in lines[0], lines[0]

@@ -164,6 +164,11 @@ def _option_values(ros_args: Sequence[str], *flags: str) -> list[str]:
     return [ros_args[i + 1] for i, w in enumerate(ros_args[:-1]) if w in flags]
 
 
+def command_line_parameters(argv: Sequence[str]) -> list[str]:
+    """Names set with ``-p name:=value`` on the command line (inside ``--ros-args``)."""
+    return [v.split(":=", 1)[0] for v in _option_values(ros_arguments(argv), "-p", "--param")]
+
+
 def params_files(argv: Sequence[str]) -> list[str]:
     """``--params-file`` paths of the command line, in the order rcl applies them (later wins)."""
     return _option_values(ros_arguments(argv), "--params-file")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import fields
 from typing import Any
 
@@ -45,8 +46,11 @@ from .common import (
     STATS_QOS,
     BadInput,
     check_number,
+    command_line_parameters,
     descriptor,
     diagnostics,
+    params_entries,
+    params_files,
     run,
     subscribe,
 )
@@ -167,6 +171,9 @@ class ManagerNode(Node):
         try:
             names = list(self.get_parameter("apps").value or [])
         except ParameterUninitializedException:
+            names = []
+        if not names:
+            self._refuse_stray_app_keys()
             return []
         for n in names:
             if not APP_NAME.fullmatch(n):
@@ -176,6 +183,19 @@ class ManagerNode(Node):
         if dup:
             raise ConfigError(f"parameter apps: {dup[0]!r} is listed twice")
         return names
+
+    def _refuse_stray_app_keys(self) -> None:
+        """``apps.<app>.*`` set with no ``apps`` list would start one app with the default family, the per-app
+        settings ignored: a start-up error naming where the key came from, not a warning per key."""
+        argv = sys.argv
+        given = [(e.file, n) for e in params_entries(params_files(argv), self.get_fully_qualified_name())
+                 if e.names_node() for n in e.names]
+        given += [("the command line (-p)", n) for n in command_line_parameters(argv)]
+        for where, name in given:
+            if name.startswith("apps."):
+                app = name.split(".")[1] or "<app>"
+                raise ConfigError(f"{where}: '{name}' is set but parameter apps lists no apps, so every apps.* "
+                                  f"key would be ignored; add apps: [{app}, ...] beside it, or remove the apps.* keys")
 
     def _init_multi(self, names: list[str]) -> None:
         """Per app: family, priority, target and floor parameters; one MultiPolicy over all of them."""
