@@ -39,6 +39,9 @@ INFERENCE_STATS = "dynofa/inference_stats"
 INFERENCE_LATENCY = "dynofa/inference_latency_ms"
 ACTIVE_LEVEL = "dynofa/active_level"
 READY = "dynofa/ready"
+#: Latched std_msgs/UInt32: how many publishers perception sees on its camera topics (its own, reader-side
+#: discovery), so a player can wait until perception knows its publisher before sending the first frame.
+CAMERA_PUBLISHERS = "dynofa/camera_publishers"
 SUBNET_CMD = "dynofa/subnet_cmd"
 CPU_FREQ_CMD = "dynofa/cpu_freq_cmd"
 GPU_FREQ_CMD = "dynofa/gpu_freq_cmd"

@@ -237,7 +237,9 @@ def test_result_age_stays_bounded_with_input_faster_than_inference(graph: Graph)
     processed = int(after["image_raw.processed"]) - int(before["image_raw.processed"])
     dropped = int(after["dropped_frames"]) - int(before["dropped_frames"])
     assert processed < received, "inference kept up with 60 Hz: the premise of this test does not hold"
-    assert dropped >= received - processed - 1, (received, processed, dropped)
+    # at the moment of the snapshot at most two received frames are neither processed nor dropped: one being
+    # inferred by the worker, one waiting in the slot
+    assert dropped >= received - processed - 2, (received, processed, dropped)
     for stage in ("conversion", "preprocess", "inference", "postprocess", "publish", "age", "wait", "transport"):
         assert f"{stage}_ms_p50" in after and f"{stage}_ms_p90" in after
 

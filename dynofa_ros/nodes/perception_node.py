@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8
+from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8, UInt32
 
 from .. import paths, topics
 from ..inference.backends import BACKENDS, DEVICES
@@ -41,6 +41,8 @@ from .common import run as run_node
 from .inference_stats import to_msg as inference_stats
 
 LIVE_PARAMETERS = ("top_k", "max_image_pixels")
+#: Seconds between two looks at how many publishers the camera topics have (``dynofa/camera_publishers``).
+CAMERA_PUBLISHERS_POLL_S = 0.2
 
 
 class PerceptionRuntime:
@@ -56,6 +58,7 @@ class PerceptionRuntime:
         self._result_pubs: list[Any] = []
         self._subs: list[Any] = []
         self._timer: Any = None
+        self._graph_timer: Any = None
         self._declare(read_only=not settable_when_unconfigured)
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -152,6 +155,7 @@ class PerceptionRuntime:
             "level": node.create_publisher(UInt8, topics.ACTIVE_LEVEL, LATCHED_QOS),
             # Latched readiness (replay --wait-ready): true once the model is prepared and frames are taken.
             "ready": node.create_publisher(Bool, topics.READY, LATCHED_QOS),
+            "camera_publishers": node.create_publisher(UInt32, topics.CAMERA_PUBLISHERS, LATCHED_QOS),
             "diagnostics": node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS),
         }
         for i, cam in enumerate(cfg.cameras):
@@ -161,6 +165,8 @@ class PerceptionRuntime:
                                 IMAGE_QOS)
         self._subscribe(UInt8, topics.SUBNET_CMD, self._on_subnet_cmd, LATCHED_QOS)
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        self._camera_publishers: int | None = None
+        self._graph_timer = node.create_timer(CAMERA_PUBLISHERS_POLL_S, self._publish_camera_publishers)
         self.pipeline.set_sink(self)
 
     def deactivate(self) -> None:
@@ -171,9 +177,10 @@ class PerceptionRuntime:
             self.node.destroy_subscription(sub)
         for pub in [*self._result_pubs, *self._pubs.values()]:
             self.node.destroy_publisher(pub)
-        if self._timer is not None:
-            self.node.destroy_timer(self._timer)
-        self._subs, self._result_pubs, self._pubs, self._timer = [], [], {}, None
+        for timer in (self._timer, self._graph_timer):
+            if timer is not None:
+                self.node.destroy_timer(timer)
+        self._subs, self._result_pubs, self._pubs, self._timer, self._graph_timer = [], [], {}, None, None
         self._ready_sent = False
 
     def cleanup(self) -> None:
@@ -184,6 +191,21 @@ class PerceptionRuntime:
             self.pipeline.model = None
             self.pipeline = None
         free_memory()
+
+    def _publish_camera_publishers(self) -> None:
+        """Publish (on change) how many publishers this node's own discovery sees on its camera topics.
+
+        Why: discovery is asymmetric. A player sees this node's subscription before this node has matched
+        the player's publisher, and best-effort frames sent in between are lost; only this side can tell.
+        """
+        pub = self._pubs.get("camera_publishers")
+        if pub is None:
+            return
+        count = sum(self.node.count_publishers(sub.topic_name) for sub in self._subs
+                    if sub.msg_type in (Image, CompressedImage))
+        if count != self._camera_publishers:
+            self._camera_publishers = count
+            pub.publish(UInt32(data=count))
 
     # ------------------------------------------------------------------ subscriptions
     def _subscribe(self, msg_type: type, topic: str, callback: Callable[[Any], None], qos: Any) -> None:

@@ -38,6 +38,10 @@ from ..replay.bagio import BagError, BagMessage, read_raw
 MATCH_SETTLE_S = 0.5
 #: Longest wait for an already running live monitor to be discovered before the bag's monitor topics play.
 MONITOR_DISCOVERY_S = 3.0
+#: With --wait-ready: longest wait for perception to report (dynofa/camera_publishers) that its own discovery sees
+#: this player's camera publishers, and how long to wait for a first report (an older perception sends none).
+CAMERA_MATCH_S = 20.0
+CAMERA_REPORT_S = 2.0
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dynofa-replay", description=__doc__.split("\n\n")[0])
@@ -196,6 +200,43 @@ class Player:
                     break
                 time.sleep(0.05)
 
+    def wait_camera_matched(self, deadline: float) -> None:
+        """Until perception's own discovery sees at least as many camera publishers as this player does.
+
+        Why: discovery is asymmetric. This player sees perception's subscription (``--wait-for``) before
+        perception has matched this player's publisher, and a best-effort frame sent in between is lost; on a
+        loaded 2-core machine that took over 1.5 s. Perception reports its side on ``dynofa/camera_publishers``.
+        """
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import UInt32
+
+        images = [self.pubs[t].topic_name for t in self.pubs
+                  if getattr(self.classes[t], "__name__", "") in ("Image", "CompressedImage")]
+        if not images:
+            return
+        seen: list[int] = []
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        sub = self.node.create_subscription(UInt32, graph.CAMERA_PUBLISHERS, lambda msg: seen.append(msg.data), qos)
+        try:
+            start = time.monotonic()
+            until = min(deadline, start + CAMERA_MATCH_S)
+            while time.monotonic() < until:
+                mine = sum(self.node.count_publishers(name) for name in images)  # this player and any other camera
+                if seen and seen[-1] >= mine:
+                    self.log.info(f"{sub.topic_name}: perception sees {seen[-1]} camera publisher(s), this one "
+                                  "included")
+                    return
+                if not seen and time.monotonic() - start > CAMERA_REPORT_S:
+                    self.log.info(f"no {sub.topic_name} report (an older perception_node?): playing after the "
+                                  "discovery settle only")
+                    return
+                time.sleep(0.05)
+            self.log.warning(f"perception did not report this player's camera publisher on {sub.topic_name} "
+                             f"within {CAMERA_MATCH_S:g} s; playing anyway (the first frames may be lost)")
+        finally:
+            self.node.destroy_subscription(sub)
+
     def wait_ready(self, deadline: float) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Bool
@@ -233,6 +274,8 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
         if args.wait_ready:
             player.wait_ready(deadline)
         player.wait_for_subscribers(deadline)
+        if args.wait_ready:
+            player.wait_camera_matched(deadline)
         if args.wait_for or args.wait_ready:
             # Discovery is asymmetric: this publisher can see a reader before the reader has matched this
             # publisher, and a best-effort sample (a camera frame) sent in between is lost. No API tells the
