@@ -61,6 +61,7 @@ from dynofa_ros import launch_config as lc  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.sim import policy_fingerprint  # noqa: E402
 from dynofa_ros.replay import scenario as scn  # noqa: E402
+from dynofa_ros.series import step_value  # noqa: E402
 
 FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
@@ -123,14 +124,6 @@ PATTERNS: dict[str, Pattern] = {
 }
 
 
-def step_at(points: Sequence[tuple[float, float]], t: float) -> float:
-    v = points[0][1]
-    for pt, pv in points:
-        if pt <= t:
-            v = pv
-        else:
-            break
-    return v
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -296,7 +289,7 @@ def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.n
     for tc, n in ch:
         busy[t >= tc] = n
         since[t >= tc] = t[t >= tc] - tc
-    target = np.array([step_at(p.targets, x) for x in ft])
+    target = np.array([step_value(p.targets, x) for x in ft])
     for tc, _ in p.targets[1:]:
         m = ft >= tc
         since[m] = np.minimum(since[m], ft[m] - tc)
@@ -406,7 +399,7 @@ def plot(path: Path, patterns: list[Pattern], results: dict[str, list[ColumnScor
                 ax.set_visible(False)
                 continue
             t, lat, lvl = np.asarray(r.t_s), np.asarray(r.latency_ms), np.asarray(r.level)
-            tgt = np.array([step_at(p.targets, x) for x in r.frame_t_s])
+            tgt = np.array([step_value(p.targets, x) for x in r.frame_t_s])
             miss = lat > tgt
             ax.plot(t[~miss], lat[~miss], ".", ms=2, c="C0")
             ax.plot(t[miss], lat[miss], ".", ms=3, c="r")

@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from ..series import step_value
 from .platforms import DomainPower
 from .policy import (
     MIN_OWN_SAMPLES,
@@ -279,15 +280,6 @@ class MultiPolicy:
         return {n: self.subs[n].state.level for n in self.order}
 
     # -- demand and prediction
-    def _level_at(self, name: str, t: float) -> int:
-        hist = self.level_history[name]
-        lvl = hist[0][1]
-        for when, lv in hist:
-            if when > t:
-                break
-            lvl = lv
-        return lvl
-
     def demand(self, name: str, level: int) -> float:
         """Profiled CPU share of ``name`` at ``level``: its measured frame rate × the level's profiled time."""
         sub = self.subs[name]
@@ -323,7 +315,7 @@ class MultiPolicy:
                 if not (0 <= s.level < len(sub.levels)) or not math.isfinite(s.latency_ms) or s.latency_ms <= 0:
                     continue
                 start = s.stamp - s.latency_ms / 1000.0
-                others = {j: self._level_at(j, start) for j in self.order}
+                others = {j: step_value(self.level_history[j], start) for j in self.order}
                 cpu, gpu = sub.freqs_at(start)
                 base = (sub.levels[s.level].latency_ms + self.config.overhead_ms) * sub.clock_scaling.factor(cpu, gpu)
                 self.interference.add(name, s.stamp, self.others_demand(name, others), s.latency_ms / base)

@@ -35,6 +35,7 @@ import numpy as np
 from ..control.multi_policy import AppInputs, AppSpec, MultiInputs, MultiPolicy
 from ..control.platforms import XAVIER_NX, DomainPower
 from ..control.policy import JointPolicy, LatencySample, LevelSpec, PolicyConfig, PolicyInputs
+from ..series import step_value
 
 CONTROLLERS = ("coordinated", "independent", "fixed")
 
@@ -52,12 +53,7 @@ class SimApp:
     sigma: float = 0.15
 
     def target_at(self, t: float) -> float:
-        v = self.targets[0][1]
-        for when, ms in self.targets:
-            if when > t:
-                break
-            v = ms
-        return v
+        return float(step_value(self.targets, t))
 
     def spec(self) -> AppSpec:
         return AppSpec(self.name, tuple(LevelSpec(a, p) for a, p in zip(self.accuracy, self.profile_ms, strict=True)),

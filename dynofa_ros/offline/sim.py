@@ -55,6 +55,7 @@ from ..control.policy import (
     make_policy,
 )
 from ..paths import config_dir
+from ..series import step_value
 
 GOVERNORS = ("performance", "powersave", "ondemand", "schedutil")
 REFERENCE_FAMILY = config_dir() / "families" / "xavier_nx_six_levels.json"
@@ -418,20 +419,11 @@ class GraphScenario:
     busy: tuple[tuple[float, int], ...]        # (t_s, busy processes from t on)
     targets: tuple[tuple[float, float], ...]   # (t_s, target ms from t on)
 
-    @staticmethod
-    def _at(points: Sequence[tuple[float, float]], t: float) -> float:
-        v = points[0][1]
-        for pt, pv in points:
-            if pt > t:
-                break
-            v = pv
-        return v
-
     def busy_at(self, t: float) -> int:
-        return int(self._at(self.busy, t)) if self.busy else 0
+        return int(step_value(self.busy, t)) if self.busy else 0
 
     def target_at(self, t: float) -> float:
-        return float(self._at(self.targets, t))
+        return float(step_value(self.targets, t))
 
 
 @dataclass
@@ -646,7 +638,7 @@ def _run_busy(run: dict, t_start: np.ndarray) -> np.ndarray:
 
 def _target(pattern: dict, frame_t: np.ndarray) -> np.ndarray:
     pts = [tuple(p) for p in pattern["targets"]]
-    return np.array([GraphScenario._at(pts, float(x)) for x in frame_t])
+    return np.array([step_value(pts, float(x)) for x in frame_t])
 
 
 def policy_fingerprint(name: str) -> str:

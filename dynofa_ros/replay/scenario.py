@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..series import step_value
+
 #: The ROS message type each event kind is written as (topic names: ``dynofa_ros/topics.py``).
 TOPIC_TYPES: dict[str, str] = {
     "image": "sensor_msgs/msg/Image",
@@ -137,17 +139,6 @@ class Scenario:
 # ---------------------------------------------------------------------------------------- values
 def seconds_to_ns(t: float) -> int:
     return round(t * 1e9)
-
-
-def step_value(points: Points, t: float) -> float:
-    """Value of a step schedule at time ``t``: the last point at or before ``t`` (the first before it)."""
-    value = points[0][1]
-    for pt, pv in points:
-        if pt <= t:
-            value = pv
-        else:
-            break
-    return value
 
 
 def ramp_value(points: Points, t: float) -> float:

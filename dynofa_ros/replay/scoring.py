@@ -16,11 +16,12 @@ Rules, stated once:
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from ..series import value_at
 
 Series = list[tuple[float, float]]  # (t_s since run start, value), sorted by time
 
@@ -95,12 +96,6 @@ class Score:
         out.append("  energy                  " + ("not recorded (no power samples)" if self.energy_j is None
                                                    else f"{self.energy_j:.1f} J"))
         return out
-
-
-def value_at(series: Series, t: float) -> float | None:
-    """The last value at or before ``t`` (None before the first sample)."""
-    i = bisect.bisect_right(series, (t, math.inf))
-    return series[i - 1][1] if i else None
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
