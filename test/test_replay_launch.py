@@ -113,7 +113,8 @@ def test_replay_launch_camera_topic_five_runs(tmp_path: Path, domain_id: int) ->
                     dropped = [int(v["dropped_frames"]) for v in (diagnostic_values(m, "perception_node")
                                                                   for m in diags.snapshot()) if "dropped_frames" in v]
                     assert first_stamp in stamps or (dropped and dropped[-1] > 0), \
-                        f"the first frame never reached perception (dropped in slot: {dropped[-1:]})"
+                        (f"the first frame never reached perception (dropped in slot: {dropped[-1:]}); first "
+                         f"classified {sorted(stamps)[:1]}", text[-3000:], graph[0].output()[-3000:])
                 assert "published the value in force again" in replay.output()
                 recorded = [m.data for _, _, m in bagio.read_messages(out, ["load/cpu"])]
                 assert recorded and BAG_LOAD not in recorded, recorded  # only the live monitor's values

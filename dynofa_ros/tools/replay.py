@@ -140,6 +140,17 @@ class Player:
         self.last: dict[str, Any] = {}                # state topic → last message published
         self.matched = {t: 0 for t in self.state}     # state topic → subscribers seen
         self.pending: dict[str, float] = {}           # state topic → when new subscribers were seen
+        # Subscribed now, not when needed: matching a reader to perception's latched writer is the same slow,
+        # asymmetric discovery this report exists for, so let it run while the player waits for readiness.
+        self.camera_reports: list[int] = []
+        self.camera_sub = None
+        if args.wait_ready:
+            from std_msgs.msg import UInt32
+
+            latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.camera_sub = node.create_subscription(UInt32, graph.CAMERA_PUBLISHERS,
+                                                       lambda msg: self.camera_reports.append(msg.data), latched)
         node.create_timer(0.1, self.poll)
 
     def publish(self, topic: str, payload: Any) -> None:
@@ -207,17 +218,12 @@ class Player:
         perception has matched this player's publisher, and a best-effort frame sent in between is lost; on a
         loaded 2-core machine that took over 1.5 s. Perception reports its side on ``dynofa/camera_publishers``.
         """
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from std_msgs.msg import UInt32
-
         images = [self.pubs[t].topic_name for t in self.pubs
                   if getattr(self.classes[t], "__name__", "") in ("Image", "CompressedImage")]
-        if not images:
+        sub = self.camera_sub
+        if not images or sub is None:
             return
-        seen: list[int] = []
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        sub = self.node.create_subscription(UInt32, graph.CAMERA_PUBLISHERS, lambda msg: seen.append(msg.data), qos)
+        seen = self.camera_reports
         try:
             start = time.monotonic()
             until = min(deadline, start + CAMERA_MATCH_S)
@@ -227,15 +233,20 @@ class Player:
                     self.log.info(f"{sub.topic_name}: perception sees {seen[-1]} camera publisher(s), this one "
                                   "included")
                     return
-                if not seen and time.monotonic() - start > CAMERA_REPORT_S:
-                    self.log.info(f"no {sub.topic_name} report (an older perception_node?): playing after the "
-                                  "discovery settle only")
+                # No report and nobody publishing one: an older perception_node. A publisher whose latched value
+                # has not arrived yet is discovery still under way (seconds on a loaded machine): keep waiting.
+                if (not seen and time.monotonic() - start > CAMERA_REPORT_S
+                        and self.node.count_publishers(sub.topic_name) == 0):
+                    self.log.info(f"nobody publishes {sub.topic_name} (an older perception_node?): playing after "
+                                  "the discovery settle only")
                     return
                 time.sleep(0.05)
             self.log.warning(f"perception did not report this player's camera publisher on {sub.topic_name} "
-                             f"within {CAMERA_MATCH_S:g} s; playing anyway (the first frames may be lost)")
+                             f"within {CAMERA_MATCH_S:g} s (last report: {seen[-1] if seen else 'none'}); playing "
+                             "anyway (the first frames may be lost)")
         finally:
             self.node.destroy_subscription(sub)
+            self.camera_sub = None
 
     def wait_ready(self, deadline: float) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
