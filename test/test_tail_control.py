@@ -21,8 +21,11 @@ from dynofa_ros.control.tail_estimate import TailEstimator
 SIGMA = 0.25
 
 
-def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, seed=1, start_level=None):
-    """Returns (levels per frame, misses per frame, decision times at which the level changed, up-move times)."""
+def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, seed=1, start_level=None,
+              slowdown=lambda t: 1.0):
+    """Returns (levels per frame, misses per frame, decision times at which the level changed, up-move times).
+
+    ``slowdown(t)``: contention, a factor on every level's latency at time t."""
     rng = random.Random(seed)
     if start_level is not None:
         policy.state.level = start_level
@@ -32,7 +35,7 @@ def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, s
     next_decision = 0.0
     for i in range(int(seconds * fps)):
         t = i / fps
-        lat = true_ms[level] * math.exp(SIGMA * rng.gauss(0.0, 1.0))
+        lat = true_ms[level] * slowdown(t) * math.exp(SIGMA * rng.gauss(0.0, 1.0))
         pending.append(LatencySample(lat, level, t + lat / 1000.0))
         frames.append(level)
         misses.append(lat > target)
@@ -188,3 +191,21 @@ def test_a_level_far_inside_the_plan_is_probed_after_a_handful_of_frames_a_margi
             level = d.level
         assert up_at is not None, target
         assert (up_at <= 10) == early, (target, up_at)
+
+
+def test_when_contention_ends_the_way_up_is_planned_from_the_new_frames_not_the_old_window():
+    """Contention (2x) ends at 30 s. The window still holds 8 s of slow frames whose tail blocks every level
+    above; the running level's newest frames, all far faster than its older ones, are a new condition: the
+    old frames are forgotten and the newest ones, with the spread measured within one condition, plan the
+    way up at once. Bursts of 2-4 s (bench/contention.py, bursty) end before a window or a quiet period."""
+    profile = [10.0, 14.0, 19.6]
+    levels = [LevelSpec(70.0 + 4 * i, ms) for i, ms in enumerate(profile)]
+    target = 40.0  # slowed: level 0 fits (p98 ≈ 33 ms), level 1 does not (≈ 47); idle: level 2 fits (≈ 33)
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    frames, misses, _, ups = run_plant(pol, profile, target, seconds=45.0, start_level=0,
+                                       slowdown=lambda t: 2.0 if t < 30.0 else 1.0)
+    slow = frames[20 * 10:20 * 30]
+    assert slow.count(0) / len(slow) >= 0.9            # under contention it holds the level that fits
+    back = [t for t, lvl in ups if t >= 30.0 and lvl == 2]
+    assert back and back[0] <= 33.0, ups               # within 3 s, not after the 8 s window has emptied
+    assert sum(misses) / len(misses) <= 0.03

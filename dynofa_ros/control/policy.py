@@ -60,8 +60,10 @@ from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 from .platforms import DomainPower
-from .tail_estimate import TailEstimator
+from .tail_estimate import FIT_MIN, TailEstimator
 
 POLICIES = ("joint", "step")
 #: Samples a level needs in its window before its own tail is trusted over the transferred one.
@@ -83,6 +85,10 @@ PROBE_HEADROOM = 0.5
 #: Within ``accuracy_slack``, the running level gives way only to one saving at least this share of energy.
 ENERGY_SWITCH_GAIN = 0.05
 PERIOD_MIN_SAMPLES = 5
+#: Newest samples of the running level that must all be faster than its older ones to call an improvement.
+CHANGE_RECENT = 6
+#: ... and their median at most this share of the older median (noise moves it less; contention's end more).
+CHANGE_FACTOR = 0.7
 
 
 class PolicyConfigError(ValueError):
@@ -555,6 +561,8 @@ class JointPolicy(Policy):
         self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
         self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
         self._context: tuple[float | None, float | None] | None = None
+        self.learned_spread: float | None = None  # σ of log ratios within one condition, once measured
+        self.improved_at: float | None = None     # when the running level last got clearly faster
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)
@@ -582,16 +590,16 @@ class JointPolicy(Policy):
         q = 1.0 - self.config.miss_budget
         cands = []
         if self.tails.count(level) >= MIN_OWN_SAMPLES:
-            cands.append(self.tails.tail_ratio(level, q, self.config.prior_log_spread))
+            cands.append(self.tails.tail_ratio(level, q, self.spread()))
         if level != self.state.level or self.tails.count(level) < MIN_OWN_SAMPLES:
             ref = self._ref_ratios()
             if ref:
-                cands.append(self.tails.tail(ref, q, self.config.prior_log_spread))
+                cands.append(self.tails.tail(ref, q, self.spread()))
         vals = [c for c in cands if c is not None]
         if vals:
             return max(vals)
         # nothing measured yet on this machine: the profile's median with a typical spread around it
-        return math.exp(NormalDist().inv_cdf(q) * self.config.prior_log_spread)
+        return math.exp(NormalDist().inv_cdf(q) * self.spread())
 
     def drop_ratio(self, now: float) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
@@ -599,11 +607,47 @@ class JointPolicy(Policy):
         q = 1.0 - self.config.miss_budget
         window = self._ref_ratios()
         recent = self._ref_ratios(now - RECENT_S)[-DROP_RECENT_SAMPLES:]
-        tail = self.tails.tail(window, q, self.config.prior_log_spread) or self.tail_ratio(self.state.level)
+        tail = self.tails.tail(window, q, self.spread()) or self.tail_ratio(self.state.level)
         if not recent:
             return tail
         median = self.tails.quantile(window, 0.5) or 1.0
         return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * tail / median)
+
+    def spread(self) -> float:
+        """σ of log latency for estimates from few samples: the prior, except right after an improvement
+        (``detect_improvement``), when the spread measured within one condition describes the new one."""
+        if self.learned_spread is not None and self.improved_at is not None and (
+                self.improved_at >= self.state.last_level_change):
+            return self.learned_spread
+        return self.config.prior_log_spread
+
+    def detect_improvement(self, now: float) -> bool:
+        """The running level's newest ``CHANGE_RECENT`` samples all lie below the 10th percentile of its older
+        ones, their median below ``CHANGE_FACTOR`` times the older median: conditions improved.
+
+        Why: the window (``window_s``) then mixes a slow past with a fast present, and its tail keeps the
+        levels above blocked for a whole window after contention ends. Forgetting the past at the change lets
+        the newest samples, with the spread measured within one condition, plan the way up.
+        """
+        lvl = self.state.level
+        dq = self.tails.samples[lvl]
+        if len(dq) < FIT_MIN + CHANGE_RECENT:
+            return False
+        ratios = self.tails.ratios(lvl)
+        recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT]
+        if now - dq[-CHANGE_RECENT].stamp > RECENT_S or max(recent) >= (self.tails.quantile(older, 0.1) or 0.0):
+            return False
+        if float(np.median(recent)) > CHANGE_FACTOR * float(np.median(older)):
+            return False  # faster than the slowest old frames, but not by enough to be a new condition
+        self.tails.forget_older_than(dq[-CHANGE_RECENT].stamp)
+        return True
+
+    def learn_spread(self) -> None:
+        """The running level's σ of log ratios once its window holds enough frames (2 · ``FIT_MIN``)."""
+        lvl = self.state.level
+        ratios = self.tails.ratios(lvl)
+        if len(ratios) >= 2 * FIT_MIN:
+            self.learned_spread = float(np.std(np.log(ratios), ddof=1))
 
     # -- the decision
     def violates(self, target: float, now: float) -> bool:
@@ -640,9 +684,16 @@ class JointPolicy(Policy):
             self.fail_ratio[lv] = ratio if self.fail_ratio[lv] is None else min(self.fail_ratio[lv], ratio)
 
     def enter_context(self, target: float | None, floor_accuracy: float | None) -> None:
-        """A new target or accuracy floor: what failed under the old one says nothing now (probe memory cleared)."""
+        """A new target or accuracy floor: what failed under the old one says nothing now (probe memory cleared).
+
+        A looser target (or none) also ends the quiet period: a miss of the stricter target is no evidence
+        against probing for the looser one, and waiting ``probe_quiet_s`` after it only costs accuracy.
+        """
         context = (target, floor_accuracy)
         if context != self._context:
+            if self._context is not None and (target is None or (self._context[0] is not None
+                                                                 and target > self._context[0])):
+                self.last_violation = -math.inf
             self._context = context
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
@@ -673,6 +724,9 @@ class JointPolicy(Policy):
         top = len(self.levels) - 1
         target = inp.target_latency_ms or None
         self.enter_context(target, floor_acc)
+        if self.detect_improvement(now):
+            self.improved_at, self.last_violation = now, -math.inf
+        self.learn_spread()
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
         if cfg.measure_first and self.tails.last_level is None:
@@ -738,7 +792,9 @@ class JointPolicy(Policy):
             # a tail needs ~1/budget frames to be trusted near the target; far below it (a level predicted
             # within half the plan) a handful of frames is evidence enough, so a cold start or a generous
             # target does not wait 1/budget frames for an obvious move
-            limit = up_budget if n_run >= enough else PROBE_HEADROOM * up_budget
+            fresh = self.improved_at is not None and self.improved_at >= st.last_level_change
+            limit = up_budget if n_run >= enough or (fresh and self.learned_spread is not None) else (
+                PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if cur < top and quiet and settled:
                 up = cur
@@ -752,6 +808,8 @@ class JointPolicy(Policy):
                     why = (f"probe: level {up} predicted within {limit:.1f} ms after "
                            f"{now - self.last_violation:.0f} s without a violation" if math.isfinite(
                                self.last_violation) else f"probe: level {up} predicted within {limit:.1f} ms")
+                    if fresh:
+                        why += f" (faster since {self.improved_at:.1f} s: older frames forgotten)"
                 elif now < self.blocked_until[cur + 1]:
                     why += (f"; level {cur + 1} blocked for {self.blocked_until[cur + 1] - now:.1f} s more after "
                             f"{self.failures[cur + 1] or 1} failed stay(s)")

@@ -70,6 +70,12 @@ class TailEstimator:
             while dq and dq[0].stamp < horizon:
                 dq.popleft()
 
+    def forget_older_than(self, stamp: float) -> None:
+        """Drop every level's samples from before ``stamp`` (conditions changed then: they describe the past)."""
+        for dq in self.samples:
+            while dq and dq[0].stamp < stamp:
+                dq.popleft()
+
     def ratios(self, level: int, since: float = -math.inf) -> list[float]:
         """Windowed ratios of one level (computed now, so a changed ``overhead_ms`` applies to old samples)."""
         base = self.base_ms(level)
