@@ -47,12 +47,27 @@ class Collector:
         self.messages: list[Any] = []
         self.stamps: list[float] = []  # monotonic receive times
         self._cond = threading.Condition()
+        self.subscription: Any = None
 
     def _on_msg(self, msg: Any) -> None:
         with self._cond:
             self.messages.append(msg)
             self.stamps.append(time.monotonic())
             self._cond.notify_all()
+
+    def wait_matched(self, count: int = 1, timeout: float = 60.0) -> bool:
+        """Until this subscription has matched ``count`` publishers (its own side of discovery).
+
+        Why: a reliable, volatile reader gets nothing a writer sent before the reader matched it, and on a
+        loaded machine that takes seconds after the writer's side has matched: a test that counts the first
+        messages must wait for this, not for the publisher to appear in the graph.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.subscription is not None and self.subscription.get_publisher_count() >= count:
+                return True
+            time.sleep(0.02)
+        return False
 
     def wait_until(self, predicate: Callable[[list[Any]], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -117,7 +132,7 @@ class RosProbe:
 
     def collect(self, topic: str, msg_type: type, qos: Any = 10) -> Collector:
         col = Collector()
-        self.node.create_subscription(msg_type, topic, col._on_msg, qos)
+        col.subscription = self.node.create_subscription(msg_type, topic, col._on_msg, qos)
         return col
 
     def wait_for_subscribers(self, pub: Any, count: int = 1, timeout: float = 15.0) -> bool:

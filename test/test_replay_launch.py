@@ -77,6 +77,9 @@ def test_replay_launch_camera_topic_five_runs(tmp_path: Path, domain_id: int) ->
         try:
             graph.append(_proc(specs["perception_node"], env, logs, "perception_node", {"threads": 1}))
             graph.append(_proc(specs["monitor_node"], env, logs, "monitor_node"))
+            # the first results must reach this probe to be counted: its reader must have matched perception's
+            # writer, which on a loaded machine comes seconds after perception's side (CI: 2 s of results lost)
+            assert results.wait_matched(1, 120), graph[0].output()[-3000:]
             for run in range(RUNS):
                 out = tmp_path / f"run{run}"
                 record_spec, replay_spec = lc.replay_specs(lc.ReplayArgs(bag=str(bag), out=str(out),
