@@ -25,6 +25,8 @@ from ros_harness import NodeProcess, RosProbe, ros_env
 WAIT = 120.0
 GENERIC = REPO / "config" / "families" / "generic_cpu.json"
 BUSY = 5
+#: Seconds of contention after which front's target is tightened if rear has not yielded (a loaded machine).
+CONTENTION_WAIT = 30.0
 
 
 def subset_family(path: Path, levels: tuple[int, ...] = (0, 3, 6)) -> Path:
@@ -143,6 +145,12 @@ def test_one_manager_two_apps_lower_priority_yields(isolated_network, domain_id,
         def rear_lowered(ms: list[Any]) -> bool:
             return any((lv := _levels(m)) and lv["rear"] < before["rear"] for m in ms[mark:])
 
+        if not diags.wait_until(rear_lowered, CONTENTION_WAIT):
+            # On a machine already saturated by other work, front's target (measured under that same load) may
+            # survive these busy processes. The yield rule is under test, not this machine's headroom: tighten
+            # front's target below what front measures now, under the contention, so its deadline is threatened.
+            now_lat = [m.data[1] for m in stats["front"].snapshot()[-40:]]
+            front_target.publish(Float32(data=max(1.0, 0.8 * float(np.quantile(now_lat, 0.5)))))
         last_reasons = [(_reason(m, "front"), _reason(m, "rear")) for m in diags.snapshot()[-40:] if _levels(m)][-2:]
         assert diags.wait_until(rear_lowered, WAIT), f"rear never yielded; before {before}: {last_reasons}{logs()}"
         seq = [(lv, m) for m in diags.snapshot()[mark:] if (lv := _levels(m))]
