@@ -368,10 +368,12 @@ def test_level_command_before_ready_is_held_then_applied(isolated_network: None,
 
     from std_msgs.msg import UInt8
 
-    # All six levels: preparing them takes several seconds, time for commands to arrive first.
+    # All six levels exported into an empty ONNX cache: preparing them takes seconds, time for both commands to
+    # arrive first. With the shared cache warm from earlier tests the model was ready in 0.5 s, and under load the
+    # second command could come after it.
+    env = ros_env(domain_id, {"DYNOFA_CACHE_DIR": str(tmp_path / "onnx")})
     with contextlib.ExitStack() as stack:
-        g = _open_graph(stack, NodeProcess("perception_node", node_args(SIX_LEVELS), env=ros_env(domain_id)),
-                        domain_id)
+        g = _open_graph(stack, NodeProcess("perception_node", node_args(SIX_LEVELS), env=env), domain_id)
         assert g.probe.wait_for_subscribers(g.cmd, timeout=WAIT)
         g.cmd.publish(UInt8(data=255))  # depth 1: wait for it before the next command replaces it
         assert g.node.wait_for_output("level command 255 ignored: not in the family (allowed 0..5)", WAIT), \
