@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +22,17 @@ def network_is_isolated() -> bool:
     """True inside a network namespace whose only interface is loopback (scripts/isolated.sh)."""
     with open("/proc/net/dev", encoding="ascii") as f:
         return [ln.split(":", 1)[0].strip() for ln in f.readlines()[2:]] == ["lo"]
+
+
+def poll_until(condition: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    """True as soon as ``condition()`` holds, False once ``timeout`` seconds have passed without it (checked once
+    more at the deadline). For state another process changes, where there is no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(period)
+    return True
 
 
 def find_executable(name: str, exe_dir: str | Path | None = None) -> str:

@@ -7,10 +7,10 @@ INA3221 voltages in mV and currents in mA, every file ending with a newline.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from devtools.processes import poll_until
 from dynofa_ros.control.platforms import XAVIER_NX_CPU_KHZ, XAVIER_NX_GPU_HZ
 
 CPUFREQ = "sys/devices/system/cpu/cpufreq"
@@ -89,9 +89,4 @@ def read(root: Path, rel: str) -> str:
 
 def wait_file(root: Path, rel: str, value: str, timeout: float) -> bool:
     """Poll until the file holds ``value`` (a node writes it from another process), bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if read(root, rel) == value:
-            return True
-        time.sleep(0.02)
-    return False
+    return poll_until(lambda: read(root, rel) == value, timeout)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from devtools.processes import Proc, find_executable, graph_env
+from devtools.processes import Proc, find_executable, graph_env, poll_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,12 +62,8 @@ class Collector:
         loaded machine that takes seconds after the writer's side has matched: a test that counts the first
         messages must wait for this, not for the publisher to appear in the graph.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.subscription is not None and self.subscription.get_publisher_count() >= count:
-                return True
-            time.sleep(0.02)
-        return False
+        return poll_until(lambda: self.subscription is not None and self.subscription.get_publisher_count() >= count,
+                          timeout)
 
     def wait_until(self, predicate: Callable[[list[Any]], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -136,20 +132,10 @@ class RosProbe:
         return col
 
     def wait_for_subscribers(self, pub: Any, count: int = 1, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pub.get_subscription_count() >= count:
-                return True
-            time.sleep(0.02)
-        return False
+        return poll_until(lambda: pub.get_subscription_count() >= count, timeout)
 
     def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.node.count_publishers(topic) >= count:
-                return True
-            time.sleep(0.02)
-        return False
+        return poll_until(lambda: self.node.count_publishers(topic) >= count, timeout)
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 15.0) -> Any:
         """Call a service and wait for its answer; None when it does not come in time."""

@@ -25,6 +25,7 @@ import pytest
 from jetson_sysfs import CPUFREQ, GPU_DEVFREQ, make_xavier_nx, put, snapshot, wait_file
 from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
 
+from devtools.processes import poll_until
 from dynofa_ros.control.platforms import XAVIER_NX
 from dynofa_ros.control.policy import LatencySample, PolicyConfig, PolicyInputs, make_policy
 from dynofa_ros.offline import sim
@@ -60,12 +61,7 @@ def _commands(level_cmd: Any, cpu_cmd: Any, gpu_cmd: Any) -> tuple[Any, Any, Any
 
 
 def _wait_commands(cols: tuple[Any, Any, Any], want: tuple[int, int, int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _commands(*cols) == want:
-            return True
-        time.sleep(0.05)
-    return _commands(*cols) == want
+    return poll_until(lambda: _commands(*cols) == want, timeout, 0.05)
 
 
 def _last(col: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from devtools.processes import poll_until
 from dynofa_ros.perception.frame_slots import FrameSlots
 from dynofa_ros.perception.image_codec import encode_image
 from dynofa_ros.perception.pipeline import (
@@ -145,12 +145,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return poll_until(predicate, timeout, 0.01)
 
 
 class Sink:

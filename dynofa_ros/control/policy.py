@@ -616,10 +616,13 @@ class JointPolicy(Policy):
     def spread(self) -> float:
         """σ of log latency for estimates from few samples: the prior, except right after an improvement
         (``detect_improvement``), when the spread measured within one condition describes the new one."""
-        if self.learned_spread is not None and self.improved_at is not None and (
-                self.improved_at >= self.state.last_level_change):
+        if self.learned_spread is not None and self.improved_since_switch():
             return self.learned_spread
         return self.config.prior_log_spread
+
+    def improved_since_switch(self) -> bool:
+        """``detect_improvement`` fired while the running level ran: the older frames are forgotten."""
+        return self.improved_at is not None and self.improved_at >= self.state.last_level_change
 
     def detect_improvement(self, now: float) -> bool:
         """The running level's newest ``CHANGE_RECENT`` samples all lie below the 10th percentile of its older
@@ -792,7 +795,7 @@ class JointPolicy(Policy):
             # a tail needs ~1/budget frames to be trusted near the target; far below it (a level predicted
             # within half the plan) a handful of frames is evidence enough, so a cold start or a generous
             # target does not wait 1/budget frames for an obvious move
-            fresh = self.improved_at is not None and self.improved_at >= st.last_level_change
+            fresh = self.improved_since_switch()
             limit = up_budget if n_run >= enough or (fresh and self.learned_spread is not None) else (
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES

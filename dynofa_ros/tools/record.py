@@ -56,7 +56,9 @@ class Recorder:
         return self.node.resolve_topic_name(topic)
 
     def discover(self) -> None:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+        from ..nodes.common import qos_profile
 
         known = dict(self.node.get_topic_names_and_types())
         for topic in self.wanted:
@@ -80,10 +82,7 @@ class Recorder:
                 continue
             msgtype = types[0]
             q = pb.record_qos(pubs)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
-                             reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
-                             else DurabilityPolicy.VOLATILE)
+            qos = qos_profile(q)
             try:
                 module, name = pb.split_type(msgtype)
                 cls = getattr(importlib.import_module(module), name)

@@ -115,24 +115,20 @@ class Player:
     """Publishers of one replay, the late-joiner re-publication and the live-monitor check (poll timer)."""
 
     def __init__(self, node: Any, args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, type]):
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from ..nodes.common import LATCHED_QOS, qos_profile
 
         self.node = node
         self.args = args
         self.log = node.get_logger()
         self.remaps = pb.parse_remaps(args.remap)
-        self.classes = classes
         self.pubs: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.skipped: set[str] = set()
         types = {m.topic: m.msgtype for m in msgs}
         for topic, msgtype in types.items():
-            q = pb.replay_qos(msgtype)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=q.depth,
-                             reliability=ReliabilityPolicy.RELIABLE if q.reliable else ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if q.transient_local
-                             else DurabilityPolicy.VOLATILE)
-            self.pubs[topic] = node.create_publisher(classes[topic], pb.remap(topic, self.remaps), qos)
+            self.pubs[topic] = node.create_publisher(classes[topic], pb.remap(topic, self.remaps),
+                                                     qos_profile(pb.replay_qos(msgtype)))
+        self.images = [t for t, msgtype in types.items() if msgtype in graph.IMAGE_TYPES]
         self.state = [t for t in self.pubs if any(pb.same_topic(t, s) for s in graph.STATE_TOPICS)]
         self.monitor = [t for t in self.pubs if any(pb.same_topic(t, s) for s in graph.MONITOR_TOPICS)]
         if args.monitor_topics == "skip":
@@ -147,10 +143,8 @@ class Player:
         if args.wait_ready:
             from std_msgs.msg import UInt32
 
-            latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self.camera_sub = node.create_subscription(UInt32, graph.CAMERA_PUBLISHERS,
-                                                       lambda msg: self.camera_reports.append(msg.data), latched)
+                                                       lambda msg: self.camera_reports.append(msg.data), LATCHED_QOS)
         node.create_timer(0.1, self.poll)
 
     def publish(self, topic: str, payload: Any) -> None:
@@ -218,8 +212,7 @@ class Player:
         perception has matched this player's publisher, and a best-effort frame sent in between is lost; on a
         loaded 2-core machine that took over 1.5 s. Perception reports its side on ``dynofa/camera_publishers``.
         """
-        images = [self.pubs[t].topic_name for t in self.pubs
-                  if getattr(self.classes[t], "__name__", "") in ("Image", "CompressedImage")]
+        images = [self.pubs[t].topic_name for t in self.images]
         sub = self.camera_sub
         if not images or sub is None:
             return
@@ -249,14 +242,13 @@ class Player:
             self.camera_sub = None
 
     def wait_ready(self, deadline: float) -> None:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Bool
 
+        from ..nodes.common import LATCHED_QOS
+
         ready = threading.Event()
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
         sub = self.node.create_subscription(Bool, self.args.ready_topic,
-                                            lambda msg: ready.set() if msg.data else ready.clear(), qos)
+                                            lambda msg: ready.set() if msg.data else ready.clear(), LATCHED_QOS)
         try:
             if not ready.wait(max(deadline - time.monotonic(), 0.0)):
                 self.log.error(f"no true on {sub.topic_name} after {self.args.wait_timeout:g} s (is perception_node "
