@@ -86,6 +86,7 @@ class Pattern:
     height: int = 120
     bursty_from_s: float | None = None           # bursts of 2 busy processes on/off every 2-4 s from here
     seed: int = 16
+    busy_scale: int = 1                          # busy processes per step × this (a many-core machine needs more)
 
     def scaled(self, k: float) -> Pattern:
         """Every time × k; a bursty schedule is drawn after scaling, so bursts stay 2-4 s long."""
@@ -94,15 +95,21 @@ class Pattern:
                     bursty_from_s=None if self.bursty_from_s is None else self.bursty_from_s * k)
         return p
 
+    def adapted(self, busy_scale: int = 1, target_scale: float = 1.0) -> Pattern:
+        """The pattern for another machine: ``busy_scale`` × the busy processes, every latency target ×
+        ``target_scale`` (a GPU runs the family several times faster than this 2-core CPU)."""
+        return replace(self, busy_scale=busy_scale,
+                       targets=tuple((t, round(v * target_scale, 3)) for t, v in self.targets))
+
     def schedule(self) -> list[tuple[float, int]]:
         """The busy-process steps, bursts drawn (seeded) where the pattern is bursty."""
         if self.bursty_from_s is None:
-            return list(self.busy)
+            return [(t, n * self.busy_scale) for t, n in self.busy]
         rng = random.Random(self.seed)
         out = [(0.0, 0)]
         t, on = self.bursty_from_s, True
         while t < self.duration_s - 1.0:
-            out.append((round(t, 2), 2 if on else 0))
+            out.append((round(t, 2), 2 * self.busy_scale if on else 0))
             t += rng.uniform(2.0, 4.0)
             on = not on
         return out
@@ -149,7 +156,9 @@ class RunRecord:
 def build_bag(p: Pattern, out: Path) -> Path:
     from dynofa_ros.tools.make_scenario_bag import write_bag
 
-    bag = out / f"scenario_{p.name}_{p.duration_s:g}s"
+    values = [v for _, v in p.targets]
+    targets = "" if values == [v for _, v in PATTERNS[p.name].targets] else "_ms" + "_".join(f"{v:g}" for v in values)
+    bag = out / f"scenario_{p.name}_{p.duration_s:g}s{targets}"   # a bag holds its targets: one per target set
     if not (bag / "metadata.yaml").exists():
         print(f"bench: building scenario bag {bag} ({p.width}x{p.height} at {p.fps:g} fps, {p.duration_s:g} s)",
               flush=True)
@@ -179,7 +188,8 @@ def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], i
 
 
 def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, exe_dir: str | None,
-               manager_overrides: dict[str, Any], perception_overrides: dict[str, Any]) -> RunRecord:
+               manager_overrides: dict[str, Any], perception_overrides: dict[str, Any],
+               family: Path = FAMILY) -> RunRecord:
     """One replay of the pattern's bag through the graph with real busy processes on its schedule."""
     label = f"{p.name}_{column}"
     log_dir = out / "logs" / label
@@ -188,7 +198,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
         shutil.rmtree(rec_bag)
     managed = column in ("joint", "step")
     args = lc.LaunchArgs(platform="generic_cpu", use_manager=managed, use_dvfs=False, use_monitor=True, dry_run=True,
-                         family_file=str(FAMILY.relative_to(REPO)))
+                         family_file=_shown(family))
     overrides: dict[str, dict[str, Any]] = {"perception_node": dict(perception_overrides)}
     if managed:
         overrides["manager_node"] = {**manager_overrides, "policy": column}
@@ -446,14 +456,19 @@ def plot_agreement(path: Path, rows: Sequence[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def _shown(path: Path) -> str:
+    """A family path relative to the repository where it lies in it (how launch files name it)."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
-              kept: dict[str, Any]) -> None:
+              kept: dict[str, Any], family: Path = FAMILY) -> None:
     """runs.json: the patterns and every run's samples (what ``dynofa_ros.offline.sim`` learns from)."""
     all_runs = {pn: dict(cols) for pn, cols in kept["runs"].items()}
     for pn, rr in runs.items():
         all_runs.setdefault(pn, {}).update({c: asdict(r) for c, r in rr.items()})
     pats = {d["name"]: d for d in kept["patterns"]} | {p.name: asdict(p) for p in patterns}
-    path.write_text(json.dumps({"family": str(FAMILY.relative_to(REPO)), "patterns": list(pats.values()),
+    path.write_text(json.dumps({"family": _shown(family), "patterns": list(pats.values()),
                                 "runs": all_runs}))
 
 
@@ -467,6 +482,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--miss-budget", type=float, default=0.02, help="oracle: miss rate a level may have in a phase")
     ap.add_argument("--settle-s", type=float, default=3.0, help="steady phase = phase minus its first seconds")
     ap.add_argument("--threads", type=int, default=None, help="perception threads (default: the params file's)")
+    ap.add_argument("--family", default=str(FAMILY),
+                    help="family file (e.g. one profiled on this device by dynofa-profile --write --out)")
+    ap.add_argument("--perception-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="perception_node parameter override (repeatable), e.g. device=cuda, backend=torch")
+    ap.add_argument("--busy-scale", type=int, default=1,
+                    help="busy processes per pattern step × this (2 load this 2-core machine; use ~cores/2)")
+    ap.add_argument("--target-scale", type=float, default=1.0,
+                    help="every latency target × this (the targets were chosen for this 2-core CPU)")
     ap.add_argument("--manager-param", action="append", default=[], metavar="NAME=VALUE",
                     help="manager_node parameter override (repeatable), e.g. min_dwell_s=2.0")
     ap.add_argument("--sim-data", default=None, help="also write the realism extract (JSON) here")
@@ -499,7 +522,8 @@ def columns(spec: str, n_levels: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fam = fm.load(FAMILY)
+    family = Path(args.family).resolve()
+    fam = fm.load(family)
     accuracy = [float(lv.accuracy.top1) for lv in fam.levels]
     acc_source = fam.levels[0].accuracy.source
     names = [x.strip() for x in args.patterns.split(",") if x.strip()]
@@ -507,12 +531,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"contention: unknown patterns {unknown}; allowed: {list(PATTERNS)}", file=sys.stderr)
         return 2
-    patterns = [PATTERNS[n].scaled(args.duration_scale) for n in names]
+    if args.busy_scale < 1 or args.target_scale <= 0:
+        print("contention: --busy-scale must be >= 1 and --target-scale > 0", file=sys.stderr)
+        return 2
+    patterns = [PATTERNS[n].scaled(args.duration_scale).adapted(args.busy_scale, args.target_scale) for n in names]
     cols = columns(args.controllers, len(accuracy))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manager = dict(_param(x) for x in args.manager_param)
-    perception: dict[str, Any] = {} if args.threads is None else {"threads": args.threads}
+    perception: dict[str, Any] = dict(_param(x) for x in args.perception_param)
+    if args.threads is not None:
+        perception["threads"] = args.threads
     t_start = time.monotonic()
     load0 = os.getloadavg()
     runs: dict[str, dict[str, RunRecord]] = {}
@@ -537,12 +566,13 @@ def main(argv: list[str] | None = None) -> int:
             for col in cols:
                 print(f"bench [{p.name} / {col}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, load "
                       f"{os.getloadavg()[0]:.2f}", flush=True)
-                rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception)
+                rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception, family)
                 k += 1
                 runs[p.name][col] = rec
                 if not rec.ok:
                     print(f"bench [{p.name} / {col}]: FAILED: {rec.error}", flush=True)
-                save_runs(out / "runs.json", patterns, runs, kept)  # after every column: a stopped bench keeps them
+                # after every column: a stopped bench keeps them
+                save_runs(out / "runs.json", patterns, runs, kept, family)
             # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
             if p.width * p.height > 200_000:
                 shutil.rmtree(bag, ignore_errors=True)
@@ -559,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                           for k, v in oracle.items()) + "\n")
     total = time.monotonic() - t_start
     load1 = os.getloadavg()
-    print(f"accuracy: {acc_source.upper()} top-1 from {FAMILY.relative_to(REPO)} (random weights run; the figure is "
+    print(f"accuracy: {acc_source.upper()} top-1 from {_shown(family)} (random weights run; the figure is "
           f"the architectures'). miss: latency > target at the frame's stamp; oracle: per condition, the most "
           f"accurate fixed level with ≤ {100 * args.miss_budget:g} % misses there, in hindsight.")
     print(f"bench time {'(rescored from ' + args.from_runs + ')' if args.from_runs else f'{total / 60:.1f} min'}; "

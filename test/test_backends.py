@@ -343,6 +343,29 @@ def test_auto_picks_onnxruntime_when_importable_and_says_so(cache_dir: Path, cap
     assert any("backend auto: onnxruntime" in r.getMessage() for r in caplog.records)
 
 
+def test_auto_on_a_cpu_only_machine_stays_with_onnxruntime_for_a_gpu_device(cache_dir: Path) -> None:
+    """The GPU rule of ``backend auto`` must not move a machine without CUDA off its fastest CPU backend."""
+    if torch.cuda.is_available():
+        pytest.skip("torch sees CUDA here: test_cuda_auto_backend_runs_on_the_gpu covers this machine")
+    model = DynamicOFA(_one_level_family(0), threads=1, device="auto")
+    assert model.backend == "onnxruntime" and model.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False here")
+def test_cuda_auto_backend_runs_on_the_gpu(cache_dir: Path, caplog) -> None:
+    """device cuda with backend auto runs on the GPU whichever onnxruntime is installed: through its CUDA/TensorRT
+    provider where it has one, else through torch (a CPU-only onnxruntime beside CUDA torch)."""
+    gpu_ort = any(p in ob.GPU_PROVIDERS for p in ob.import_onnxruntime().get_available_providers())
+    with caplog.at_level(logging.INFO, logger="dynofa_ros"):
+        model = DynamicOFA(_one_level_family(0), threads=1, device="cuda")
+    assert model.device.type == "cuda"
+    assert model.backend == ("onnxruntime" if gpu_ort else "torch")
+    if not gpu_ort:
+        assert any("no GPU execution provider" in r.getMessage() for r in caplog.records)
+    result = model.infer(_noise(), top_k=5)
+    assert result.level == 0 and len(result.predictions) == 5 and result.inference_ms > 0
+
+
 @pytest.mark.parametrize(("kwargs", "skipped"), [
     ({"providers": ["cuda", "cpu"]}, "CUDAExecutionProvider"),
     ({"device": "cuda"}, "TensorrtExecutionProvider, CUDAExecutionProvider"),

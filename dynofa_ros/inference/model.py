@@ -95,8 +95,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def choose_backend(backend: str, strategy: str | None = None) -> str:
-    """``torch`` or ``onnxruntime``; ``auto`` takes onnxruntime when importable and says which it took, and why."""
+def _torch_sees_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # the robot runtime without torch (requirements-runtime.txt)
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_backend(backend: str, strategy: str | None = None, device: str = "cpu") -> str:
+    """``torch`` or ``onnxruntime``; ``auto`` takes onnxruntime when importable and says which it took, and why.
+
+    Where a GPU is asked for (``device`` cuda or auto), ``auto`` takes torch when this onnxruntime has no GPU
+    execution provider but torch sees CUDA: a CPU-only onnxruntime beside CUDA torch (pip's plain
+    ``onnxruntime`` on a GPU workstation) would otherwise run the network on the CPU."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r}; allowed: {list(BACKENDS)}")
     if strategy is not None and strategy not in STRATEGIES:
@@ -119,6 +131,12 @@ def choose_backend(backend: str, strategy: str | None = None) -> str:
     except BackendError as exc:
         log.warning("backend auto: using torch, because %s", str(exc).removeprefix("backend 'onnxruntime' "))
         return "torch"
+    if device in ("cuda", "auto"):
+        gpu = [p for p in ob.import_onnxruntime().get_available_providers() if p in ob.GPU_PROVIDERS]
+        if not gpu and _torch_sees_cuda():
+            log.info("backend auto: torch, because this onnxruntime has no GPU execution provider and torch sees "
+                     "CUDA (device %s)", device)
+            return "torch"
     log.info("backend auto: onnxruntime (the fastest backend installed here; torch runs about 2x slower on a CPU, "
              "bench/backends.py)")
     return "onnxruntime"
@@ -167,7 +185,7 @@ class DynamicOFA:
             self._levels: list[Any] = self._prepare_bundle(bundle, device, fp16, threads, providers, cache_dir)
             self._finish(t0)
             return
-        self.backend = choose_backend(backend, strategy)
+        self.backend = choose_backend(backend, strategy, device)
         source = LevelSource(family, weights, seed)
         self.weights = source.weights
         self.bn_source = source.bn_source

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The checks that need an NVIDIA GPU, in one short run: a lent GPU machine (the workplace's `device` tool) is
+# bare, has no network and little time, so everything it needs travels with the tree and runs in one call.
+#
+#   scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]
+#
+# The machine's python3 must hold CUDA torch (its image does). WHEEL_DIR (default .whl) holds the cp3xx
+# wheels that image lacks: the ROS 2 PyPI wheels of requirements-ros-pypi.txt with their dependencies,
+# ofa, rosbags, rosbags-image (how to fetch them: docs/backends.md, "On a GPU"). Steps, each bounded, each logged to OUT_DIR:
+#   1. install them and this package into that interpreter's environment (the machine is thrown away after);
+#   2. the CUDA tests (test_cuda_* of the perception graph and the backends), in a loopback-only namespace;
+#   3. dynofa-profile of generic_cpu's levels on CUDA (torch), written into a copy of the family;
+#   4. bench/contention.py, pattern step, on CUDA with that profile: targets = TARGET_X × level 6's p50 there,
+#      CPU contention = one busy process per 2 cores (eager torch on a GPU is bound by the CPU thread that
+#      launches its kernels, so CPU load slows it, as on a Jetson).
+# BENCH_S (default 330) bounds step 4; the bench saves after every column, so a cut-off bench keeps its runs.
+set -uo pipefail
+out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]}")
+whl=${2:-.whl}
+py=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+say() { echo "gpu_check: $*"; }
+
+# A fresh network namespace with only loopback up (scripts/isolated.sh), also where iproute2 is missing.
+isolated() {
+  if ! command -v unshare >/dev/null; then say "no unshare here: running in the machine's own namespace"; "$@"; return; fi
+  unshare --net -- "$py" -c '
+import fcntl, os, socket, struct, sys
+s = socket.socket()
+fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x1 | 0x40))  # SIOCSIFFLAGS lo: IFF_UP | IFF_RUNNING
+os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+}
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONUNBUFFERED=1
+
+dev=${DEVICE:-cuda}   # DEVICE=cpu SKIP_INSTALL=1 PYTHON=.venv/bin/python: a dry run of this script on a CPU
+say "1. install"
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile "$whl"/*.whl || exit 1
+  "$py" -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+fi
+"$py" -c 'import torch, rclpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+echo "cpus $(nproc)"
+
+say "2. CUDA tests"
+isolated timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs test/test_perception_graph.py test/test_backends.py \
+  -k cuda 2>&1 | tee "$out/pytest.log"
+
+say "3. profile on $dev"
+fam="$out/generic_cpu_$dev.json"
+timeout 180 "$("$py" -c "import os, sys; print(os.path.dirname(sys.executable))")/dynofa-profile" --family config/families/generic_cpu.json --device "$dev" \
+  --backend torch --runs "${PROFILE_RUNS:-200}" \
+  --warmup 20 --write --out "$fam" 2>&1 | tee "$out/profile.log"
+[ -f "$fam" ] || { say "no profile written: bench skipped"; exit 1; }
+
+say "4. contention bench on $dev"
+scale=$("$py" -c "import json, sys; lv = json.load(open(sys.argv[1]))['levels'][-1]['latency_ms']
+print(round(float(sys.argv[2]) * lv['generic_$dev/torch'] / 30.0, 4))" "$fam" "${TARGET_X:-1.5}")
+busy=$(( $(nproc) / 2 ))
+say "target 30 ms × $scale, busy processes × $busy"
+isolated timeout "${BENCH_S:-330}" "$py" bench/contention.py --patterns step \
+  --controllers "${BENCH_COLUMNS:-joint,step,L0,L2,L4,L6}" --duration-scale 0.5 --busy-scale "$busy" \
+  --target-scale "$scale" --family "$fam" --manager-param "latency_profile=generic_$dev/torch" \
+  --perception-param "device=$dev" --perception-param backend=torch --out /tmp/bench_gpu 2>&1 | tee "$out/bench.log"
+cp /tmp/bench_gpu/runs.json /tmp/bench_gpu/contention.json /tmp/bench_gpu/contention.png "$out/" 2>/dev/null
+say "done"
