@@ -209,3 +209,22 @@ def test_when_contention_ends_the_way_up_is_planned_from_the_new_frames_not_the_
     back = [t for t, lvl in ups if t >= 30.0 and lvl == 2]
     assert back and back[0] <= 33.0, ups               # within 3 s, not after the 8 s window has emptied
     assert sum(misses) / len(misses) <= 0.03
+
+
+def test_when_contention_begins_the_drop_goes_to_the_level_it_allows_not_to_the_bottom():
+    """Contention (1.4x) begins at 20 s: level 2 no longer fits, level 1 does. The drop is planned from the
+    newest frames' median times the spread of the frames before them; the window's own spread mixes the fast
+    past with the slow present, counts the slowdown twice and sends the drop to level 0, from where the way
+    back to level 1 takes a probe and a quiet period (bench/contention.py, step: L0 -> L1 -> L2 over 7 s)."""
+    profile = [10.0, 14.0, 19.6]
+    levels = [LevelSpec(70.0 + 4 * i, ms) for i, ms in enumerate(profile)]
+    target = 40.0  # p98 = 1.67 x median: idle, level 2 (≈ 33 ms) fits; x1.4, level 2 (≈ 46) no, level 1 (≈ 33) does
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    frames, misses, changes, _ = run_plant(pol, profile, target, seconds=40.0, start_level=2,
+                                           slowdown=lambda t: 1.4 if t >= 20.0 else 1.0)
+    assert frames[20 * 19] == 2                          # idle: the top level held
+    after = frames[20 * 20:]
+    first_drop = next(lvl for lvl in after if lvl != 2)
+    assert first_drop == 1, changes                      # the level the new condition allows
+    assert after.count(0) == 0 and after[-20 * 10:].count(1) / (20 * 10) >= 0.9
+    assert sum(misses) / len(misses) <= 0.03

@@ -572,12 +572,12 @@ class JointPolicy(Policy):
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
         self.tails.add(sample.level, sample.latency_ms, sample.stamp, clock_factor)
 
-    def _ref_ratios(self, since: float = -math.inf) -> list[float]:
+    def _ref_ratios(self, since: float = -math.inf, until: float = math.inf) -> list[float]:
         """What "now" looks like: the running level's own ratios, or every level's when it has too few."""
-        own = self.tails.ratios(self.state.level, since)
+        own = self.tails.ratios(self.state.level, since, until)
         if len(own) >= MIN_OWN_SAMPLES or (since > -math.inf and own):
             return own
-        return self.tails.all_ratios(since)
+        return self.tails.all_ratios(since, until)
 
     def tail_ratio(self, level: int) -> float:
         """Predicted ``1 - miss_budget`` quantile of ``level``'s latency ratio (1.0 before any sample).
@@ -603,15 +603,28 @@ class JointPolicy(Policy):
 
     def drop_ratio(self, now: float) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
-        ``RECENT_S`` moved (contention just began), the newest median times the window's tail/median spread."""
+        ``RECENT_S`` moved (contention just began), the newest median times the tail/median spread of the
+        frames before them.
+
+        Why the frames before: the whole window mixes a fast past with the slow present, so its spread counts
+        the slowdown a second time on top of the newest median. Planned that way, a drop at the start of
+        contention went to level 0 where level 2 held, and the climb back took a probe per level. The spread is
+        capped at the prior's (``prior_log_spread``) for the same reason when the slowdown crept in.
+        """
         q = 1.0 - self.config.miss_budget
         window = self._ref_ratios()
         recent = self._ref_ratios(now - RECENT_S)[-DROP_RECENT_SAMPLES:]
         tail = self.tails.tail(window, q, self.spread()) or self.tail_ratio(self.state.level)
         if not recent:
             return tail
-        median = self.tails.quantile(window, 0.5) or 1.0
-        return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * tail / median)
+        before = self._ref_ratios(until=now - RECENT_S)
+        if len(before) < MIN_OWN_SAMPLES:
+            before = window
+        spread = (self.tails.tail(before, q, self.spread()) or tail) / (self.tails.quantile(before, 0.5) or 1.0)
+        # a slowdown that built up before the violation was declared is in ``before`` too: never plan with more
+        # spread than the prior's (σ of one condition), which the next violation corrects if it is too little
+        spread = min(spread, math.exp(NormalDist().inv_cdf(q) * self.config.prior_log_spread))
+        return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * spread)
 
     def spread(self) -> float:
         """σ of log latency for estimates from few samples: the prior, except right after an improvement

@@ -76,13 +76,14 @@ class TailEstimator:
             while dq and dq[0].stamp < stamp:
                 dq.popleft()
 
-    def ratios(self, level: int, since: float = -math.inf) -> list[float]:
-        """Windowed ratios of one level (computed now, so a changed ``overhead_ms`` applies to old samples)."""
+    def ratios(self, level: int, since: float = -math.inf, until: float = math.inf) -> list[float]:
+        """Windowed ratios of one level that arrived in [since, until) (computed now, so a changed
+        ``overhead_ms`` applies to old samples)."""
         base = self.base_ms(level)
-        return [s.latency_ms / (base * s.clock_factor) for s in self.samples[level] if s.stamp >= since]
+        return [s.latency_ms / (base * s.clock_factor) for s in self.samples[level] if since <= s.stamp < until]
 
-    def all_ratios(self, since: float = -math.inf) -> list[float]:
-        return [r for lvl in range(len(self.samples)) for r in self.ratios(lvl, since)]
+    def all_ratios(self, since: float = -math.inf, until: float = math.inf) -> list[float]:
+        return [r for lvl in range(len(self.samples)) for r in self.ratios(lvl, since, until)]
 
     def latencies(self, level: int, since: float = -math.inf) -> list[float]:
         return [s.latency_ms for s in self.samples[level] if s.stamp >= since]
