@@ -2,6 +2,8 @@
 
     . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py
     ... bench/contention.py --patterns step,bursty --controllers joint,step,fixed --duration-scale 0.5 --out out/bench
+    ... bench/contention.py --family F --perception-param device=cuda --busy-scale 8 --target-scale 0.64   # a GPU box
+                                                                               (scripts/gpu_check.sh)
 
 Why: a latency controller is only as good as its behaviour on a real machine, where one frame's latency
 varies by ~25 %, other processes come and go, and a sample reaches the manager after the frame it measured.

@@ -228,3 +228,22 @@ def test_when_contention_begins_the_drop_goes_to_the_level_it_allows_not_to_the_
     assert first_drop == 1, changes                      # the level the new condition allows
     assert after.count(0) == 0 and after[-20 * 10:].count(1) / (20 * 10) >= 0.9
     assert sum(misses) / len(misses) <= 0.03
+
+
+def test_in_every_gap_between_bursts_the_way_up_is_planned_from_the_frames_just_before():
+    """Bursts of 2.5x contention, 3 s on, 3 s off. In the gaps the running level is as fast as it was before
+    the first burst, so the 10th percentile of its whole window (idle and burst frames) is never undercut
+    and, judged against the window, no gap after the first one would look like a change. Judged against the
+    frames of the 2 s just before (the burst), every gap is one: the climb starts within 1.5 s of each and
+    reaches the top level in it."""
+    profile = [10.0, 14.0, 19.6]
+    levels = [LevelSpec(70.0 + 4 * i, ms) for i, ms in enumerate(profile)]
+    target = 40.0  # p98 = 1.67 x median: idle, level 2 (≈ 33 ms) fits; x2.5, none does: level 0 runs
+    bursts = [(6.0, 9.0), (12.0, 15.0), (18.0, 21.0)]
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    _, _, _, ups = run_plant(pol, profile, target, seconds=27.0, start_level=0, decide_hz=10.0,
+                             slowdown=lambda t: 2.5 if any(a <= t < b for a, b in bursts) else 1.0)
+    for _, gap_start in bursts:
+        in_gap = [(t, lvl) for t, lvl in ups if gap_start <= t < gap_start + 3.0]
+        assert in_gap and in_gap[0][0] <= gap_start + 1.5, (gap_start, ups)   # the way up starts at once
+        assert any(lvl == 2 for _, lvl in in_gap), (gap_start, ups)             # and reaches the top in the gap

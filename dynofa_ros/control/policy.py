@@ -89,6 +89,10 @@ PERIOD_MIN_SAMPLES = 5
 CHANGE_RECENT = 6
 #: ... and their median at most this share of the older median (noise moves it less; contention's end more).
 CHANGE_FACTOR = 0.7
+#: ... compared with the samples of this many seconds before them (the condition just before, not the window).
+CHANGE_BEFORE_S = 2.0
+#: The standard normal's 90th percentile: a log-normal's median is this many σ above its 10th percentile.
+Z90 = NormalDist().inv_cdf(0.9)
 
 
 class PolicyConfigError(ValueError):
@@ -608,8 +612,9 @@ class JointPolicy(Policy):
 
         Why the frames before: the whole window mixes a fast past with the slow present, so its spread counts
         the slowdown a second time on top of the newest median. Planned that way, a drop at the start of
-        contention went to level 0 where level 2 held, and the climb back took a probe per level. The spread is
-        capped at the prior's (``prior_log_spread``) for the same reason when the slowdown crept in.
+        contention went to level 0 where level 2 held, and the climb back took a probe per level. When the
+        slowdown crept in before the violation, the frames before hold it too: the spread is then capped at
+        the one their lower half implies (or the prior's, ``prior_log_spread``, if larger).
         """
         q = 1.0 - self.config.miss_budget
         window = self._ref_ratios()
@@ -621,9 +626,11 @@ class JointPolicy(Policy):
         if len(before) < MIN_OWN_SAMPLES:
             before = window
         spread = (self.tails.tail(before, q, self.spread()) or tail) / (self.tails.quantile(before, 0.5) or 1.0)
-        # a slowdown that built up before the violation was declared is in ``before`` too: never plan with more
-        # spread than the prior's (σ of one condition), which the next violation corrects if it is too little
-        spread = min(spread, math.exp(NormalDist().inv_cdf(q) * self.config.prior_log_spread))
+        # a slowdown that built up before the violation was declared is in ``before`` too, in its upper half:
+        # the σ of one condition is read from the lower half (median vs 10th percentile, a log-normal's
+        # 1.28 σ), at least the prior's; a spread that is too small is corrected by the next violation
+        low = math.log((self.tails.quantile(before, 0.5) or 1.0) / (self.tails.quantile(before, 0.1) or 1.0)) / Z90
+        spread = min(spread, math.exp(NormalDist().inv_cdf(q) * max(low, self.config.prior_log_spread)))
         return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * spread)
 
     def spread(self) -> float:
@@ -638,8 +645,12 @@ class JointPolicy(Policy):
         return self.improved_at is not None and self.improved_at >= self.state.last_level_change
 
     def detect_improvement(self, now: float) -> bool:
-        """The running level's newest ``CHANGE_RECENT`` samples all lie below the 10th percentile of its older
-        ones, their median below ``CHANGE_FACTOR`` times the older median: conditions improved.
+        """The running level's newest ``CHANGE_RECENT`` samples all lie below the 10th percentile of the ones
+        of the ``CHANGE_BEFORE_S`` before them (of the whole window when those are fewer than ``FIT_MIN``),
+        their median below ``CHANGE_FACTOR`` times the older median: conditions improved.
+
+        Why just before: a burst of contention 2-4 s long follows an idle past in the same window, whose 10th
+        percentile the gap after the burst never gets below; it was measured to miss every gap but the first.
 
         Why: the window (``window_s``) then mixes a slow past with a fast present, and its tail keeps the
         levels above blocked for a whole window after contention ends. Forgetting the past at the change lets
@@ -651,6 +662,9 @@ class JointPolicy(Policy):
             return False
         ratios = self.tails.ratios(lvl)
         recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT]
+        just_before = self.tails.ratios(lvl, dq[-CHANGE_RECENT].stamp - CHANGE_BEFORE_S, dq[-CHANGE_RECENT].stamp)
+        if len(just_before) >= FIT_MIN:
+            older = just_before
         if now - dq[-CHANGE_RECENT].stamp > RECENT_S or max(recent) >= (self.tails.quantile(older, 0.1) or 0.0):
             return False
         if float(np.median(recent)) > CHANGE_FACTOR * float(np.median(older)):
