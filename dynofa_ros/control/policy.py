@@ -625,11 +625,12 @@ class JointPolicy(Policy):
         before = self._ref_ratios(until=now - RECENT_S)
         if len(before) < MIN_OWN_SAMPLES:
             before = window
-        spread = (self.tails.tail(before, q, self.spread()) or tail) / (self.tails.quantile(before, 0.5) or 1.0)
+        median = self.tails.quantile(before, 0.5) or 1.0
+        spread = (self.tails.tail(before, q, self.spread()) or tail) / median
         # a slowdown that built up before the violation was declared is in ``before`` too, in its upper half:
         # the σ of one condition is read from the lower half (median vs 10th percentile, a log-normal's
         # 1.28 σ), at least the prior's; a spread that is too small is corrected by the next violation
-        low = math.log((self.tails.quantile(before, 0.5) or 1.0) / (self.tails.quantile(before, 0.1) or 1.0)) / Z90
+        low = math.log(median / (self.tails.quantile(before, 0.1) or median)) / Z90
         spread = min(spread, math.exp(NormalDist().inv_cdf(q) * max(low, self.config.prior_log_spread)))
         return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * spread)
 
@@ -649,12 +650,12 @@ class JointPolicy(Policy):
         of the ``CHANGE_BEFORE_S`` before them (of the whole window when those are fewer than ``FIT_MIN``),
         their median below ``CHANGE_FACTOR`` times the older median: conditions improved.
 
-        Why just before: a burst of contention 2-4 s long follows an idle past in the same window, whose 10th
-        percentile the gap after the burst never gets below; it was measured to miss every gap but the first.
-
         Why: the window (``window_s``) then mixes a slow past with a fast present, and its tail keeps the
         levels above blocked for a whole window after contention ends. Forgetting the past at the change lets
-        the newest samples, with the spread measured within one condition, plan the way up.
+        the newest samples, with the spread measured within one condition, plan the way up. Why the frames
+        just before: a burst of contention 2-4 s long follows an idle past in the same window, whose 10th
+        percentile the gap after the burst does not undercut; judged against the window, the real bursty run
+        saw no gap and sat at level 0 from the first burst on.
         """
         lvl = self.state.level
         dq = self.tails.samples[lvl]
