@@ -36,9 +36,8 @@ from ..replay.bagio import BagError, BagMessage, read_raw
 
 #: Seconds between the waited-for subscribers being seen and the first message (see main()).
 MATCH_SETTLE_S = 0.5
-#: Longest wait, counted from the player's start, for an already running live monitor to be discovered before
-#: the bag's monitor topics play (a loaded 2-core CI machine took more than 3 s to discover its load/cpu).
-MONITOR_DISCOVERY_S = 10.0
+#: Longest wait for an already running live monitor to be discovered before the bag's monitor topics play.
+MONITOR_DISCOVERY_S = 3.0
 #: With --wait-ready: longest wait for perception to report (dynofa/camera_publishers) that its own discovery sees
 #: this player's camera publishers, and how long to wait for a first report (an older perception sends none).
 CAMERA_MATCH_S = 20.0
@@ -267,7 +266,6 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
 
     rclpy.init(args=ros_argv)
     node = rclpy.create_node("replay")
-    started = time.monotonic()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=lambda: _spin(executor), daemon=True)
@@ -287,14 +285,12 @@ def play(args: argparse.Namespace, msgs: list[BagMessage], classes: dict[str, ty
             # writer when the reader side has matched, so give discovery a moment before the first frame.
             time.sleep(MATCH_SETTLE_S)
         if args.monitor_topics == "auto" and player.monitor:
-            # a live monitor that is running already must be discovered before the bag's first load sample. One
-            # of its topics seen live is enough: a monitor announces its publishers together, and it may publish
-            # only some of the bag's (no load/gpu without a GPU), so waiting for all would always time out
+            # a live monitor that is running already must be discovered before the bag's first load sample
             with player.lock:  # names taken once: the poll timer may destroy a skipped topic's publisher
                 names = {t: player.pubs[t].topic_name for t in player.monitor if t not in player.skipped}
-            until = started + MONITOR_DISCOVERY_S
-            while names and time.monotonic() < until and not any(
-                    node.count_publishers(name) > 1 for name in names.values()):
+            until = time.monotonic() + MONITOR_DISCOVERY_S
+            while time.monotonic() < until and not all(
+                    t in player.skipped or node.count_publishers(name) > 1 for t, name in names.items()):
                 time.sleep(0.05)
         player.check_monitor()  # once more right before the first message, not only on the timer
         t0 = msgs[0].t_ns
