@@ -6,7 +6,8 @@
 #
 # The machine's python3 must hold CUDA torch (its image does). WHEEL_DIR (default .whl) holds the cp3xx
 # wheels that image lacks: the ROS 2 PyPI wheels of requirements-ros-pypi.txt with their dependencies,
-# ofa, rosbags, rosbags-image (how to fetch them: docs/backends.md, "On a GPU"). Steps, each bounded, each logged to OUT_DIR:
+# ofa, rosbags, rosbags-image (how to fetch them: docs/backends.md, "On a GPU").
+# Steps, each bounded, each logged to OUT_DIR:
 #   1. install them and this package into that interpreter's environment (the machine is thrown away after);
 #   2. the CUDA tests (test_cuda_* of the perception graph and the backends), in a loopback-only namespace;
 #   3. dynofa-profile of generic_cpu's levels on CUDA (torch), written into a copy of the family;
