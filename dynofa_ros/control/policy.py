@@ -661,16 +661,19 @@ class JointPolicy(Policy):
         dq = self.tails.samples[lvl]
         if len(dq) < FIT_MIN + CHANGE_RECENT:
             return False
+        first = dq[-CHANGE_RECENT].stamp
+        if now - first > RECENT_S:
+            return False
         ratios = self.tails.ratios(lvl)
         recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT]
-        just_before = self.tails.ratios(lvl, dq[-CHANGE_RECENT].stamp - CHANGE_BEFORE_S, dq[-CHANGE_RECENT].stamp)
+        just_before = self.tails.ratios(lvl, first - CHANGE_BEFORE_S, first)
         if len(just_before) >= FIT_MIN:
             older = just_before
-        if now - dq[-CHANGE_RECENT].stamp > RECENT_S or max(recent) >= (self.tails.quantile(older, 0.1) or 0.0):
+        if max(recent) >= (self.tails.quantile(older, 0.1) or 0.0):
             return False
         if float(np.median(recent)) > CHANGE_FACTOR * float(np.median(older)):
             return False  # faster than the slowest old frames, but not by enough to be a new condition
-        self.tails.forget_older_than(dq[-CHANGE_RECENT].stamp)
+        self.tails.forget_older_than(first)
         return True
 
     def learn_spread(self) -> None:

@@ -127,12 +127,12 @@ def choose_backend(backend: str, strategy: str | None = None, device: str = "cpu
         ob.import_onnxruntime()
         return backend
     try:
-        ob.import_onnxruntime()
+        ort = ob.import_onnxruntime()
     except BackendError as exc:
         log.warning("backend auto: using torch, because %s", str(exc).removeprefix("backend 'onnxruntime' "))
         return "torch"
     if device in ("cuda", "auto"):
-        gpu = [p for p in ob.import_onnxruntime().get_available_providers() if p in ob.GPU_PROVIDERS]
+        gpu = [p for p in ort.get_available_providers() if p in ob.GPU_PROVIDERS]
         if not gpu and _torch_sees_cuda():
             log.info("backend auto: torch, because this onnxruntime has no GPU execution provider and torch sees "
                      "CUDA (device %s)", device)
