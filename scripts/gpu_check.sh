@@ -14,7 +14,8 @@
 #   4. bench/contention.py, pattern step, on CUDA with that profile: targets = TARGET_X × level 6's p50 there,
 #      CPU contention = one busy process per 2 cores (eager torch on a GPU is bound by the CPU thread that
 #      launches its kernels, so CPU load slows it, as on a Jetson).
-# BENCH_S (default 330) bounds step 4; the bench saves after every column, so a cut-off bench keeps its runs.
+# PATTERNS (default step) and BENCH_COLUMNS pick what step 4 runs; BENCH_S (default 330) bounds it: the bench
+# saves after every column, so a cut-off bench keeps its runs. SKIP_TESTS=1 skips step 2.
 set -uo pipefail
 out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]}")
 whl=${2:-.whl}
@@ -23,16 +24,9 @@ cd "$(dirname "$0")/.."
 mkdir -p "$out"
 say() { echo "gpu_check: $*"; }
 
-# A fresh network namespace with only loopback up (scripts/isolated.sh), also where iproute2 is missing.
-isolated() {
-  if ! command -v unshare >/dev/null; then say "no unshare here: running in the machine's own namespace"; "$@"; return; fi
-  unshare --net -- "$py" -c '
-import fcntl, os, socket, struct, sys
-s = socket.socket()
-fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x1 | 0x40))  # SIOCSIFFLAGS lo: IFF_UP | IFF_RUNNING
-os.execvp(sys.argv[1], sys.argv[1:])' "$@"
-}
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONUNBUFFERED=1
+# Loopback-only namespace (scripts/isolated.sh); its ioctl path brings lo up where the image lacks iproute2.
+. scripts/isolated.sh
+export DYNOFA_ISOLATED_PY="$py" DYNOFA_ALLOW_SHARED_NET=1 PYTHONUNBUFFERED=1  # the lent machine is offline
 
 dev=${DEVICE:-cuda}   # DEVICE=cpu SKIP_INSTALL=1 PYTHON=.venv/bin/python: a dry run of this script on a CPU
 say "1. install"
@@ -45,7 +39,8 @@ fi
 echo "cpus $(nproc)"
 
 say "2. CUDA tests"
-isolated timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs test/test_perception_graph.py test/test_backends.py \
+[ "${SKIP_TESTS:-0}" = 1 ] && say "skipped (SKIP_TESTS=1)" || \
+run_isolated timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs test/test_perception_graph.py test/test_backends.py \
   -k cuda 2>&1 | tee "$out/pytest.log"
 
 say "3. profile on $dev"
@@ -60,7 +55,7 @@ scale=$("$py" -c "import json, sys; lv = json.load(open(sys.argv[1]))['levels'][
 print(round(float(sys.argv[2]) * lv['generic_$dev/torch'] / 30.0, 4))" "$fam" "${TARGET_X:-1.5}")
 busy=$(( $(nproc) / 2 ))
 say "target 30 ms × $scale, busy processes × $busy"
-isolated timeout "${BENCH_S:-330}" "$py" bench/contention.py --patterns step \
+run_isolated timeout "${BENCH_S:-330}" "$py" bench/contention.py --patterns "${PATTERNS:-step}" \
   --controllers "${BENCH_COLUMNS:-joint,step,L0,L2,L4,L6}" --duration-scale 0.5 --busy-scale "$busy" \
   --target-scale "$scale" --family "$fam" --manager-param "latency_profile=generic_$dev/torch" \
   --perception-param "device=$dev" --perception-param backend=torch --out /tmp/bench_gpu 2>&1 | tee "$out/bench.log"
