@@ -203,3 +203,45 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         assert after == original
         assert manager.stop() == 0, manager.output()
         assert monitor.stop() == 0, monitor.output()
+
+
+def test_a_missed_deadline_is_decided_on_when_it_arrives_not_at_the_next_tick(isolated_network, domain_id):
+    """joint decides when a sample that missed the target arrives (``decides_on_miss``). The timer here ticks once
+    in 2 s (the slowest allowed) and the test's wait ends at the first drop: the diagnostics' count of decisions
+    made on a miss proves which path dropped, whatever the machine's speed."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Float64MultiArray, UInt8
+
+    from dynofa_ros import topics
+    from dynofa_ros.nodes import inference_stats
+    from dynofa_ros.nodes.common import STATS_QOS
+
+    target_ms = 100.0
+    params = {**MANAGER_PARAMS, "decision_rate_hz": 0.5, "target_latency_ms": target_ms}
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    manager = NodeProcess("manager_node", [a for k, v in params.items() for a in ("-p", f"{k}:={v}")],
+                          env=ros_env(domain_id), name="manager_node")
+    with manager, RosProbe(domain_id, "miss_probe") as probe:
+        level_cmd = probe.collect("dynofa/subnet_cmd", UInt8, latched)
+        diags = probe.collect("/diagnostics", DiagnosticArray, 50)
+        latency = probe.publisher(topics.INFERENCE_STATS, Float64MultiArray, STATS_QOS)
+        assert probe.wait_for_subscribers(latency, 1, WAIT), manager.output()
+        assert level_cmd.wait_for(1, WAIT), manager.output()
+        first = level_cmd.snapshot()[-1].data
+        assert first > 0, f"the profile plan for {target_ms} ms should leave room below level {first}"
+
+        def on_miss_count() -> int:
+            vals = [diagnostic_values(a, "dynofa manager").get("decisions_on_miss") for a in diags.snapshot()]
+            return max((int(v) for v in vals if v is not None), default=0)
+
+        def dropped() -> bool:
+            return any(m.data < first for m in level_cmd.snapshot())
+
+        for _ in range(20):  # the level holds: far below the target
+            latency.publish(inference_stats.to_msg(first, 0.2 * target_ms, 0.0, 0))
+        # then every frame misses by 3x until the manager drops (a bounded loop: one frame per 50 ms)
+        assert poll_until(lambda: dropped() or latency.publish(
+            inference_stats.to_msg(first, 3.0 * target_ms, 0.0, 0)), WAIT, 0.05), manager.output()
+        assert diags.wait_until(lambda m: on_miss_count() >= 1, WAIT), manager.output()
+        assert manager.wait_for_output("misses", WAIT), manager.output()

@@ -314,6 +314,11 @@ class Policy:
     """Common part of both policies: inputs bookkeeping, safety rules, frequency lists."""
 
     name = "base"
+    #: The manager also decides when a sample that missed the target arrives, not only on its timer: a drop
+    #: is due the moment the evidence for it exists, and at 20 fps a 10 Hz timer lets one more frame start at
+    #: the level that misses (SIMULATED on the recorded plants, 6 seeds: bursty misses 3.6 → 2.6 %). The
+    #: paper's ``step`` decides on its period only, as published.
+    decides_on_miss = False
 
     def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
                  gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
@@ -515,6 +520,7 @@ class JointPolicy(Policy):
     """Joint level + CPU/GPU frequency choice from a learned platform slowdown (module docstring)."""
 
     name = "joint"
+    decides_on_miss = True
 
     def clock_caps(self, inp: PolicyInputs) -> tuple[float, float, list[str]]:
         """Frequency caps (as fractions of max) from energy-saving mode and the thermal soft limit."""
@@ -697,7 +703,7 @@ class JointPolicy(Policy):
         n = self.tails.count(lvl)
         if n >= 1:
             for since in (-math.inf, now - RECENT_S):
-                lat = [x for x in self.tails.latencies(lvl, since)]
+                lat = self.tails.latencies(lvl, since)
                 k = sum(x > target for x in lat)
                 if k and binomial_tail(len(lat), k, cfg.miss_budget) < VIOLATION_ALPHA:
                     return True

@@ -119,6 +119,7 @@ class ManagerNode(Node):
         self.target_source = "parameter"
         self.min_accuracy: float | None = self.get_parameter("min_accuracy").value or None
         self.samples: list[LatencySample] = []
+        self.decisions_on_miss = 0  # decisions made when a missed deadline arrived (between timer ticks)
         self.active_level: int | None = None
         self.readings: dict[str, Reading | None] = dict.fromkeys(
             ("cpu_load", "gpu_load", "cpu_temp_c", "gpu_temp_c", "battery_soc"))
@@ -394,6 +395,9 @@ class ManagerNode(Node):
             return self.bad.drop(topics.INFERENCE_STATS, str(exc))
         self.samples.append(LatencySample(s.latency_ms, s.level, self._now()))
         del self.samples[:-500]
+        if self.multi is None and self.policy.decides_on_miss and self.target and s.latency_ms > self.target:
+            self.decisions_on_miss += 1
+            self._tick()  # a drop is due now, not at the next tick: one more frame would start at this level
 
     def _on_active_level(self, msg: UInt8) -> None:
         if msg.data >= len(self.levels):
@@ -471,7 +475,7 @@ class ManagerNode(Node):
                 "slowdown": f"{d.slowdown:.3f}", "target_latency_ms": self.target or 0.0,
                 "target_source": self.target_source, "min_accuracy": self.min_accuracy or 0.0,
                 "active_level": "" if self.active_level is None else self.active_level,
-                "bad_inputs_dropped": self.bad.total}))
+                "bad_inputs_dropped": self.bad.total, "decisions_on_miss": self.decisions_on_miss}))
 
 
 def main() -> int:

@@ -569,10 +569,14 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
     out_t, out_lvl, out_lat, out_tgt = [], [], [], []
     t_free, k, dropped, prev_level = 0.0, 0, 0, None
     ends: list[tuple[float, int]] = []              # (published at, level) for active_level tagging
+    urgent: list[float] = []                        # delivery times of missed deadlines (decided at once)
 
     def manager_until(t: float) -> None:
         nonlocal next_tick, next_load, load, heard_level
-        while policy is not None and min(next_tick, next_load) <= t:
+        while policy is not None and min(next_tick, next_load, urgent[0] if urgent else math.inf) <= t:
+            if urgent and urgent[0] <= min(next_tick, next_load):
+                decide(urgent.pop(0))  # a miss reached the manager: it decides at once (ManagerNode._on_stats)
+                continue
             if next_load <= next_tick:
                 w0 = next_load - 0.5
                 own = sum(max(0.0, min(e, next_load) - max(s, w0)) for s, e in busy_log[-40:])
@@ -580,17 +584,20 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
                 load = Reading(100.0 * share, next_load)
                 next_load += 0.5
                 continue
-            now = next_tick
-            got = [s for d, s in inbox if d <= now]
-            del inbox[:len(got)]
-            for pub, lv in ends:
-                if pub <= now:
-                    heard_level = lv
-            d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now) if now >= 0 else None,
-                                           latencies=tuple(got), active_level=heard_level, cpu_load=load))
-            if d.level != commanded[-1][1]:
-                commanded.append((now + cmd_delay_s, d.level))
+            decide(next_tick)
             next_tick += tick_period
+
+    def decide(now: float) -> None:
+        nonlocal heard_level
+        got = [s for d, s in inbox if d <= now]
+        del inbox[:len(got)]
+        for pub, lv in ends:
+            if pub <= now:
+                heard_level = lv
+        d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now) if now >= 0 else None,
+                                       latencies=tuple(got), active_level=heard_level, cpu_load=load))
+        if d.level != commanded[-1][1]:
+            commanded.append((now + cmd_delay_s, d.level))
 
     # frames lost before the node (plant.frame_delivery < 1: large frames on a loaded machine)
     keep = np.random.default_rng(seed + 7919).random(n_frames) < plant.frame_delivery
@@ -617,6 +624,9 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         # of the previous frame (the last one it heard)
         tag = level if tagging == "true" or not ends else ends[-1][1]
         inbox.append((end + msg_delay_s, LatencySample(lat, tag, end + msg_delay_s)))
+        target = scn.target_at(end)
+        if policy is not None and policy.decides_on_miss and target and lat > target:
+            urgent.append(end + msg_delay_s)
         ends.append((end + 2 * msg_delay_s, level))
         del ends[:-8]
         out_t.append(end + msg_delay_s)
