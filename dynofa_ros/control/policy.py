@@ -196,8 +196,9 @@ class PolicyConfig:
     safe_level: int = _tunable(0, 0, 255, "level used when inputs go stale")
     measure_first: int = _tunable(0, 0, 1, "joint: 1 = with a target but no latency measured on this machine "
                                            "yet, run the lowest allowed level until samples arrive and probe up "
-                                           "from there (a profile made on another machine); 0 = plan the first "
-                                           "level from the profile")
+                                           "from there (a profile made on another machine); without a target yet, "
+                                           "wait probe_quiet_s after the first samples for one before the most "
+                                           "accurate level; 0 = plan the first level from the profile")
     battery_low: float = _tunable(0.20, 0.0, 1.0, "state of charge (0..1) below which the energy-saving mode "
                                                   "starts")
     battery_hysteresis: float = _tunable(0.05, 0.0, 1.0, "energy-saving mode ends above battery_low + this")
@@ -573,6 +574,8 @@ class JointPolicy(Policy):
         self._context: tuple[float | None, float | None] | None = None
         self.learned_spread: float | None = None  # σ of log ratios within one condition, once measured
         self.improved_at: float | None = None     # when the running level last got clearly faster
+        self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
+        self.had_target = False                    # a latency target has been set at least once
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)
@@ -581,6 +584,8 @@ class JointPolicy(Policy):
     # -- estimates
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
         self.tails.add(sample.level, sample.latency_ms, sample.stamp, clock_factor)
+        if self.first_sample_at is None:
+            self.first_sample_at = sample.stamp
 
     def _ref_ratios(self, since: float = -math.inf, until: float = math.inf) -> list[float]:
         """What "now" looks like: the running level's own ratios, or every level's when it has too few."""
@@ -778,6 +783,16 @@ class JointPolicy(Policy):
                 "until the first samples (measure_first); then probes up", *notes]),
                 mode if target is not None else "no_target", self.predict_ms(floor, cap_c, cap_g))
         prefix = f"joint (p{100 * (1 - cfg.miss_budget):g} ratio ×{self.tail_ratio(st.level):.2f})"
+        self.had_target = self.had_target or target is not None
+        waited = now - (self.first_sample_at if self.first_sample_at is not None else now)
+        if target is None and cfg.measure_first and not self.had_target and waited < cfg.probe_quiet_s:
+            # start-up: the camera often starts before the application publishes its target; the most accurate
+            # level chosen for "no target" in between missed that target's first frames in the real bench
+            lvl = max(st.level, floor)
+            reason = (f"{prefix}: no latency target yet, {waited:.1f} s after the first frames → level {lvl} until one "
+                      f"arrives or {cfg.probe_quiet_s:g} s pass (measure_first)")
+            return Decision(lvl, cap_c, cap_g, "; ".join([reason, *notes]), "no_target" if mode == "normal" else mode,
+                            self.predict_ms(lvl, cap_c, cap_g))
         if target is None:
             lvl = self._dwell(inp, top, force=st.level < floor)
             reason = f"{prefix}: no latency target → most accurate level at the highest allowed clocks"
