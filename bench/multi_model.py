@@ -49,9 +49,11 @@ level switches; total CPU-rail energy (simulated). Prints the table and writes `
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -69,6 +71,7 @@ from ros_harness import RosProbe  # noqa: E402
 
 from devtools.demo import contention_cmd  # noqa: E402
 from devtools.processes import Proc, find_executable, graph_env, network_is_isolated  # noqa: E402
+from dynofa_ros.control.platforms import XAVIER_NX, XAVIER_NX_CPU_KHZ  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.multi_sim import SharedScenario, SimApp, simulate_shared  # noqa: E402
 
@@ -164,6 +167,89 @@ COLUMNS = ("coordinated", "independent", "fixed")
 PARAMS = REPO / "config" / "generic_cpu.yaml"
 #: Shared inputs an app-namespaced manager reads from the one monitor (topics are relative to its namespace).
 SHARED_REMAPS = tuple((t, "/" + t) for t in ("load/cpu", "load/gpu", "thermal/cpu", "thermal/gpu", "battery_state"))
+#: ... and the one clock they both command (dvfs_node applies whichever command came last, as on a board).
+CLOCK_REMAPS = tuple((t, "/" + t) for t in ("dynofa/cpu_freq_cmd", "dynofa/gpu_freq_cmd"))
+#: CFS period of the emulated clock: short, so a capped 10-30 ms inference is stretched evenly, not in one stall.
+CLOCK_PERIOD_US = 5000
+
+
+class EmulatedCpuClock:
+    """The CPU clock dvfs_node sets in the bench's Xavier NX sysfs tree, made to act on this machine: each
+    perception process may run ``f / f_max`` of every ``CLOCK_PERIOD_US`` (cgroup CPU bandwidth), so a lower
+    clock stretches its inference as a slower core would (EMULATED: the manager's model takes latency ∝ 1/f for
+    the whole CPU part, ``cpu_fraction: 1.0`` in generic_cpu.yaml, and so does a bandwidth cap).
+
+    Why: this VM has no cpufreq. Two managers can only fight over a clock that acts, and the shared clock is
+    what the coordinated manager is for (the issue's must-show). Needs root and a cgroup ``cpu`` controller (v1
+    ``cpu.cfs_quota_us`` or v2 ``cpu.max``); only the groups this object made are written, and removed at the end.
+    """
+
+    def __init__(self, root: Path, policy_dir: str = "sys/devices/system/cpu/cpufreq/policy0") -> None:
+        self.setspeed = root / policy_dir / "scaling_setspeed"
+        self.f_max = XAVIER_NX_CPU_KHZ[-1]
+        v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+        if (v1 / "cpu.cfs_quota_us").exists():
+            self.base, self.v2 = v1, False
+        elif (v2 / "cgroup.controllers").exists() and "cpu" in (v2 / "cgroup.controllers").read_text():
+            self.base, self.v2 = v2, True
+            (v2 / "cgroup.subtree_control").write_text("+cpu")
+        else:
+            raise RuntimeError("--emulate-cpu-clock needs a cgroup cpu controller (/sys/fs/cgroup/cpu or cgroup2 "
+                               "with cpu) and root")
+        self.groups: list[Path] = []
+        self.trace: list[tuple[float, int]] = []   # (monotonic s, kHz) at every change the processes felt
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def khz(self) -> int:
+        """The clock in force: scaling_setspeed under the userspace governor, else the maximum (the tree
+        starts under schedutil; without a manager nobody lowers it)."""
+        try:
+            text = self.setspeed.read_text().strip()
+        except OSError:
+            return self.f_max
+        return int(text) if text.isdigit() and int(text) > 0 else self.f_max
+
+    def attach(self, name: str, pid: int) -> None:
+        group = self.base / f"dynofa_bench_{os.getpid()}_{name}"
+        group.mkdir(exist_ok=True)
+        self.groups.append(group)
+        if not self.v2:
+            (group / "cpu.cfs_period_us").write_text(str(CLOCK_PERIOD_US))
+        (group / "cgroup.procs").write_text(str(pid))
+
+    def _apply(self, khz: int) -> None:
+        quota = max(1000, round(CLOCK_PERIOD_US * min(khz, self.f_max) / self.f_max))
+        for g in self.groups:
+            if self.v2:
+                (g / "cpu.max").write_text(f"{quota} {CLOCK_PERIOD_US}")
+            else:
+                (g / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def start(self) -> None:
+        def loop() -> None:
+            last = None
+            while not self._stop.wait(0.01):
+                f = self.khz()
+                if f != last:
+                    self._apply(f)
+                    self.trace.append((time.monotonic(), f))
+                    last = f
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        for g in self.groups:  # the processes have exited (or move back to the root group) before rmdir
+            try:
+                for pid in (g / "cgroup.procs").read_text().split():
+                    (self.base / "cgroup.procs").write_text(pid)
+                g.rmdir()
+            except OSError as exc:
+                print(f"multi_model: could not remove cgroup {g}: {exc}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -211,21 +297,26 @@ def node_procs(column: str, apps: tuple[RealApp, ...], args: argparse.Namespace,
 
     params = (str(PARAMS),)
     specs: list[tuple[str, lc.NodeSpec]] = [("monitor_node", lc.NodeSpec("monitor_node", "monitor_node", params))]
+    clock: dict[str, Any] = {}
+    if args.sysfs_root:  # --emulate-cpu-clock: dvfs_node writes the bench's Xavier NX tree; managers choose clocks
+        specs.append(("dvfs_node", lc.NodeSpec("dvfs_node", "dvfs_node", params, {
+            "sysfs_root": str(args.sysfs_root), "dry_run": False, "state_dir": str(args.sysfs_root / "dvfs_state")})))
+        clock = {"board": "xavier_nx", "cpu_frequencies_khz": list(XAVIER_NX_CPU_KHZ), "gpu_frequencies_hz": [0]}
     for a in apps:
         over = {"family_file": str(a.family), "threads": args.threads, "initial_level": 0}
         specs.append((f"perception_{a.name}",
                       lc.NodeSpec("perception_node", "perception_node", (str(PARAMS),), over, (), a.name)))
     if column == "coordinated":
-        over: dict[str, Any] = {"apps": [a.name for a in apps]}
+        over: dict[str, Any] = {"apps": [a.name for a in apps], **clock}
         for a in apps:
             over |= {f"apps.{a.name}.family_file": str(a.family), f"apps.{a.name}.priority": a.priority,
                      f"apps.{a.name}.target_latency_ms": a.target_ms}
         specs.append(("manager", lc.NodeSpec("manager_node", "manager_node", (str(PARAMS),), over)))
     elif column == "independent":
         for a in apps:
-            over = {"family_file": str(a.family), "target_latency_ms": a.target_ms}
+            over = {"family_file": str(a.family), "target_latency_ms": a.target_ms, **clock}
             specs.append((f"manager_{a.name}", lc.NodeSpec("manager_node", "manager_node", (str(PARAMS),), over,
-                                                           SHARED_REMAPS, a.name)))
+                                                           SHARED_REMAPS + CLOCK_REMAPS, a.name)))
     return [Proc(label, lc.command_line(spec, find_executable(spec.executable, args.exe_dir)), env, log_dir, REPO,
                  start=False) for label, spec in specs]
 
@@ -242,6 +333,14 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
     from dynofa_ros.perception.image_codec import encode_image
 
     log_dir = out / "logs" / column
+    args.sysfs_root = None
+    if args.emulate_cpu_clock:
+        from jetson_sysfs import make_xavier_nx  # the tests' Xavier NX tree: real files, as dvfs_node reads them
+
+        args.sysfs_root = out / "sysfs" / column
+        if args.sysfs_root.exists():
+            shutil.rmtree(args.sysfs_root)
+        make_xavier_nx(args.sysfs_root)
     env = graph_env(domain_id)
     env["OMP_NUM_THREADS"] = str(args.threads)
     procs = node_procs(column, apps, args, env, log_dir)
@@ -260,9 +359,17 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
     schedule = [(0.0, 0), (40.0 * k, args.busy), (80.0 * k, 0)]
     t_meas = None
     t_wall0 = time.monotonic()
+    clock = None
     try:
+        if args.sysfs_root:
+            clock = EmulatedCpuClock(args.sysfs_root)
         for p in procs:
             p.start()
+        if clock is not None:
+            for p in procs:
+                if p.name.startswith("perception"):
+                    clock.attach(p.name, p.pid)
+            clock.start()
         for p in procs:
             text = "ready:" if p.name.startswith("perception") else "policy" if p.name.startswith("manager") else None
             if text and not p.wait_for_output(text, 180):
@@ -355,6 +462,8 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
             w.stop(timeout=2)
         for p in reversed(procs):
             p.stop()
+        if clock is not None:
+            clock.close()
     rec["loadavg_after"] = os.getloadavg()
     rec["wall_s"] = round(time.monotonic() - t_wall0, 1)
     rec["busy_changes"] = changes
@@ -365,6 +474,7 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
                           "latency_ms": [round(x, 3) for _, _, x in s]} for a, s in samples.items()}
     rec["commands_received"] = {a: [(round(t - t0, 3), lv) for t, lv in c] for a, c in cmds.items()}
     rec["decisions"] = [(round(t - t0, 3), *rest) for t, *rest in decisions]
+    rec["cpu_clock_khz"] = [(round(t - t0, 3), f) for t, f in clock.trace] if clock is not None else None
     return rec
 
 
@@ -419,7 +529,44 @@ def score_real(rec: dict[str, Any], apps: tuple[RealApp, ...], duration: float) 
         wacc += a.priority * acc
     ok = all(row.get(a.name) for a in apps)
     row["weighted_accuracy"] = wacc / sum(a.priority for a in apps) if ok else None
+    row["cpu_clock"] = clock_stats(rec.get("cpu_clock_khz"), duration)
+    if row["cpu_clock"] is not None:
+        row["cpu_clock"]["energy_j"] = modelled_energy_j(rec, duration)
     return row
+
+
+def modelled_energy_j(rec: dict[str, Any], duration: float, step_s: float = 0.05) -> float:
+    """CPU energy over [0, duration), MODELLED as ``multi_sim`` does: the Xavier NX CPU power model at the emulated
+    clock, utilisation = (both apps' inference time + busy processes) / cores, per ``step_s``."""
+    trace = rec.get("cpu_clock_khz") or [(0.0, XAVIER_NX.cpu_khz[-1])]
+    cores = os.cpu_count() or 2
+    edges = np.arange(0.0, duration + 1e-9, step_s)
+    busy_s = np.zeros(len(edges) - 1)
+    for s in rec["samples"].values():   # each sample ends at its receive time and lasted its latency
+        for t_end, ms in zip(s["t_s"], s["latency_ms"], strict=True):
+            t0, t1 = t_end - ms / 1000.0, t_end
+            i0, i1 = max(int(t0 // step_s), 0), min(int(t1 // step_s), len(busy_s) - 1)
+            for i in range(i0, i1 + 1):
+                busy_s[i] += max(0.0, min(t1, edges[i + 1]) - max(t0, edges[i]))
+    changes = rec.get("busy_changes") or []
+    energy = 0.0
+    for i, t in enumerate(edges[:-1]):
+        f = next((khz for tc, khz in reversed(trace) if tc <= t), trace[0][1])
+        others = next((n for tc, n in reversed(changes) if tc <= t), 0)
+        util = min((busy_s[i] / step_s + others) / cores, 1.0)
+        energy += XAVIER_NX.cpu.power_w(f, util) * step_s
+    return float(energy)
+
+
+def clock_stats(trace: list[tuple[float, int]] | None, duration: float) -> dict[str, float] | None:
+    """Time-weighted mean of the emulated CPU clock over [0, duration) and its changes per minute (a fight
+    between managers shows as clock changes), None when the clock was not emulated."""
+    if not trace:
+        return None
+    f_at0 = next((f for t, f in reversed(trace) if t <= 0.0), trace[0][1])
+    points = [(0.0, f_at0)] + [(t, f) for t, f in trace if 0.0 < t < duration] + [(duration, 0)]
+    mean = sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points)) / duration
+    return {"mean_mhz": mean / 1000.0, "changes_per_min": (len(points) - 2) / (duration / 60.0)}
 
 
 def format_real_table(rows: dict[str, dict], recs: dict[str, dict]) -> str:
@@ -437,7 +584,10 @@ def format_real_table(rows: dict[str, dict], recs: dict[str, dict]) -> str:
             x = r[app]
             cells.append(f"{100 * x['miss_rate']:>{w}.2f}% {x['accuracy_predicted']:>6.2f} "
                          f"{x['switches_per_min']:>6.1f} {x['p50_ms']:>5.1f} {x['p95_ms']:>5.1f}")
-        lines.append(f"{col:<12} | {cells[0]} | {cells[1]} | {r['weighted_accuracy']:>6.2f} | {load}")
+        clk = r.get("cpu_clock")
+        clk_txt = (f" | CPU {clk['mean_mhz']:>6.0f} MHz, {clk['changes_per_min']:>5.1f} chg/min, "
+                   f"{clk['energy_j']:>6.1f} J") if clk else ""
+        lines.append(f"{col:<12} | {cells[0]} | {cells[1]} | {r['weighted_accuracy']:>6.2f} | {load}{clk_txt}")
     return "\n".join(lines)
 
 
@@ -448,8 +598,9 @@ def plot_real(path: Path, recs: dict[str, dict], apps: tuple[RealApp, ...], dura
     import matplotlib.pyplot as plt
 
     cols = list(recs)
-    fig, axes = plt.subplots(len(apps), len(cols), figsize=(5 * len(cols), 3.6 * len(apps)), squeeze=False,
-                             sharex=True)
+    clocked = any(rec.get("cpu_clock_khz") for rec in recs.values())
+    rows = len(apps) + int(clocked)
+    fig, axes = plt.subplots(rows, len(cols), figsize=(5 * len(cols), 3.6 * rows), squeeze=False, sharex=True)
     for c, col in enumerate(cols):
         rec = recs[col]
         for r, a in enumerate(apps):
@@ -476,6 +627,14 @@ def plot_real(path: Path, recs: dict[str, dict], apps: tuple[RealApp, ...], dura
             sc = score_real(rec, apps, duration).get(a.name) or {}
             ax.set_title(f"{col}: {a.name} (miss {100 * sc.get('miss_rate', float('nan')):.1f} %, "
                          f"{sc.get('switches', 0)} switches)", fontsize=9)
+        if clocked:  # the shared clock: a fight between two managers shows here
+            ax = axes[-1][c]
+            trace = rec.get("cpu_clock_khz") or []
+            if trace:
+                t = [x for x, _ in trace] + [duration]
+                ax.step(t, [f / 1000 for _, f in trace] + [trace[-1][1] / 1000], where="post", c="C4")
+            ax.set_ylabel("CPU clock MHz (EMULATED)")
+            ax.set_title(f"{col}: shared CPU clock" + ("" if trace else " (max: no manager)"), fontsize=9)
         axes[-1][c].set_xlabel("s (grey: warm-up, orange: busy processes)")
     fig.suptitle("bench/multi_model.py --real: REAL nodes on this machine (misses red; accuracy PREDICTED)",
                  fontsize=10)
@@ -525,13 +684,19 @@ def run_real(args: argparse.Namespace) -> int:
     print(format_real_table(rows, recs))
     print("accuracy: PREDICTED top-1 from the family file (random weights run). miss: inference latency reported on "
           "<app>/dynofa/inference_stats > the app's target. sw/min: changes of the running level per minute. "
-          "p50/p95: ms. w.acc: Σ priority·acc / Σ priority. No energy column: no DVFS on this machine (clocks not "
-          "controlled); energy is in the simulated table (run without --real).")
+          "p50/p95: ms. w.acc: Σ priority·acc / Σ priority. " + (
+              "CPU: the EMULATED Xavier NX clock (dvfs_node's setting, applied as cgroup CPU bandwidth), time-weighted "
+              "mean, changes per minute, and CPU energy MODELLED (Xavier NX CPU power model at that clock, "
+              "utilisation = inference time + busy processes over the cores); fixed runs at the maximum."
+              if args.emulate_cpu_clock else
+              "No energy column: no DVFS on this machine (clocks not controlled); energy is in the simulated table "
+              "(run without --real; --emulate-cpu-clock makes a shared clock act here)."))
     print(f"bench time {(time.monotonic() - t_start) / 60:.1f} min; load average {load0[0]:.2f} before, "
           f"{load1[0]:.2f} after (2 cores shared with other work: noisy)")
     (out / "multi_model_real.json").write_text(json.dumps({
         "real": True, "duration_s": args.duration, "warmup_s": args.warmup_s, "threads": args.threads,
-        "busy": args.busy, "fixed_levels": fixed, "fixed_source": fixed_source, "accuracy": "predicted (family file)",
+        "busy": args.busy, "emulated_cpu_clock": args.emulate_cpu_clock,
+        "fixed_levels": fixed, "fixed_source": fixed_source, "accuracy": "predicted (family file)",
         "apps": [{**asdict(a), "family": str(a.family)} for a in apps], "loadavg_before": load0,
         "loadavg_after": load1, "rows": rows, "runs": recs}, indent=None))
     try:
@@ -557,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--front-target", type=float, default=25.0, help="real: front's target, ms")
     ap.add_argument("--rear-target", type=float, default=30.0, help="real: rear's target, ms")
     ap.add_argument("--busy", type=int, default=2, help="real: busy processes in the middle third")
+    ap.add_argument("--emulate-cpu-clock", action="store_true", help="real: a dvfs_node on a Xavier NX sysfs tree "
+                    "takes the managers' CPU clock commands, and each perception process gets f/f_max of a core "
+                    "(cgroup CPU bandwidth; needs root): the clock the apps share acts, EMULATED")
     ap.add_argument("--columns", default=",".join(COLUMNS), help=f"real: comma-separated, from {list(COLUMNS)}")
     ap.add_argument("--exe-dir", default=None, help="real: where the node executables are (default: next to Python)")
     ap.add_argument("--domain-id", type=int, default=None, help="real: first ROS_DOMAIN_ID (one per column)")
