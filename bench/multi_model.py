@@ -26,8 +26,12 @@ that ran the frame and its inference time, as in ``bench/contention.py``); a mis
 target. Per app: miss rate, mean accuracy (PREDICTED, from the family file), level switches per minute (of the
 running level, from the samples), p50/p95 latency; weighted accuracy Σ priority·acc / Σ priority. The first
 ``--warmup-s`` seconds after both apps report (managers climbing from level 0) are shown in the plot but not
-scored. No energy column: this machine has no DVFS (the managers run with the CPU and GPU clocks not controlled),
-so energy is only in the simulated table. Writes ``multi_model_real.json`` (every figure, the samples,
+scored. This machine has no DVFS: by default the managers run with the CPU and GPU clocks not controlled, and
+energy is only in the simulated table. ``--emulate-cpu-clock`` (root) makes a shared clock act: a real
+``dvfs_node`` takes the managers' CPU clock commands on a Xavier NX sysfs tree (independent managers both command
+it; the last command wins, as on a board) and each perception process gets ``f / f_max`` of a core through cgroup
+CPU bandwidth (``EmulatedCpuClock``); the table then adds the clock's mean, its changes per minute and the CPU
+energy MODELLED from it. Writes ``multi_model_real.json`` (every figure, the samples,
 busy-process change times, load averages) and ``multi_model_real.png`` (levels and latency per app per column).
 The 2-core machine is shared: the load average before/after each column is printed.
 
