@@ -340,6 +340,19 @@ def _startup_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, ParameterException, FamilyError, PolicyConfigError)
 
 
+def _ended_by_signal(exc: Exception) -> bool:
+    """``exc`` came from rclpy because a signal shut its context down (a normal exit).
+
+    One SIGINT acts twice: rclpy's C handler shuts the context down at once, so spin raises, and Python's
+    handler raises KeyboardInterrupt at the next bytecode, which can land while this very check runs (seen
+    once in CI on a loaded machine: exit status 1 with a traceback). Landing here it means the same thing.
+    """
+    try:
+        return not rclpy.ok() and "context is invalid" in str(exc)
+    except KeyboardInterrupt:
+        return True
+
+
 def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] | None = None, *,
         config_errors: tuple[type[BaseException], ...] = (), config_status: int = 2,
         failed: Callable[[Node], bool] | None = None) -> int:
@@ -379,9 +392,12 @@ def run(name: str, factory: Callable[[], Node], on_exit: Callable[[Node], None] 
     except errors as exc:
         status = refuse(startup_message(exc, argv, node.get_fully_qualified_name() if node else fqn))
     except Exception as exc:  # RCLError: a signal shut rclpy down while a callback was publishing: a normal exit
-        if rclpy.ok() or "context is invalid" not in str(exc):
+        if not _ended_by_signal(exc):
             raise
     finally:
+        # the node is ending: a second signal, or the late Python half of the first, must not cut the exit short
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             if on_exit is not None:
                 on_exit(node)
