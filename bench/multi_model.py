@@ -53,6 +53,7 @@ level switches; total CPU-rail energy (simulated). Prints the table and writes `
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import json
 import os
@@ -75,7 +76,7 @@ from ros_harness import RosProbe  # noqa: E402
 
 from devtools.demo import contention_cmd  # noqa: E402
 from devtools.processes import Proc, find_executable, graph_env, network_is_isolated  # noqa: E402
-from dynofa_ros.control.platforms import XAVIER_NX, XAVIER_NX_CPU_KHZ  # noqa: E402
+from dynofa_ros.control.platforms import XAVIER_NX  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.multi_sim import SharedScenario, SimApp, simulate_shared  # noqa: E402
 
@@ -190,7 +191,7 @@ class EmulatedCpuClock:
 
     def __init__(self, root: Path, policy_dir: str = "sys/devices/system/cpu/cpufreq/policy0") -> None:
         self.setspeed = root / policy_dir / "scaling_setspeed"
-        self.f_max = XAVIER_NX_CPU_KHZ[-1]
+        self.f_max = XAVIER_NX.cpu_khz[-1]
         v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
         if (v1 / "cpu.cfs_quota_us").exists():
             self.base, self.v2 = v1, False
@@ -295,17 +296,17 @@ def camera(pub: Any, msg: Any, clock: Any, fps: float, stop: threading.Event, se
 
 
 def node_procs(column: str, apps: tuple[RealApp, ...], args: argparse.Namespace,
-               env: dict[str, str], log_dir: Path) -> list[Proc]:
+               env: dict[str, str], log_dir: Path, sysfs_root: Path | None = None) -> list[Proc]:
     """The column's node processes (not started): monitor, one perception node per app, its manager(s)."""
     from dynofa_ros import launch_config as lc
 
     params = (str(PARAMS),)
     specs: list[tuple[str, lc.NodeSpec]] = [("monitor_node", lc.NodeSpec("monitor_node", "monitor_node", params))]
     clock: dict[str, Any] = {}
-    if args.sysfs_root:  # --emulate-cpu-clock: dvfs_node writes the bench's Xavier NX tree; managers choose clocks
+    if sysfs_root:  # --emulate-cpu-clock: dvfs_node writes the bench's Xavier NX tree; managers choose clocks
         specs.append(("dvfs_node", lc.NodeSpec("dvfs_node", "dvfs_node", params, {
-            "sysfs_root": str(args.sysfs_root), "dry_run": False, "state_dir": str(args.sysfs_root / "dvfs_state")})))
-        clock = {"board": "xavier_nx", "cpu_frequencies_khz": list(XAVIER_NX_CPU_KHZ), "gpu_frequencies_hz": [0]}
+            "sysfs_root": str(sysfs_root), "dry_run": False, "state_dir": str(sysfs_root / "dvfs_state")})))
+        clock = {"board": "xavier_nx", "cpu_frequencies_khz": list(XAVIER_NX.cpu_khz), "gpu_frequencies_hz": [0]}
     for a in apps:
         over = {"family_file": str(a.family), "threads": args.threads, "initial_level": 0}
         specs.append((f"perception_{a.name}",
@@ -337,17 +338,17 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
     from dynofa_ros.perception.image_codec import encode_image
 
     log_dir = out / "logs" / column
-    args.sysfs_root = None
+    sysfs_root = None
     if args.emulate_cpu_clock:
         from jetson_sysfs import make_xavier_nx  # the tests' Xavier NX tree: real files, as dvfs_node reads them
 
-        args.sysfs_root = out / "sysfs" / column
-        if args.sysfs_root.exists():
-            shutil.rmtree(args.sysfs_root)
-        make_xavier_nx(args.sysfs_root)
+        sysfs_root = out / "sysfs" / column
+        if sysfs_root.exists():
+            shutil.rmtree(sysfs_root)
+        make_xavier_nx(sysfs_root)
     env = graph_env(domain_id)
     env["OMP_NUM_THREADS"] = str(args.threads)
-    procs = node_procs(column, apps, args, env, log_dir)
+    procs = node_procs(column, apps, args, env, log_dir, sysfs_root)
     rec: dict[str, Any] = {"column": column, "ok": False, "error": "", "loadavg_before": os.getloadavg(),
                            "commands": [" ".join(p.cmd) for p in procs], "domain_id": domain_id}
     samples: dict[str, list[tuple[float, int, float]]] = {a.name: [] for a in apps}
@@ -365,8 +366,8 @@ def run_real_column(column: str, apps: tuple[RealApp, ...], fixed: dict[str, int
     t_wall0 = time.monotonic()
     clock = None
     try:
-        if args.sysfs_root:
-            clock = EmulatedCpuClock(args.sysfs_root)
+        if sysfs_root:
+            clock = EmulatedCpuClock(sysfs_root)
         for p in procs:
             p.start()
         if clock is not None:
@@ -539,10 +540,16 @@ def score_real(rec: dict[str, Any], apps: tuple[RealApp, ...], duration: float) 
     return row
 
 
+def value_at(trace: list[tuple[float, int]], t: float, before: int) -> int:
+    """The value a step trace of (time, value) changes holds at ``t``; ``before`` before its first change."""
+    i = bisect.bisect_right([tc for tc, _ in trace], t)
+    return trace[i - 1][1] if i else before
+
+
 def modelled_energy_j(rec: dict[str, Any], duration: float, step_s: float = 0.05) -> float:
     """CPU energy over [0, duration), MODELLED as ``multi_sim`` does: the Xavier NX CPU power model at the emulated
     clock, utilisation = (both apps' inference time + busy processes) / cores, per ``step_s``."""
-    trace = rec.get("cpu_clock_khz") or [(0.0, XAVIER_NX.cpu_khz[-1])]
+    trace = rec["cpu_clock_khz"]
     cores = os.cpu_count() or 2
     edges = np.arange(0.0, duration + 1e-9, step_s)
     busy_s = np.zeros(len(edges) - 1)
@@ -555,8 +562,7 @@ def modelled_energy_j(rec: dict[str, Any], duration: float, step_s: float = 0.05
     changes = rec.get("busy_changes") or []
     energy = 0.0
     for i, t in enumerate(edges[:-1]):
-        f = next((khz for tc, khz in reversed(trace) if tc <= t), trace[0][1])
-        others = next((n for tc, n in reversed(changes) if tc <= t), 0)
+        f, others = value_at(trace, t, trace[0][1]), value_at(changes, t, 0)
         util = min((busy_s[i] / step_s + others) / cores, 1.0)
         energy += XAVIER_NX.cpu.power_w(f, util) * step_s
     return float(energy)
@@ -567,8 +573,8 @@ def clock_stats(trace: list[tuple[float, int]] | None, duration: float) -> dict[
     between managers shows as clock changes), None when the clock was not emulated."""
     if not trace:
         return None
-    f_at0 = next((f for t, f in reversed(trace) if t <= 0.0), trace[0][1])
-    points = [(0.0, f_at0)] + [(t, f) for t, f in trace if 0.0 < t < duration] + [(duration, 0)]
+    inside = [(t, f) for t, f in trace if 0.0 < t < duration]
+    points = [(0.0, value_at(trace, 0.0, trace[0][1])), *inside, (duration, 0)]
     mean = sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points)) / duration
     return {"mean_mhz": mean / 1000.0, "changes_per_min": (len(points) - 2) / (duration / 60.0)}
 

@@ -395,7 +395,7 @@ class ManagerNode(Node):
             return self.bad.drop(topics.INFERENCE_STATS, str(exc))
         self.samples.append(LatencySample(s.latency_ms, s.level, self._now()))
         del self.samples[:-500]
-        if self.multi is None and self.policy.decides_on_miss and self.target and s.latency_ms > self.target:
+        if self.policy.decides_on_miss and self.target and s.latency_ms > self.target:  # single-app path
             self.decisions_on_miss += 1
             self._tick()  # a drop is due now, not at the next tick: one more frame would start at this level
 

@@ -572,7 +572,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
     urgent: list[float] = []                        # delivery times of missed deadlines (decided at once)
 
     def manager_until(t: float) -> None:
-        nonlocal next_tick, next_load, load, heard_level
+        nonlocal next_tick, next_load, load
         while policy is not None and min(next_tick, next_load, urgent[0] if urgent else math.inf) <= t:
             if urgent and urgent[0] <= min(next_tick, next_load):
                 decide(urgent.pop(0))  # a miss reached the manager: it decides at once (ManagerNode._on_stats)
