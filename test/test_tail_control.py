@@ -258,3 +258,32 @@ def test_in_every_gap_between_bursts_the_way_up_is_planned_from_the_frames_just_
         in_gap = [(t, lvl) for t, lvl in ups if gap_start <= t < gap_start + 3.0]
         assert in_gap and in_gap[0][0] <= gap_start + 1.5, (gap_start, ups)   # the way up starts at once
         assert any(lvl == 2 for _, lvl in in_gap), (gap_start, ups)             # and reaches the top in the gap
+
+
+def test_a_burst_proven_with_an_older_miss_drops_below_where_its_late_frames_would_miss_again():
+    """Level 3, the top, holds 40 ms easily (about 22 ms per frame); one frame missed 0.5 s ago; then a burst makes the
+    next two frames 2.4x slower. Three misses in the newest second prove the violation, but three of the
+    newest five frames are from before the burst, so their median still says "idle": planned on it, the drop
+    went to level 2, where the burst's frames take about 45 ms and the next frames missed again (real bursty
+    run: 3-4 more late frames). The drop must go to a level at which the two late frames, transferred through
+    the profile, fit the plan."""
+    profile = [10.0, 12.0, 14.4, 17.3]   # level 3 is the top: nothing to probe meanwhile
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(profile)]
+    target, fps = 40.0, 20.0
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    pol.state.level = 3
+    idle = [17.3 * 1.3 * (1.0 + 0.03 * math.sin(i)) for i in range(160)]   # 8 s at level 3, 21.8-23.2 ms
+    idle[-10] = 42.0                                                       # a lone late frame 0.5 s ago
+    late = [17.3 * 1.3 * 2.4 * f for f in (1.0, 1.05)]                     # the burst's first two frames
+    frames = idle + late
+    samples = [LatencySample(ms, 3, (i + 1) / fps) for i, ms in enumerate(frames)]
+    now = samples[-1].stamp
+    decisions = [pol.decide(PolicyInputs(now=now - 1.0, target_latency_ms=target, latencies=tuple(samples[:-21]))),
+                 pol.decide(PolicyInputs(now=now - 0.05, target_latency_ms=target, latencies=tuple(samples[-21:-1]))),
+                 pol.decide(PolicyInputs(now=now, target_latency_ms=target, latencies=tuple(samples[-1:])))]
+    assert [d.level for d in decisions[:2]] == [3, 3], [d.reason for d in decisions]   # one late frame: held
+    drop = decisions[-1]
+    assert drop.level < 3, drop.reason
+    fastest_late_ratio = min(late) / profile[3]
+    budget = target * (1 - 0.05)
+    assert profile[drop.level] * fastest_late_ratio <= budget, drop.reason     # the late frames fit there

@@ -72,6 +72,8 @@ MIN_OWN_SAMPLES = 5
 RECENT_S = 1.0
 #: Newest samples whose median says how slow "now" is when a violation asks where to drop to.
 DROP_RECENT_SAMPLES = 5
+#: Late frames in a row at the running level whose fastest one bounds a drop's plan (``late_streak``).
+LATE_STREAK = 2
 #: Significance of the miss-count test that declares the running level in violation of the miss budget.
 VIOLATION_ALPHA = 0.01
 #: A level held this many windows without a violation has its failure count cleared.
@@ -616,10 +618,11 @@ class JointPolicy(Policy):
         # nothing measured yet on this machine: the profile's median with a typical spread around it
         return math.exp(NormalDist().inv_cdf(q) * self.spread())
 
-    def drop_ratio(self, now: float) -> float:
+    def drop_ratio(self, now: float, target: float | None = None) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
         ``RECENT_S`` moved (contention just began), the newest median times the tail/median spread of the
-        frames before them.
+        frames before them; with ``target``, never below the fastest of the running level's newest late
+        frames when at least ``LATE_STREAK`` of them came in a row (:meth:`late_streak`).
 
         Why the frames before: the whole window mixes a fast past with the slow present, so its spread counts
         the slowdown a second time on top of the newest median. Planned that way, a drop at the start of
@@ -643,7 +646,28 @@ class JointPolicy(Policy):
         # 1.28 σ), at least the prior's; a spread that is too small is corrected by the next violation
         low = math.log(median / (self.tails.quantile(before, 0.1) or median)) / Z90
         spread = min(spread, math.exp(NormalDist().inv_cdf(q) * max(low, self.config.prior_log_spread)))
-        return max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * spread)
+        ratio = max(tail, (self.tails.quantile(recent, 0.5) or 1.0) * spread)
+        streak = self.late_streak(target, now) if target is not None else []
+        return max(ratio, min(streak)) if len(streak) >= LATE_STREAK else ratio
+
+    def late_streak(self, target: float, now: float) -> list[float]:
+        """Ratios of the running level's newest frames of the last ``RECENT_S`` that all missed ``target``.
+
+        Why: a violation is often proven by an older miss of the window plus the first two frames of a burst.
+        The newest median then still holds frames from before the burst and describes the past; a drop
+        planned on it went one level down, where the next frames missed again (real bursty runs: 3-4 extra
+        late frames in one burst of six). A level at which the frames that just missed would still miss is
+        no place to drop to, so their fastest one bounds the plan from below. Not their median: they were
+        selected for being slow, and a moderate slowdown would be overestimated.
+        """
+        run = self.state.level
+        base = self.tails.base_ms(run)
+        out: list[float] = []
+        for s in reversed(self.tails.samples[run]):
+            if s.stamp < now - RECENT_S or s.latency_ms <= target:
+                break
+            out.append(s.latency_ms / (base * s.clock_factor))
+        return out
 
     def spread(self) -> float:
         """σ of log latency for estimates from few samples: the prior, except right after an improvement
@@ -825,7 +849,7 @@ class JointPolicy(Policy):
             self.last_violation = now
             if run > floor:
                 self.record_failure(run, now, self.tail_ratio(run))
-            drop_ratio = self.drop_ratio(now)
+            drop_ratio = self.drop_ratio(now, target)
             below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
             if below:
                 want = below[-1]
@@ -871,7 +895,7 @@ class JointPolicy(Policy):
         self.ceiling = want
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
-            return max(self.tail_ratio(lv), self.drop_ratio(now)) if lv < run else self.tail_ratio(lv)
+            return max(self.tail_ratio(lv), self.drop_ratio(now, target)) if lv < run else self.tail_ratio(lv)
 
         lvl, pair = want, self._cheapest_pair(want, ratio_of(want), cpus, gpus, budget, period)
         if cfg.accuracy_slack > 0 and not infeasible:
