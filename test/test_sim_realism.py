@@ -9,9 +9,10 @@ checked on what it was *not* fitted to: the miss rates of the managed columns of
 loop: the policy's decisions change which levels run, so the simulated frames-in-flight timing, decision
 timer, switch cost and spread all matter).
 
-Re-record after changing the controller or the machine (about 40 minutes, see bench/contention.py)::
+Re-record after changing the controller or the machine (about 36 minutes at full length, see
+bench/contention.py; the recorded file is a full-length run)::
 
-    . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py --threads 1 --duration-scale 0.75 \
+    . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py --threads 1 \
         --sim-data test/data/contention_real_run.json
 
 No wall-clock assertions: everything here is simulated, seeded and deterministic.
