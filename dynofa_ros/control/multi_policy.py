@@ -298,7 +298,7 @@ class MultiPolicy:
         if ratio is None:  # quantiles are the costly part: once per (app, level) per decision
             ratio = sub.tail_ratio(level)
             if drop:
-                ratio = max(ratio, sub.drop_ratio(now))
+                ratio = max(ratio, sub.drop_ratio(now, sub.target))
             self._cache[key] = ratio
         f, _ = self.interference.factor(name, self.others_demand(name, self.levels), self.others_demand(name, combo))
         return sub.predict_ms(level, cpu, gpu, ratio * f)

@@ -752,6 +752,11 @@ class JointPolicy(Policy):
             self.blocked_until[lv] = max(self.blocked_until[lv], now + block)
             self.fail_ratio[lv] = ratio if self.fail_ratio[lv] is None else min(self.fail_ratio[lv], ratio)
 
+    @property
+    def target(self) -> float | None:
+        """The latency target (ms) of the newest decision's context; None before one or without a target."""
+        return self._context[0] if self._context is not None else None
+
     def enter_context(self, target: float | None, floor_accuracy: float | None) -> None:
         """A new target or accuracy floor: what failed under the old one says nothing now (probe memory cleared).
 
