@@ -53,7 +53,6 @@ level switches; total CPU-rail energy (simulated). Prints the table and writes `
 from __future__ import annotations
 
 import argparse
-import bisect
 import itertools
 import json
 import os
@@ -79,6 +78,7 @@ from devtools.processes import Proc, find_executable, graph_env, network_is_isol
 from dynofa_ros.control.platforms import XAVIER_NX  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.multi_sim import SharedScenario, SimApp, simulate_shared  # noqa: E402
+from dynofa_ros.series import step_value, value_at  # noqa: E402
 
 SUBSET = (0, 3, 6)
 FIXED = {"front": 2, "rear": 6}
@@ -540,12 +540,6 @@ def score_real(rec: dict[str, Any], apps: tuple[RealApp, ...], duration: float) 
     return row
 
 
-def value_at(trace: list[tuple[float, int]], t: float, before: int) -> int:
-    """The value a step trace of (time, value) changes holds at ``t``; ``before`` before its first change."""
-    i = bisect.bisect_right([tc for tc, _ in trace], t)
-    return trace[i - 1][1] if i else before
-
-
 def modelled_energy_j(rec: dict[str, Any], duration: float, step_s: float = 0.05) -> float:
     """CPU energy over [0, duration), MODELLED as ``multi_sim`` does: the Xavier NX CPU power model at the emulated
     clock, utilisation = (both apps' inference time + busy processes) / cores, per ``step_s``."""
@@ -562,7 +556,7 @@ def modelled_energy_j(rec: dict[str, Any], duration: float, step_s: float = 0.05
     changes = rec.get("busy_changes") or []
     energy = 0.0
     for i, t in enumerate(edges[:-1]):
-        f, others = value_at(trace, t, trace[0][1]), value_at(changes, t, 0)
+        f, others = step_value(trace, t), value_at(changes, t, 0)
         util = min((busy_s[i] / step_s + others) / cores, 1.0)
         energy += XAVIER_NX.cpu.power_w(f, util) * step_s
     return float(energy)
@@ -574,7 +568,7 @@ def clock_stats(trace: list[tuple[float, int]] | None, duration: float) -> dict[
     if not trace:
         return None
     inside = [(t, f) for t, f in trace if 0.0 < t < duration]
-    points = [(0.0, value_at(trace, 0.0, trace[0][1])), *inside, (duration, 0)]
+    points = [(0.0, step_value(trace, 0.0)), *inside, (duration, 0)]
     mean = sum((b[0] - a[0]) * a[1] for a, b in itertools.pairwise(points)) / duration
     return {"mean_mhz": mean / 1000.0, "changes_per_min": (len(points) - 2) / (duration / 60.0)}
 
