@@ -52,6 +52,7 @@ Units everywhere: latency in ms, time in s, CPU frequency in kHz, GPU frequency 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 from collections import deque
@@ -660,14 +661,7 @@ class JointPolicy(Policy):
         no place to drop to, so their fastest one bounds the plan from below. Not their median: they were
         selected for being slow, and a moderate slowdown would be overestimated.
         """
-        run = self.state.level
-        base = self.tails.base_ms(run)
-        out: list[float] = []
-        for s in reversed(self.tails.samples[run]):
-            if s.stamp < now - RECENT_S or s.latency_ms <= target:
-                break
-            out.append(s.latency_ms / (base * s.clock_factor))
-        return out
+        return self.tails.newest_late_ratios(self.state.level, target, now - RECENT_S)
 
     def spread(self) -> float:
         """σ of log latency for estimates from few samples: the prior, except right after an improvement
@@ -838,6 +832,11 @@ class JointPolicy(Policy):
         def fits(lv: int, limit: float) -> bool:
             return self.predict_ms(lv, cap_c, cap_g, self.tail_ratio(lv)) <= limit
 
+        # "now" for a drop: several quantiles of the window, needed by the drop and by every level below the
+        # running one that the clocks and the accuracy slack consider; the estimates do not change within a
+        # decision, so it is computed at most once
+        now_ratio = functools.cache(lambda: self.drop_ratio(now, target))
+
         infeasible = False
         lifted = None
         if saver_cap < thermal_cap and not any(fits(lv, budget) for lv in range(floor, top + 1)):
@@ -854,8 +853,7 @@ class JointPolicy(Policy):
             self.last_violation = now
             if run > floor:
                 self.record_failure(run, now, self.tail_ratio(run))
-            drop_ratio = self.drop_ratio(now, target)
-            below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, drop_ratio) <= budget]
+            below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, now_ratio()) <= budget]
             if below:
                 want = below[-1]
                 why = (f"level {run} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
@@ -900,7 +898,7 @@ class JointPolicy(Policy):
         self.ceiling = want
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
-            return max(self.tail_ratio(lv), self.drop_ratio(now, target)) if lv < run else self.tail_ratio(lv)
+            return max(self.tail_ratio(lv), now_ratio()) if lv < run else self.tail_ratio(lv)
 
         lvl, pair = want, self._cheapest_pair(want, ratio_of(want), cpus, gpus, budget, period)
         if cfg.accuracy_slack > 0 and not infeasible:

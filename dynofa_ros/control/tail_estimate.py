@@ -82,6 +82,17 @@ class TailEstimator:
         base = self.base_ms(level)
         return [s.latency_ms / (base * s.clock_factor) for s in self.samples[level] if since <= s.stamp < until]
 
+    def newest_late_ratios(self, level: int, target_ms: float, since: float = -math.inf) -> list[float]:
+        """Ratios of ``level``'s newest samples that arrived at or after ``since`` and all took longer than
+        ``target_ms`` (the run of late frames that ends the window; newest first)."""
+        base = self.base_ms(level)
+        out: list[float] = []
+        for s in reversed(self.samples[level]):
+            if s.stamp < since or s.latency_ms <= target_ms:
+                break
+            out.append(s.latency_ms / (base * s.clock_factor))
+        return out
+
     def all_ratios(self, since: float = -math.inf, until: float = math.inf) -> list[float]:
         return [r for lvl in range(len(self.samples)) for r in self.ratios(lvl, since, until)]
 
