@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
              "--png", str(out / "demo_timeline.png"), "--json", str(out / "demo_report.json"),
              "--title", f"dynofa_ros demo: scenario '{sc.name}', generic_cpu, real CPU contention"]
     if sc.contention.start_s is not None:
-        rargs += ["--mark", f"{sc.contention.start_s:g}:contention ({sc.contention.workers} busy processes)"]
+        rargs += ["--mark", f"{sc.contention.start_s:g}:{sc.contention.workers} busy processes start"]
     return report.main(rargs)
 
 

@@ -122,6 +122,21 @@ def test_samples_across_a_switch_count_only_for_the_level_that_ran_them():
     assert joint.tails.count(1) == len(after) - 1
 
 
+def test_a_levels_tail_follows_every_new_sample_and_the_end_of_the_window():
+    """The policy keeps each level's tail until its samples change (one decision asks for it several times):
+    a sample that arrives, or one that leaves the window, must change the answer at once."""
+    levels = [LevelSpec(70.0, 10.0), LevelSpec(80.0, 12.0)]
+    joint = make_policy("joint", levels, config=PolicyConfig(window_s=2.0))
+    joint.state.level = 0
+    joint.ingest(PolicyInputs(now=1.0, latencies=tuple(LatencySample(10.0, 0, 0.05 * i) for i in range(20))))
+    steady = joint.tail_ratio(0), joint.tail_ratio(1)
+    assert steady == pytest.approx((1.0, 1.0))
+    joint.ingest(PolicyInputs(now=1.1, latencies=(LatencySample(40.0, 0, 1.05),)))  # one frame 4x slower
+    assert joint.tail_ratio(0) > steady[0] and joint.tail_ratio(1) > steady[1]
+    joint.tails.forget_before(3.0)  # 2 s later: only the slow frame is left in the window
+    assert joint.tail_ratio(0) == pytest.approx(4.0) and joint.tail_ratio(1) == pytest.approx(4.0)
+
+
 def test_tail_estimate_matches_a_known_distribution():
     """The empirical 98th percentile of n log-normal draws, against the distribution's own quantile.
 

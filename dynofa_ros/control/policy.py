@@ -579,6 +579,8 @@ class JointPolicy(Policy):
         self.improved_at: float | None = None     # when the running level last got clearly faster
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
+        self._tail_memo: dict[tuple[int, int, float, float, float], float] = {}
+        self._tail_memo_version = -1
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)
@@ -605,6 +607,19 @@ class JointPolicy(Policy):
         wins: own samples from before a change of conditions must not make a level look faster than
         what runs now says, and a transfer must not hide a level's own recent misses.
         """
+        # Memoised until the samples change: one decision asks for the same levels' tails several times (the
+        # probe, the drop, the clocks, the reason) and each is a few numpy quantiles over hundreds of ratios;
+        # the manager decides on the cores the inference shares, so its CPU time is taken from the frames.
+        if self._tail_memo_version != self.tails.version:
+            self._tail_memo.clear()
+            self._tail_memo_version = self.tails.version
+        key = (level, self.state.level, self.spread(), self.config.miss_budget, self.tails.overhead_ms)
+        cached = self._tail_memo.get(key)
+        if cached is None:
+            cached = self._tail_memo[key] = self._tail_ratio(level)
+        return cached
+
+    def _tail_ratio(self, level: int) -> float:
         q = 1.0 - self.config.miss_budget
         cands = []
         if self.tails.count(level) >= MIN_OWN_SAMPLES:

@@ -51,6 +51,7 @@ class TailEstimator:
         self.samples: list[deque[RatioSample]] = [deque(maxlen=max_samples) for _ in self.profile_ms]
         self.last_level: int | None = None   # level of the newest sample
         self.last_stamp: float | None = None
+        self.version = 0  # changes whenever a level's samples change: estimates computed before are stale
 
     def base_ms(self, level: int) -> float:
         return self.profile_ms[level] + self.overhead_ms
@@ -62,19 +63,18 @@ class TailEstimator:
         if first_after_switch:
             return False
         self.samples[level].append(RatioSample(stamp, latency_ms, clock_factor))
+        self.version += 1
         return True
 
     def forget_before(self, now: float) -> None:
-        horizon = now - self.window_s
-        for dq in self.samples:
-            while dq and dq[0].stamp < horizon:
-                dq.popleft()
+        self.forget_older_than(now - self.window_s)
 
     def forget_older_than(self, stamp: float) -> None:
         """Drop every level's samples from before ``stamp`` (conditions changed then: they describe the past)."""
         for dq in self.samples:
             while dq and dq[0].stamp < stamp:
                 dq.popleft()
+                self.version += 1
 
     def ratios(self, level: int, since: float = -math.inf, until: float = math.inf) -> list[float]:
         """Windowed ratios of one level that arrived in [since, until) (computed now, so a changed
