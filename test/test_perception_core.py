@@ -255,3 +255,44 @@ def test_zero_and_future_stamps_warn_once_and_stay_out_of_the_age_statistics(tin
     ahead = [m for m in warnings if "ahead of this node's clock" in m]
     assert len(ahead) == 1 and "5000.0 ms in the future" in ahead[0], warnings
     assert pipeline.slots.stats()[0].age_ms_p50 == pytest.approx(500.0)
+
+
+def test_local_drop_fires_after_late_frames_in_a_row_once_per_arming() -> None:
+    from dynofa_ros.perception.local_drop import LocalDrop
+
+    drop = LocalDrop(3)
+    assert [drop.observe(2, 50.0) for _ in range(5)] == [None] * 5, "not armed: never"
+    drop.arm(0, 30.0)
+    assert [drop.observe(2, x) for x in (40.0, 40.0, 20.0, 40.0, 40.0)] == [None] * 5, "an on-time frame resets"
+    assert drop.observe(2, 40.0) == 0, "the third late frame in a row"
+    assert [drop.observe(0, 40.0) for _ in range(4)] == [None] * 4, "at the fallback itself: nothing lower"
+    assert [drop.observe(2, 40.0) for _ in range(3)] == [None, None, 0], "still armed: the manager sends changes only"
+    drop.arm(1, 30.0)
+    assert [drop.observe(1, 40.0) for _ in range(4)] == [None] * 4, "a fallback at or above the level never fires"
+    drop.arm(0, 30.0)
+    assert [drop.observe(lv, 40.0) for lv in (2, 2, 1, 1)] == [None] * 4, "a level change starts the count again"
+    assert drop.observe(1, 40.0) == 0
+    drop.arm(0, None)
+    assert [drop.observe(2, 1e6) for _ in range(4)] == [None] * 4, "no target: nothing is late"
+    off = LocalDrop(0)
+    off.arm(0, 30.0)
+    assert [off.observe(2, 40.0) for _ in range(5)] == [None] * 5, "0 frames: off"
+
+
+def test_pipeline_switches_to_the_armed_fallback_before_the_next_frame(tiny_model: Any) -> None:
+    logs: list[tuple[str, str]] = []
+    tiny_model.switch(1)
+    pipeline = Pipeline([""], 2, logger=lambda sev, msg: logs.append((sev, msg)), local_drop_frames=2)
+    sink = Sink()
+    pipeline.set_sink(sink)
+    pipeline.start(lambda: tiny_model)
+    pipeline.arm_local_drop(0, 1e-6)  # a target no frame meets
+    try:
+        for i in range(4):
+            pipeline.submit(0, _image(f"f{i}"), 0)
+            assert _until(lambda n=i: len(sink.results) == n + 1)
+    finally:
+        assert pipeline.stop()
+    assert [r["level"] for _, r in sink.results] == [1, 1, 0, 0], "two late frames at level 1, then level 0"
+    said = [msg for sev, msg in logs if "local drop" in msg]
+    assert len(said) == 1 and "at level 1 → level 0" in said[0], logs

@@ -302,3 +302,50 @@ def test_a_burst_proven_with_an_older_miss_drops_below_where_its_late_frames_wou
     fastest_late_ratio = min(late) / profile[3]
     budget = target * (1 - 0.05)
     assert profile[drop.level] * fastest_late_ratio <= budget, drop.reason     # the late frames fit there
+
+
+def test_the_fallback_is_where_frames_at_the_target_would_fit_and_a_node_move_is_adopted():
+    """The manager arms the perception node with the level it would drop to (``Decision.fallback``) and follows the
+    node when it went there on its own: samples of another level after those of the running one are a move."""
+    profile = [5.0, 8.0, 10.0, 12.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    target = 30.0
+    joint = make_policy("joint", levels, config=PolicyConfig(min_dwell_s=0.0))
+    joint.state.level = 3
+    rng = random.Random(3)
+    t, d = 0.0, None
+    for _ in range(40):  # level 3 holds at twice its profile: 24 ms typical, within 30 ms
+        samples = tuple(LatencySample(2.0 * profile[3] * math.exp(0.05 * rng.gauss(0, 1)), 3, t + 0.05 * i)
+                        for i in range(4))
+        t += 0.2
+        d = joint.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=samples))
+    assert d.level == 3
+    # frames of level 3 that take the target (30 ms) are 2.5x its profile: level 1 (20 ms) fits 28.5 ms, level 2
+    # (25 ms + spread) is the edge; the fallback must be a level where such frames fit the plan
+    assert d.fallback is not None and d.fallback < 3
+    assert joint.predict_ms(d.fallback, None, None, target / profile[3]) <= target * 0.95
+    # the node drops to the fallback on its own: its frames arrive after level 3's
+    moved = tuple(LatencySample(2.0 * profile[d.fallback], d.fallback, t + 0.05 * i) for i in range(1, 5))
+    d2 = joint.decide(PolicyInputs(now=t + 0.25, target_latency_ms=target, latencies=moved))
+    assert joint.state.level == d.fallback and d2.level == d.fallback
+    assert not joint.probe_allowed(3, t + 0.5, joint.tail_ratio(3)), "the level the node left is blocked"
+
+
+def test_a_sample_still_in_flight_from_before_a_command_is_not_read_as_a_move():
+    levels = [LevelSpec(70.0, 5.0), LevelSpec(75.0, 8.0), LevelSpec(80.0, 10.0)]
+    joint = make_policy("joint", levels, config=PolicyConfig(min_dwell_s=0.0, probe_quiet_s=0.0))
+    joint.state.level = 1
+    t = 0.0
+    for _ in range(30):  # level 1 far inside a generous target: the policy probes up
+        t += 0.2
+        d = joint.decide(PolicyInputs(now=t, target_latency_ms=100.0,
+                                      latencies=tuple(LatencySample(8.0, 1, t - 0.1 + 0.02 * i) for i in range(4))))
+        if d.level != 1:
+            break
+    up = d.level
+    assert up == 2
+    # frames of level 1 that were in flight when the command went out arrive after it: not a move
+    d = joint.decide(PolicyInputs(now=t + 0.1, target_latency_ms=100.0,
+                                  latencies=(LatencySample(8.0, 1, t + 0.05), LatencySample(8.0, 1, t + 0.08))))
+    assert joint.state.level == up and d.level == up
+    assert joint.failures[up] == 0 and joint.last_violation == -math.inf, "read as a local drop from the new level"
