@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -55,6 +56,20 @@ def graph_env(domain_id: int) -> dict[str, str]:
     return env
 
 
+def let_children_take_sigint() -> None:
+    """Children started from here end on SIGINT even when this process ignores it.
+
+    Why: a job that a non-interactive shell starts in the background (``cmd &``, ``nohup``, many CI runners)
+    has SIGINT ignored, and an ignored signal stays ignored across exec: a Python child then never raises
+    KeyboardInterrupt, so :func:`stop_process`'s SIGINT did nothing and every stop waited out its timeout
+    before SIGTERM. In ``bench/contention.py`` run that way, each "off" of the bursty pattern came 4 s late
+    (2 busy loops × 2 s), so the idle gaps between bursts mostly vanished from the runs. A handler, unlike
+    SIG_IGN, is reset to the default in an exec'd child. Only the main thread may set one.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
     """SIGINT, then SIGTERM, then SIGKILL, each with a bounded wait; returns the exit status."""
     for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -86,6 +101,7 @@ class Proc:
             self.start()
 
     def start(self) -> Proc:
+        let_children_take_sigint()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
