@@ -264,14 +264,14 @@ def test_local_drop_fires_after_late_frames_in_a_row_once_per_arming() -> None:
     assert [drop.observe(2, 50.0) for _ in range(5)] == [None] * 5, "not armed: never"
     drop.arm(0, 30.0)
     assert [drop.observe(2, x) for x in (40.0, 40.0, 20.0, 40.0, 40.0)] == [None] * 5, "an on-time frame resets"
-    assert drop.observe(2, 40.0) == (2, 0, 3, 30.0), "the third late frame in a row: from 2 to 0"
+    assert drop.observe(2, 40.0) == 0, "the third late frame in a row"
     assert [drop.observe(0, 40.0) for _ in range(4)] == [None] * 4, "at the fallback itself: nothing lower"
-    assert [drop.observe(2, 40.0) for _ in range(3)] == [None, None, (2, 0, 3, 30.0)], "still armed: changes only"
+    assert [drop.observe(2, 40.0) for _ in range(3)] == [None, None, 0], "still armed: the manager sends changes only"
     drop.arm(1, 30.0)
     assert [drop.observe(1, 40.0) for _ in range(4)] == [None] * 4, "a fallback at or above the level never fires"
     drop.arm(0, 30.0)
     assert [drop.observe(lv, 40.0) for lv in (2, 2, 1, 1)] == [None] * 4, "a level change starts the count again"
-    assert drop.observe(1, 40.0).to == 0
+    assert drop.observe(1, 40.0) == 0
     drop.arm(0, None)
     assert [drop.observe(2, 1e6) for _ in range(4)] == [None] * 4, "no target: nothing is late"
     off = LocalDrop(0)

@@ -16,19 +16,8 @@ one burst moves the node once.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 #: Late frames in a row at one level that trigger the drop (0 turns the local drop off).
 DEFAULT_FRAMES = 3
-
-
-class Drop(NamedTuple):
-    """One local drop: from ``level`` to ``to`` after ``frames`` frames in a row over ``target_ms``."""
-
-    level: int
-    to: int
-    frames: int
-    target_ms: float
 
 
 class LocalDrop:
@@ -50,17 +39,16 @@ class LocalDrop:
         ok = fallback is not None and target_ms is not None and target_ms > 0
         self.fallback, self.target_ms = (fallback, target_ms) if ok else (None, None)
 
-    def observe(self, level: int, latency_ms: float) -> Drop | None:
-        """One finished frame; the drop to make now, or None. (``arm`` runs on another thread: each armed value
-        is read once here.)"""
+    def observe(self, level: int, latency_ms: float) -> int | None:
+        """One finished frame; the level to switch to now, or None."""
         if level != self._level:
             self._level, self._late = level, 0
-        target, fallback = self.target_ms, self.fallback
-        if target is None or latency_ms <= target:
+        if self.target_ms is None or latency_ms <= self.target_ms:
             self._late = 0
             return None
         self._late += 1
+        fallback = self.fallback
         if self.frames <= 0 or self._late < self.frames or fallback is None or fallback >= level:
             return None
         self._late = 0
-        return Drop(level, fallback, self.frames, target)
+        return fallback

@@ -497,15 +497,16 @@ class Pipeline:
 
     def _drop_locally(self, level: int, latency_ms: float) -> None:
         """After ``local_drop_frames`` late frames in a row, the armed fallback runs from the next frame on."""
-        drop = self.local_drop.observe(level, latency_ms)
-        if drop is None:
+        to = self.local_drop.observe(level, latency_ms)
+        if to is None:
             return
         with self._state_lock:
             if self.model is None:
                 return
-            self.model.switch(drop.to)
-        self._log("info", f"local drop: {drop.frames} frames in a row over the {drop.target_ms:g} ms target at level "
-                          f"{drop.level} → level {drop.to} (the manager's fallback), without waiting for its command")
+            self.model.switch(to)
+        self._log("info", f"local drop: {self.local_drop.frames} frames in a row over the "
+                          f"{self.local_drop.target_ms:g} ms target at level {level} → level {to} (the manager's "
+                          "fallback), without waiting for its command")
 
     def _announce_level(self) -> None:
         with self._busy:
