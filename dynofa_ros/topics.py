@@ -43,9 +43,6 @@ READY = "dynofa/ready"
 #: discovery), so a player can wait until perception knows its publisher before sending the first frame.
 CAMERA_PUBLISHERS = "dynofa/camera_publishers"
 SUBNET_CMD = "dynofa/subnet_cmd"
-#: Latched std_msgs/Float64MultiArray [level, target_ms] (``nodes/fallback_msg.py``): where perception drops on
-#: its own after a few late frames in a row, without waiting for the manager's command.
-FALLBACK = "dynofa/fallback"
 CPU_FREQ_CMD = "dynofa/cpu_freq_cmd"
 GPU_FREQ_CMD = "dynofa/gpu_freq_cmd"
 TARGET_LATENCY = "dynofa/target_latency_ms"
@@ -64,7 +61,6 @@ GRAPH_TOPICS: dict[str, str] = {
     INFERENCE_STATS: "std_msgs/msg/Float64MultiArray",
     ACTIVE_LEVEL: "std_msgs/msg/UInt8",
     SUBNET_CMD: "std_msgs/msg/UInt8",
-    FALLBACK: "std_msgs/msg/Float64MultiArray",
     CPU_FREQ_CMD: "std_msgs/msg/UInt32",
     GPU_FREQ_CMD: "std_msgs/msg/UInt64",
     TARGET_LATENCY: "std_msgs/msg/Float32",

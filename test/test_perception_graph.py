@@ -342,33 +342,6 @@ def test_unknown_level_is_refused_and_level_kept(graph: Graph) -> None:
     assert res["level"] == 1 and graph.node.alive()
 
 
-def test_after_late_frames_in_a_row_the_node_drops_to_the_armed_fallback_without_a_command(graph: Graph) -> None:
-    """The manager's fallback ([level, target_ms] on dynofa/fallback) is used by the node itself: no level command."""
-    from std_msgs.msg import Float64MultiArray
-
-    from dynofa_ros.nodes import fallback_msg
-
-    _set_level(graph, 1)
-    _good_frame_processed(graph, "before_fallback")
-    _, latched = _qos()
-    fallback = graph.probe.publisher("dynofa/fallback", Float64MultiArray, latched)
-    assert graph.probe.wait_for_subscribers(fallback, timeout=WAIT), graph.node.output()
-    try:
-        fallback.publish(fallback_msg.to_msg(2, 1.0))  # a level the family lacks: one warning, disarmed
-        assert graph.node.wait_for_output("dynofa/fallback: message dropped, local drop disarmed: level 2.0", WAIT)
-        fallback.publish(fallback_msg.to_msg(0, 1e-6))  # a target no frame meets: every frame is late
-        levels = []
-        deadline = time.monotonic() + WAIT
-        while "local drop:" not in graph.node.output() and time.monotonic() < deadline:
-            levels.append(_good_frame_processed(graph, f"late{len(levels)}")["level"])
-        assert "frames in a row over the 1e-06 ms target at level 1 → level 0" in graph.node.output()
-        assert len(levels) >= 3 and set(levels[-3:]) == {1}, levels  # node default: 3 late frames in a row
-        assert _good_frame_processed(graph, "after_local_drop")["level"] == 0
-        assert graph.levels.wait_until(lambda ms: ms and ms[-1].data == 0, WAIT)
-    finally:
-        fallback.publish(fallback_msg.to_msg(None, None))
-
-
 def test_incompatible_command_publisher_gives_exactly_one_warning(graph: Graph) -> None:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import UInt8

@@ -249,7 +249,6 @@ class MultiPolicy:
         for a in apps:
             self.subs[a.name] = JointPolicy(list(a.levels), cpu_freqs_khz, gpu_freqs_hz, self.config, cpu_power,
                                             gpu_power)
-            self.subs[a.name].adopts_node_moves = False  # no fallback is published per app: levels move by command
         # the device-wide rules (thermal, saver) are kept in one more engine that never sees latencies
         self.device = JointPolicy([LevelSpec(None, 1.0)], cpu_freqs_khz, gpu_freqs_hz,
                                   replace(self.config, safe_level=0), cpu_power, gpu_power)

@@ -160,9 +160,6 @@ class Decision:
     mode: str = "normal"       # normal | saver | thermal_soft | thermal_hard | stale | no_target | infeasible
     predicted_latency_ms: float | None = None
     slowdown: float = 1.0
-    #: Where perception may drop on its own after a few late frames in a row (``dynofa/fallback``): the level
-    #: this decision would drop to if its level were proven late now; None: no target, or nothing below.
-    fallback: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -315,7 +312,6 @@ class _State:
     last_measured_ms: float | None = None  # newest latency sample, and its level
     last_measured_level: int | None = None
     freq_history: list[tuple[float, int | None, int | None]] = field(default_factory=list)
-    seen_running: bool = False  # a sample of ``level`` arrived since it was chosen (later ones from elsewhere: moved)
 
 
 class Policy:
@@ -327,9 +323,6 @@ class Policy:
     #: the level that misses (SIMULATED on the recorded plants, 6 seeds: bursty misses 3.6 → 2.6 %). The
     #: paper's ``step`` decides on its period only, as published.
     decides_on_miss = False
-    #: Follow a level the perception node moved to on its own (its local drop to ``Decision.fallback``): off for
-    #: the sub-policies of the multi-app manager, which publishes no fallback.
-    adopts_node_moves = True
 
     def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
                  gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
@@ -425,13 +418,6 @@ class Policy:
             st.last_latency = max(st.last_latency or -math.inf, s.stamp)
             st.last_measured_ms, st.last_measured_level = s.latency_ms, s.level
             cpu, gpu = self.freqs_at(s.stamp - s.latency_ms / 1000.0)
-            if s.level == st.level:
-                st.seen_running = True
-            elif st.seen_running and self.adopts_node_moves:
-                # One publisher's samples arrive in order: a sample of another level after those of the level this
-                # policy chose is a move the node made itself (a sample still in flight from before the choice
-                # comes before them, so a lagging level is never read as a move).
-                self.node_moved(st.level, s.level, s.stamp)
             self._observe(s, self.clock_scaling.factor(cpu, gpu), inp)
 
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:
@@ -451,15 +437,10 @@ class Policy:
                 out.append(f"{name} {inp.now - r.stamp:.1f} s old")
         return out
 
-    def node_moved(self, old: int, new: int, stamp: float) -> None:
-        """The node runs ``new`` since ``stamp`` without this policy's command: it is now the running level."""
-        st = self.state
-        st.level, st.last_level_change, st.seen_running = new, stamp, True
-
     def _commit(self, inp: PolicyInputs, d: Decision) -> Decision:
         st = self.state
         if d.level != st.level:
-            st.level, st.last_level_change, st.seen_running = d.level, inp.now, False
+            st.level, st.last_level_change = d.level, inp.now
         if (d.cpu_freq_khz, d.gpu_freq_hz) != (st.cpu, st.gpu):
             st.cpu, st.gpu, st.last_freq_change = d.cpu_freq_khz, d.gpu_freq_hz, inp.now
             st.freq_history.append((inp.now, d.cpu_freq_khz, d.gpu_freq_hz))
@@ -599,8 +580,6 @@ class JointPolicy(Policy):
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
         self._tail_memo: dict[tuple[int, int, float, float, float], float] = {}
-        self._fallback: int | None = None                       # the last fallback planned, for the level and
-        self._fallback_of: tuple[int, float] | None = None      # target it was planned for
         self._tail_memo_version = -1
 
     def reconfigure(self, config: PolicyConfig) -> None:
@@ -965,31 +944,7 @@ class JointPolicy(Policy):
         if infeasible:
             mode = "infeasible"
         reason = f"{prefix}: {why}; {_fmt_f(c, g)}, predicted p{100 * (1 - cfg.miss_budget):g} {pred:.1f} ms"
-        # The fallback is re-planned when a frame was late (the manager decides on each late frame, so it is fresh
-        # long before the node's third late frame in a row) or the level changed; otherwise the last one stands,
-        # and the quantiles of "now" are not computed every decision.
-        if (st.last_measured_ms is not None and st.last_measured_ms > target) or self._fallback_of != (lvl, target):
-            self._fallback = self.fallback(lvl, floor, target, budget, cap_c, cap_g, c, g, now_ratio())
-            self._fallback_of = (lvl, target)
-        return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred, fallback=self._fallback)
-
-    def fallback(self, level: int, floor: int, target: float, budget: float, cap_c: int | None, cap_g: int | None,
-                 cpu: int | None, gpu: int | None, now_ratio: float) -> int | None:
-        """Where a drop from ``level`` would go if its frames were proven late now: the most accurate level
-        predicted within ``budget`` at the ratio of "now", and at least the ratio of a frame that takes exactly
-        the target at ``level`` (the frames that would prove it took longer); None when nothing is below."""
-        if level <= floor:
-            return None
-        ratio = max(now_ratio, target / self.predict_ms(level, cpu, gpu, 1.0))
-        below = [lv for lv in range(floor, level) if self.predict_ms(lv, cap_c, cap_g, ratio) <= budget]
-        return below[-1] if below else floor
-
-    def node_moved(self, old: int, new: int, stamp: float) -> None:
-        """A move down is the node's local drop: the level it left failed, as if this policy had dropped."""
-        super().node_moved(old, new, stamp)
-        if new < old:
-            self.last_violation = stamp
-            self.record_failure(old, stamp, self.tail_ratio(old))
+        return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred)
 
     def _cheapest_pair(self, level: int, ratio: float, cpus: Sequence[int | None], gpus: Sequence[int | None],
                        budget: float, period_s: float | None) -> tuple[float, int | None, int | None] | None:

@@ -36,7 +36,6 @@ from ..control.policy import (
 )
 from ..inference import family as fm
 from ..problems import ConfigError
-from . import fallback_msg
 from . import inference_stats as stats
 from .common import (
     DIAG_OK,
@@ -133,8 +132,6 @@ class ManagerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         if self.multi is None:
             self.pub_level = self.create_publisher(UInt8, topics.SUBNET_CMD, LATCHED_QOS)
-            self.pub_fallback = self.create_publisher(Float64MultiArray, topics.FALLBACK, LATCHED_QOS)
-            self._fallback_sent: tuple[int | None, float | None] | None = None
             subscribe(self, Float64MultiArray, topics.INFERENCE_STATS, self._on_stats, STATS_QOS)
             subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
             subscribe(self, Float32, topics.TARGET_LATENCY, self._on_target, RELIABLE_QOS)
@@ -465,10 +462,6 @@ class ManagerNode(Node):
         if self._published["level"] != d.level:
             self.pub_level.publish(UInt8(data=d.level))
             self._published["level"] = d.level
-        fallback = (d.fallback, self.target) if d.fallback is not None else (None, None)
-        if fallback != self._fallback_sent:  # after the command: the fallback is planned for the level commanded
-            self.pub_fallback.publish(fallback_msg.to_msg(*fallback))
-            self._fallback_sent = fallback
         self._publish_clocks(d.cpu_freq_khz, d.gpu_freq_hz)
         if changed:
             self.get_logger().info(f"level {d.level}, {d.reason}")

@@ -36,7 +36,6 @@ from ..perception.pipeline import (
 )
 from ..problems import ConfigError
 from ..topics import camera_topic
-from . import fallback_msg
 from .common import IMAGE_QOS, LATCHED_QOS, RELIABLE_QOS, STATS_QOS, descriptor, subscribe
 from .common import run as run_node
 from .inference_stats import to_msg as inference_stats
@@ -95,10 +94,6 @@ class PerceptionRuntime:
                                                            read_only=ro, int_range=(10, 100000)))
         decl("diagnostics_period_s", d.diagnostics_period_s, descriptor(
             "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
-        decl("local_drop_frames", d.local_drop_frames, descriptor(
-            "Late frames in a row at one level after which this node switches to the manager's fallback level "
-            "(dynofa/fallback) before the next frame, without waiting for the manager's command; 0 = off",
-            read_only=ro, int_range=(0, 100)))
         decl("bundle", d.bundle, descriptor(
             "Exported bundle directory (dynofa-export); when set, family_file and weights_path are not used and "
             "every level runs on ONNX Runtime without torch", read_only=ro))
@@ -128,8 +123,7 @@ class PerceptionRuntime:
         cfg = self.read_config()
         family = load_family(cfg, paths.share_dir())
         pipeline = Pipeline(cfg.cameras, len(family), max_pixels=cfg.max_image_pixels, window=cfg.timing_window,
-                            now_ns=lambda: self.node.get_clock().now().nanoseconds, logger=self._log,
-                            local_drop_frames=cfg.local_drop_frames)
+                            now_ns=lambda: self.node.get_clock().now().nanoseconds, logger=self._log)
         self.config = cfg
         if background:
             self.pipeline = pipeline
@@ -170,7 +164,6 @@ class PerceptionRuntime:
                 self._subscribe(CompressedImage, camera_topic(cam, topics.IMAGE_COMPRESSED), self._frame_callback(i),
                                 IMAGE_QOS)
         self._subscribe(UInt8, topics.SUBNET_CMD, self._on_subnet_cmd, LATCHED_QOS)
-        self._subscribe(Float64MultiArray, topics.FALLBACK, self._on_fallback, LATCHED_QOS)
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         self._camera_publishers: int | None = None
         self._graph_timer = node.create_timer(CAMERA_PUBLISHERS_POLL_S, self._publish_camera_publishers)
@@ -236,18 +229,6 @@ class PerceptionRuntime:
         accepted, text = self.pipeline.request_level(int(msg.data))
         if text:  # "" while invalid commands are throttled
             self._log("info" if accepted else "warning", text)
-
-    def _on_fallback(self, msg: Float64MultiArray) -> None:
-        if self.pipeline is None:
-            return
-        try:
-            level, target = fallback_msg.from_msg(msg, self.pipeline.num_levels)
-        except ValueError as exc:
-            self.pipeline.arm_local_drop(None, None)
-            self.log.warning(f"{topics.FALLBACK}: message dropped, local drop disarmed: {exc}",
-                             throttle_duration_sec=10.0)
-            return
-        self.pipeline.arm_local_drop(level, target)
 
     # ------------------------------------------------------------------ sink (called on the worker thread)
     def publish_result(self, stream: int, classification: str, model_ms: float, level: int,

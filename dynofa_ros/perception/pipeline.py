@@ -54,8 +54,6 @@ from ..problems import ConfigError, KeyedThrottle
 from ..topics import camera_topic
 from .frame_slots import Frame, FrameSlots, rate
 from .image_codec import DEFAULT_MAX_PIXELS, ImageError, decode_message
-from .local_drop import DEFAULT_FRAMES as DEFAULT_LOCAL_DROP_FRAMES
-from .local_drop import LocalDrop
 from .stage_timing import StageTiming
 
 if TYPE_CHECKING:  # annotations only: inference.model is imported where a model is built (build_model)
@@ -87,7 +85,6 @@ class PerceptionConfig:
     seed: int = 0
     timing_window: int = 300
     diagnostics_period_s: float = 1.0
-    local_drop_frames: int = DEFAULT_LOCAL_DROP_FRAMES
     bundle: str = ""  # an exported bundle directory (dynofa-export): family and models from it, no torch needed
 
     def check(self) -> None:
@@ -310,11 +307,9 @@ class Pipeline:
     """
 
     def __init__(self, streams: Sequence[str], num_levels: int, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 window: int = 300, now_ns: Callable[[], int] = time.time_ns, logger: Logger = _default_log,
-                 local_drop_frames: int = 0):
+                 window: int = 300, now_ns: Callable[[], int] = time.time_ns, logger: Logger = _default_log):
         self.streams = list(streams)
         self.num_levels = num_levels
-        self.local_drop = LocalDrop(local_drop_frames)
         self.max_pixels = max_pixels
         self.slots = FrameSlots(self.streams, window=window)
         self.timing = StageTiming(window)
@@ -461,7 +456,6 @@ class Pipeline:
                                    self.streams[frame.stream], result, model.random_weights)
         sink.publish_result(frame.stream, text, result.total_ms, result.level,
                             header.stamp.sec + header.stamp.nanosec * 1e-9)
-        self._drop_locally(result.level, result.total_ms)
         if result.level != self._published_level:
             self._published_level = result.level
             sink.publish_level(result.level)
@@ -490,23 +484,6 @@ class Pipeline:
         })
         self.slots.mark_done(frame.stream, age_ms)
         self._done_times.append(published)
-
-    def arm_local_drop(self, fallback: int | None, target_ms: float | None) -> None:
-        """The manager's fallback level and target (``dynofa/fallback``, checked by ``nodes/fallback_msg``)."""
-        self.local_drop.arm(fallback, target_ms)
-
-    def _drop_locally(self, level: int, latency_ms: float) -> None:
-        """After ``local_drop_frames`` late frames in a row, the armed fallback runs from the next frame on."""
-        to = self.local_drop.observe(level, latency_ms)
-        if to is None:
-            return
-        with self._state_lock:
-            if self.model is None:
-                return
-            self.model.switch(to)
-        self._log("info", f"local drop: {self.local_drop.frames} frames in a row over the "
-                          f"{self.local_drop.target_ms:g} ms target at level {level} → level {to} (the manager's "
-                          "fallback), without waiting for its command")
 
     def _announce_level(self) -> None:
         with self._busy:
