@@ -1,4 +1,4 @@
-"""CPU time of one joint decision, with the per-level tail memo and without it, side by side in one run.
+"""CPU time of one joint decision, with the estimate memo and without it, side by side in one run.
 
     .venv/bin/python bench/decide_cost.py [--seeds 2]
 
@@ -28,8 +28,8 @@ from dynofa_ros.offline import sim  # noqa: E402
 
 
 def unmemoised(policy: JointPolicy) -> JointPolicy:
-    """The same policy computing every tail afresh, as before the memo."""
-    policy.tail_ratio = policy._tail_ratio  # type: ignore[method-assign]
+    """The same policy computing every tail and every "now" afresh, each time it is asked (no memo at all)."""
+    policy._memoised = lambda _what, compute: compute()  # type: ignore[method-assign]
     return policy
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             same = same and runs[True] == runs[False]
     print(f"joint decide() on the recorded plants, {args.seeds} seed(s), {len(times[True])} decisions per variant")
     print(f"{'variant':<22}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")
-    for memo, label in ((False, "tails recomputed"), (True, "tails memoised")):
+    for memo, label in ((False, "recomputed"), (True, "memoised")):
         t = np.asarray(times[memo]) * 1e3
         print(f"{label:<22}{np.median(t):9.3f}{np.percentile(t, 95):9.3f}{t.mean():9.3f}")
     ratio = np.mean(times[True]) / np.mean(times[False])

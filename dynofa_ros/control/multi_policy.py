@@ -263,8 +263,6 @@ class MultiPolicy:
         self.first_sample: dict[str, float | None] = dict.fromkeys(self.order)
         self.probe: _Probe | None = None
         self.evidence_since: dict[str, float] = dict.fromkeys(self.order, -math.inf)
-        self._cache: dict[tuple[str, int, bool], float] = {}
-        self._drop_cache: dict[str, float] = {}   # each app's "now" for a drop (drop_ratio), once per decision
         self.last_violation = -math.inf
         self.last_change = -math.inf
 
@@ -294,15 +292,9 @@ class MultiPolicy:
                 drop: bool = False, now: float = 0.0) -> float:
         """Predicted tail (ms) of ``name`` at ``level`` when the apps run ``combo`` at clocks (cpu, gpu)."""
         sub = self.subs[name]
-        key = (name, level, drop)
-        ratio = self._cache.get(key)
-        if ratio is None:  # quantiles are the costly part: once per (app, level) per decision
-            ratio = sub.tail_ratio(level)
-            if drop:  # "now" is the app's, not the level's: once per app per decision
-                if name not in self._drop_cache:
-                    self._drop_cache[name] = sub.drop_ratio(now, sub.target)
-                ratio = max(ratio, self._drop_cache[name])
-            self._cache[key] = ratio
+        ratio = sub.tail_ratio(level)  # both memoised by the app's policy: quantiles once per sample change
+        if drop:  # "now" is the app's, not the level's
+            ratio = max(ratio, sub.drop_ratio(now, sub.target))
         f, _ = self.interference.factor(name, self.others_demand(name, self.levels), self.others_demand(name, combo))
         return sub.predict_ms(level, cpu, gpu, ratio * f)
 
@@ -336,7 +328,6 @@ class MultiPolicy:
     def decide(self, inp: MultiInputs) -> MultiDecision:
         """One joint decision; rules in the priority order of the module docstring."""
         self.ingest(inp)
-        self._cache, self._drop_cache = {}, {}
         cfg, now = self.config, inp.now
         dev_in = PolicyInputs(now=now, cpu_load=inp.cpu_load, gpu_load=inp.gpu_load, cpu_temp_c=inp.cpu_temp_c,
                               gpu_temp_c=inp.gpu_temp_c, battery_soc=inp.battery_soc)

@@ -52,11 +52,10 @@ Units everywhere: latency in ms, time in s, CPU frequency in kHz, GPU frequency 
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
 from typing import Any
@@ -579,8 +578,8 @@ class JointPolicy(Policy):
         self.improved_at: float | None = None     # when the running level last got clearly faster
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
-        self._tail_memo: dict[tuple[int, int, float, float, float], float] = {}
-        self._tail_memo_version = -1
+        self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
+        self._memo_version = -1
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)
@@ -607,17 +606,26 @@ class JointPolicy(Policy):
         wins: own samples from before a change of conditions must not make a level look faster than
         what runs now says, and a transfer must not hide a level's own recent misses.
         """
-        # Memoised until the samples change: one decision asks for the same levels' tails several times (the
-        # probe, the drop, the clocks, the reason) and each is a few numpy quantiles over hundreds of ratios;
-        # the manager decides on the cores the inference shares, so its CPU time is taken from the frames.
-        if self._tail_memo_version != self.tails.version:
-            self._tail_memo.clear()
-            self._tail_memo_version = self.tails.version
-        key = (level, self.state.level, self.spread(), self.config.miss_budget, self.tails.overhead_ms)
-        cached = self._tail_memo.get(key)
-        if cached is None:
-            cached = self._tail_memo[key] = self._tail_ratio(level)
-        return cached
+        return self._memoised(("tail", level), lambda: self._tail_ratio(level))
+
+    def _memoised(self, what: tuple[object, ...], compute: Callable[[], float]) -> float:
+        """``compute()``, kept until the samples change (``TailEstimator.version``) or anything else an estimate
+        reads does: the running level (the reference), the spread, the budget, the overhead.
+
+        Why: one decision asks for the same tails and the same "now" several times (the probe, the drop, the
+        clocks, the accuracy slack, the reason; the multi-app manager once per combination of levels), and each
+        is a few numpy quantiles over hundreds of ratios. The manager decides on the cores the inference shares,
+        so its CPU time is taken from the frames.
+        """
+        if self._memo_version != self.tails.version:
+            self._memo.clear()
+            self._memo_version = self.tails.version
+        cfg = self.config
+        key = (*what, self.state.level, self.spread(), cfg.miss_budget, cfg.prior_log_spread, self.tails.overhead_ms)
+        value = self._memo.get(key)
+        if value is None:
+            value = self._memo[key] = compute()
+        return value
 
     def _tail_ratio(self, level: int) -> float:
         q = 1.0 - self.config.miss_budget
@@ -635,6 +643,10 @@ class JointPolicy(Policy):
         return math.exp(NormalDist().inv_cdf(q) * self.spread())
 
     def drop_ratio(self, now: float, target: float | None = None) -> float:
+        """The tail ratio of "now" when the running level violates (:meth:`_drop_ratio`), memoised."""
+        return self._memoised(("drop", now, target), lambda: self._drop_ratio(now, target))
+
+    def _drop_ratio(self, now: float, target: float | None) -> float:
         """The tail ratio of "now" when the running level violates: its window's tail, or, when the newest
         ``RECENT_S`` moved (contention just began), the newest median times the tail/median spread of the
         frames before them; with ``target``, never below the fastest of the running level's newest late
@@ -847,11 +859,6 @@ class JointPolicy(Policy):
         def fits(lv: int, limit: float) -> bool:
             return self.predict_ms(lv, cap_c, cap_g, self.tail_ratio(lv)) <= limit
 
-        # "now" for a drop: several quantiles of the window, needed by the drop and by every level below the
-        # running one that the clocks and the accuracy slack consider; the estimates do not change within a
-        # decision, so it is computed at most once
-        now_ratio = functools.cache(lambda: self.drop_ratio(now, target))
-
         infeasible = False
         lifted = None
         if saver_cap < thermal_cap and not any(fits(lv, budget) for lv in range(floor, top + 1)):
@@ -868,7 +875,8 @@ class JointPolicy(Policy):
             self.last_violation = now
             if run > floor:
                 self.record_failure(run, now, self.tail_ratio(run))
-            below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, now_ratio()) <= budget]
+            now_ratio = self.drop_ratio(now, target)
+            below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, now_ratio) <= budget]
             if below:
                 want = below[-1]
                 why = (f"level {run} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
@@ -913,7 +921,7 @@ class JointPolicy(Policy):
         self.ceiling = want
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
-            return max(self.tail_ratio(lv), now_ratio()) if lv < run else self.tail_ratio(lv)
+            return max(self.tail_ratio(lv), self.drop_ratio(now, target)) if lv < run else self.tail_ratio(lv)
 
         lvl, pair = want, self._cheapest_pair(want, ratio_of(want), cpus, gpus, budget, period)
         if cfg.accuracy_slack > 0 and not infeasible:
