@@ -72,7 +72,7 @@ MIN_OWN_SAMPLES = 5
 RECENT_S = 1.0
 #: Newest samples whose median says how slow "now" is when a violation asks where to drop to.
 DROP_RECENT_SAMPLES = 5
-#: Late frames in a row at the running level whose fastest one bounds a drop's plan (``late_streak``).
+#: Late frames in a row at the running level that prove a violation, and whose fastest one bounds the drop's plan.
 LATE_STREAK = 2
 #: Significance of the miss-count test that declares the running level in violation of the miss budget.
 VIOLATION_ALPHA = 0.01
@@ -578,6 +578,10 @@ class JointPolicy(Policy):
         self.improved_at: float | None = None     # when the running level last got clearly faster
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
+        self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
+        self.return_to: int | None = None          # the slowdown ended: go back to this level at once
+        self.returned_from: tuple[int, float] | None = None  # (level, when): it held through the slowdown that a
+        #                                                     return at ``when`` ended
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
 
@@ -745,12 +749,21 @@ class JointPolicy(Policy):
 
         A binomial test on the misses of the whole window and of the newest ``RECENT_S`` (a sudden slowdown
         shows there first): a 2 % budget over 160 frames tolerates 3 misses of noise, but 3 misses out of
-        the newest 20 frames are a change. With fewer than ``MIN_OWN_SAMPLES`` frames a count proves
-        little, so one frame far above the target (``> target · (1 + margin)``) is enough.
+        the newest 20 frames are a change. ``LATE_STREAK`` late frames in a row prove it sooner: at a level
+        whose frames miss at the budget's rate, two in a row come once in 1/budget² frames (2500), while
+        every frame of a burst of contention does. Right after a return (:meth:`plan_return`) the slowdown
+        that just ended is expected back, and its first late frame is enough: a reactive manager pays the
+        frames between a burst's start and its drop, and bursts come every few seconds. With fewer than
+        ``MIN_OWN_SAMPLES`` frames a count proves little, so one frame far above the target
+        (``> target · (1 + margin)``) is enough.
         """
         st, cfg = self.state, self.config
         lvl = st.level
         n = self.tails.count(lvl)
+        if n >= MIN_OWN_SAMPLES:
+            late = len(self.late_streak(target, now))
+            if late >= LATE_STREAK or (late and self.slowdown_expected(now) is not None):
+                return True
         if n >= 1:
             for since in (-math.inf, now - RECENT_S):
                 lat = self.tails.latencies(lvl, since)
@@ -763,6 +776,34 @@ class JointPolicy(Policy):
         if now - st.last_level_change < RECENT_S:
             return False
         return self.predict_ms(lvl, st.cpu, st.gpu, self.tail_ratio(lvl)) > target
+
+    def held_before_violation(self, target: float, now: float) -> bool:
+        """The running level's frames before the newest ``RECENT_S`` held ``target`` within the miss budget: what
+        violates it now is a change of conditions, not a level that could not hold them."""
+        lat = self.tails.latencies(self.state.level, until=now - RECENT_S)
+        k = sum(x > target for x in lat)
+        return len(lat) >= MIN_OWN_SAMPLES and binomial_tail(len(lat), k, self.config.miss_budget) >= VIOLATION_ALPHA
+
+    def slowdown_expected(self, now: float) -> int | None:
+        """The level that held through the last slowdown, while a return from it is recent (``window_s``): the
+        slowdown may come back; None otherwise."""
+        back = self.returned_from
+        return back[0] if back is not None and now - back[1] <= self.config.window_s else None
+
+    def plan_return(self, now: float) -> None:
+        """The running level just got clearly faster (:meth:`detect_improvement`): when a more accurate level held
+        until a slowdown drove the manager down from it, within the window, go back to it at once.
+
+        Why not probe up one level per quiet period, as after a cold start: that level's frames before the
+        slowdown are the evidence that it holds under the conditions that are back. Contention that comes and
+        goes every 2-4 s (another process's bursts) leaves gaps shorter than one probe period; probing, the
+        manager spent them at the level that held through the burst (real bursty runs: Δaccuracy -1.0 to -1.7
+        points against the per-condition oracle). A wrong return costs what any failed probe costs.
+        """
+        held = self.held_at_slowdown
+        self.held_at_slowdown = None
+        if held is not None and held[0] > self.state.level and now - held[1] <= self.config.window_s:
+            self.return_to = held[0]
 
     def record_failure(self, level: int, now: float, ratio: float) -> None:
         """``level`` could not hold the target: block probes into it (and above), longer after each failure."""
@@ -793,6 +834,7 @@ class JointPolicy(Policy):
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
             self.fail_ratio = [None] * len(self.levels)
+            self.held_at_slowdown = self.return_to = self.returned_from = None
 
     def probe_allowed(self, level: int, now: float, ratio: float) -> bool:
         if now >= self.blocked_until[level]:
@@ -821,6 +863,7 @@ class JointPolicy(Policy):
         self.enter_context(target, floor_acc)
         if self.detect_improvement(now):
             self.improved_at, self.last_violation = now, -math.inf
+            self.plan_return(now)
         self.learn_spread()
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
@@ -872,7 +915,10 @@ class JointPolicy(Policy):
         elif cur < floor:
             want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
         elif self.violates(target, now):
-            self.last_violation = now
+            self.last_violation, self.return_to = now, None
+            if self.held_before_violation(target, now) and (self.held_at_slowdown is None
+                                                            or self.held_at_slowdown[0] < run):
+                self.held_at_slowdown = (run, now)
             if run > floor:
                 self.record_failure(run, now, self.tail_ratio(run))
             now_ratio = self.drop_ratio(now, target)
@@ -885,6 +931,11 @@ class JointPolicy(Policy):
                 want, infeasible = floor, True
                 why = (f"level {run} misses {target:g} ms and no allowed level is predicted within {budget:.1f} ms "
                        f"→ level {floor}")
+            fallback = self.slowdown_expected(now)
+            if fallback is not None and max(fallback, floor) < want:
+                want = max(fallback, floor)
+                why += f"; level {want} held through the last slowdown, which is back"
+            self.returned_from = None
         else:
             want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
             if run == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
@@ -901,7 +952,13 @@ class JointPolicy(Policy):
             limit = up_budget if n_run >= enough or (fresh and self.learned_spread is not None) else (
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
-            if cur < top and quiet and settled:
+            if self.return_to is not None and self.return_to > cur and quiet:
+                want, self.returned_from = self.return_to, (cur, now)
+                why = (f"return: the slowdown that level {want} held until has ended (level {cur} faster since "
+                       f"{self.improved_at:.1f} s)")
+                self.blocked_until[want] = -math.inf
+                self.return_to = None
+            elif cur < top and quiet and settled:
                 up = cur
                 for lv in range(cur + 1, top + 1):
                     ratio = self.tail_ratio(lv)

@@ -96,8 +96,8 @@ class TailEstimator:
     def all_ratios(self, since: float = -math.inf, until: float = math.inf) -> list[float]:
         return [r for lvl in range(len(self.samples)) for r in self.ratios(lvl, since, until)]
 
-    def latencies(self, level: int, since: float = -math.inf) -> list[float]:
-        return [s.latency_ms for s in self.samples[level] if s.stamp >= since]
+    def latencies(self, level: int, since: float = -math.inf, until: float = math.inf) -> list[float]:
+        return [s.latency_ms for s in self.samples[level] if since <= s.stamp < until]
 
     def count(self, level: int) -> int:
         return len(self.samples[level])
