@@ -19,7 +19,10 @@ Two policies share one interface, ``policy.decide(inputs) -> Decision``:
     it goes up only as a *probe*: after ``probe_quiet_s`` without a violation, to a level predicted to
     fit ``target · (1 - margin - up_hysteresis)``; a probe that fails blocks that level for
     ``probe_quiet_s · 2^(failures-1)`` (at most ``probe_backoff_max_s``), so a level that cannot hold
-    the deadline is not retried every few seconds (no limit cycle). The same tail decides which CPU/GPU
+    the deadline is not retried every few seconds (no limit cycle). When a slowdown that drove it down
+    ends, it returns at once to the level that held until the slowdown began, and while that return is
+    recent the first late frame sends it back to the level that held through the slowdown (bursts of
+    contention come and go every few seconds). The same tail decides which CPU/GPU
     frequency pairs still meet the target; among them the one with the least modelled *energy per
     frame* runs (:meth:`Policy.frame_energy_j`: busy power over the expected latency plus idle power
     until the next frame), not the one with the least busy power.
