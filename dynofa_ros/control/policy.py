@@ -583,8 +583,7 @@ class JointPolicy(Policy):
         self.had_target = False                    # a latency target has been set at least once
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
         self.return_to: int | None = None          # the slowdown ended: go back to this level at once
-        self.returned_from: tuple[int, float] | None = None  # (level, when): it held through the slowdown that a
-        #                                                     return at ``when`` ended
+        self.returned_from: tuple[int, float] | None = None  # (level, time of the return): held through the slowdown
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
 
