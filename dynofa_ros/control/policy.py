@@ -582,7 +582,6 @@ class JointPolicy(Policy):
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
-        self.return_to: int | None = None          # the slowdown ended: go back to this level at once
         self.returned_from: tuple[int, float] | None = None  # (level, time of the return): held through the slowdown
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
@@ -768,9 +767,7 @@ class JointPolicy(Policy):
                 return True
         if n >= 1:
             for since in (-math.inf, now - RECENT_S):
-                lat = self.tails.latencies(lvl, since)
-                k = sum(x > target for x in lat)
-                if k and binomial_tail(len(lat), k, cfg.miss_budget) < VIOLATION_ALPHA:
+                if self.misses_too_often(self.tails.latencies(lvl, since), target):
                     return True
             return n < MIN_OWN_SAMPLES and max(self.tails.latencies(lvl)) > target * (1.0 + cfg.latency_margin)
         # nothing measured at this level yet: the prediction decides (first frames, a level chosen from stale
@@ -779,12 +776,16 @@ class JointPolicy(Policy):
             return False
         return self.predict_ms(lvl, st.cpu, st.gpu, self.tail_ratio(lvl)) > target
 
+    def misses_too_often(self, latencies: Sequence[float], target: float) -> bool:
+        """More of ``latencies`` miss ``target`` than the miss budget explains, at significance ``VIOLATION_ALPHA``."""
+        k = sum(x > target for x in latencies)
+        return k > 0 and binomial_tail(len(latencies), k, self.config.miss_budget) < VIOLATION_ALPHA
+
     def held_before_violation(self, target: float, now: float) -> bool:
         """The running level's frames before the newest ``RECENT_S`` held ``target`` within the miss budget: what
         violates it now is a change of conditions, not a level that could not hold them."""
         lat = self.tails.latencies(self.state.level, until=now - RECENT_S)
-        k = sum(x > target for x in lat)
-        return len(lat) >= MIN_OWN_SAMPLES and binomial_tail(len(lat), k, self.config.miss_budget) >= VIOLATION_ALPHA
+        return len(lat) >= MIN_OWN_SAMPLES and not self.misses_too_often(lat, target)
 
     def slowdown_expected(self, now: float) -> int | None:
         """The level that held through the last slowdown, while a return from it is recent (``window_s``): the
@@ -792,9 +793,10 @@ class JointPolicy(Policy):
         back = self.returned_from
         return back[0] if back is not None and now - back[1] <= self.config.window_s else None
 
-    def plan_return(self, now: float) -> None:
+    def plan_return(self, now: float) -> int | None:
         """The running level just got clearly faster (:meth:`detect_improvement`): when a more accurate level held
-        until a slowdown drove the manager down from it, within the window, go back to it at once.
+        until a slowdown drove the manager down from it, within the window, that level (to go back to at once, in
+        this decision); None otherwise.
 
         Why not probe up one level per quiet period, as after a cold start: that level's frames before the
         slowdown are the evidence that it holds under the conditions that are back. Contention that comes and
@@ -805,7 +807,8 @@ class JointPolicy(Policy):
         held = self.held_at_slowdown
         self.held_at_slowdown = None
         if held is not None and held[0] > self.state.level and now - held[1] <= self.config.window_s:
-            self.return_to = held[0]
+            return held[0]
+        return None
 
     def record_failure(self, level: int, now: float, ratio: float) -> None:
         """``level`` could not hold the target: block probes into it (and above), longer after each failure."""
@@ -836,7 +839,7 @@ class JointPolicy(Policy):
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
             self.fail_ratio = [None] * len(self.levels)
-            self.held_at_slowdown = self.return_to = self.returned_from = None
+            self.held_at_slowdown = self.returned_from = None
 
     def probe_allowed(self, level: int, now: float, ratio: float) -> bool:
         if now >= self.blocked_until[level]:
@@ -863,9 +866,10 @@ class JointPolicy(Policy):
         top = len(self.levels) - 1
         target = inp.target_latency_ms or None
         self.enter_context(target, floor_acc)
+        back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
         if self.detect_improvement(now):
             self.improved_at, self.last_violation = now, -math.inf
-            self.plan_return(now)
+            back = self.plan_return(now)
         self.learn_spread()
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
@@ -917,7 +921,7 @@ class JointPolicy(Policy):
         elif cur < floor:
             want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
         elif self.violates(target, now):
-            self.last_violation, self.return_to = now, None
+            self.last_violation = now
             if self.held_before_violation(target, now) and (self.held_at_slowdown is None
                                                             or self.held_at_slowdown[0] < run):
                 self.held_at_slowdown = (run, now)
@@ -954,12 +958,11 @@ class JointPolicy(Policy):
             limit = up_budget if n_run >= enough or (fresh and self.learned_spread is not None) else (
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
-            if self.return_to is not None and self.return_to > cur and quiet:
-                want, self.returned_from = self.return_to, (cur, now)
+            if back is not None and back > cur and quiet:
+                want, self.returned_from = back, (cur, now)
                 why = (f"return: the slowdown that level {want} held until has ended (level {cur} faster since "
                        f"{self.improved_at:.1f} s)")
                 self.blocked_until[want] = -math.inf
-                self.return_to = None
             elif cur < top and quiet and settled:
                 up = cur
                 for lv in range(cur + 1, top + 1):
