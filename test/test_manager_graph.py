@@ -164,7 +164,9 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
             active_bad.publish(UInt8(data=200))
             battery.publish(BatteryState(percentage=57.0))  # 0..100 instead of 0..1
             temp_bad.publish(Temperature(temperature=math.nan))
-            assert probe.wait_for_subscribers(cpu_bad, 1, WAIT)
+            # 2: this probe's own cpu_cmd collector and dvfs_node; with 1, the collector alone passed the wait and
+            # the bad command could go out before dvfs_node matched this publisher (it then never saw it)
+            assert probe.wait_for_subscribers(cpu_bad, 2, WAIT)
             cpu_bad.publish(UInt32(data=4_000_000_000))  # far above the Xavier NX range
             assert manager.wait_for_output("'dynofa/target_latency_ms': latency target nan", WAIT), manager.output()
             assert manager.wait_for_output("'dynofa/active_level': level 200 is unknown", WAIT)
