@@ -14,8 +14,11 @@
 #   4. bench/contention.py, pattern step, on CUDA with that profile: targets = TARGET_X × level 6's p50 there,
 #      CPU contention = one busy process per 2 cores (eager torch on a GPU is bound by the CPU thread that
 #      launches its kernels, so CPU load slows it, as on a Jetson).
-# PATTERNS (default step) and BENCH_COLUMNS pick what step 4 runs; BENCH_S (default 330) bounds it: the bench
-# saves after every column, so a cut-off bench keeps its runs. SKIP_TESTS=1 skips step 2.
+# PATTERNS (default step) and BENCH_COLUMNS pick what step 4 runs, or BENCH_PLAN runs several such stages into
+# one bench (--resume), e.g. "bursty,ramp:joint,L0,L3,L6 target_steps:joint,L0,L6"; BENCH_S (default 330) bounds
+# the whole step: the bench saves after every column and its runs.json is copied out every 10 s, so a cut-off
+# bench keeps its runs. SKIP_TESTS=1 skips step 2; TESTS_LAST=1 runs it after the bench instead (where the bench
+# is what the call is for and the tests may be cut off).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]}")
 whl=${2:-.whl}
@@ -38,10 +41,13 @@ fi
 "$py" -c 'import torch, rclpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 echo "cpus $(nproc)"
 
-say "2. CUDA tests"
-[ "${SKIP_TESTS:-0}" = 1 ] && say "skipped (SKIP_TESTS=1)" || \
-run_isolated timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs test/test_perception_graph.py test/test_backends.py \
-  -k cuda 2>&1 | tee "$out/pytest.log"
+cuda_tests() {
+  say "2. CUDA tests"
+  [ "${SKIP_TESTS:-0}" = 1 ] && { say "skipped (SKIP_TESTS=1)"; return; }
+  run_isolated timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs test/test_perception_graph.py \
+    test/test_backends.py -k cuda 2>&1 | tee "$out/pytest.log"
+}
+[ "${TESTS_LAST:-0}" = 1 ] || cuda_tests
 
 say "3. profile on $dev"
 fam="$out/generic_cpu_$dev.json"
@@ -55,9 +61,19 @@ scale=$("$py" -c "import json, sys; lv = json.load(open(sys.argv[1]))['levels'][
 print(round(float(sys.argv[2]) * lv['generic_$dev/torch'] / 30.0, 4))" "$fam" "${TARGET_X:-1.5}")
 busy=$(( $(nproc) / 2 ))
 say "target 30 ms × $scale, busy processes × $busy"
-run_isolated timeout "${BENCH_S:-330}" "$py" bench/contention.py --patterns "${PATTERNS:-step}" \
-  --controllers "${BENCH_COLUMNS:-joint,step,L0,L2,L4,L6}" --duration-scale 0.5 --busy-scale "$busy" \
-  --target-scale "$scale" --family "$fam" --manager-param "latency_profile=generic_$dev/torch" \
-  --perception-param "device=$dev" --perception-param backend=torch --out /tmp/bench_gpu 2>&1 | tee "$out/bench.log"
-cp /tmp/bench_gpu/runs.json /tmp/bench_gpu/contention.json /tmp/bench_gpu/contention.png "$out/" 2>/dev/null
+bench=/tmp/bench_gpu; rm -f "$bench/runs.json"
+(while sleep 10; do cp "$bench/runs.json" "$out/" 2>/dev/null; done) & copier=$!
+deadline=$(( SECONDS + ${BENCH_S:-330} )); resume=()
+for stage in ${BENCH_PLAN:-"${PATTERNS:-step}:${BENCH_COLUMNS:-joint,step,L0,L2,L4,L6}"}; do
+  left=$(( deadline - SECONDS )); [ "$left" -gt 20 ] || { say "no time left for $stage"; break; }
+  say "bench stage $stage (${left} s left)"
+  run_isolated timeout "$left" "$py" bench/contention.py --patterns "${stage%%:*}" --controllers "${stage#*:}" \
+    --duration-scale 0.5 --busy-scale "$busy" --target-scale "$scale" --family "$fam" "${resume[@]}" \
+    --manager-param "latency_profile=generic_$dev/torch" --perception-param "device=$dev" \
+    --perception-param backend=torch --out "$bench" 2>&1 | tee -a "$out/bench.log"
+  resume=(--resume)
+done
+kill "$copier" 2>/dev/null
+cp "$bench/runs.json" "$bench/contention.json" "$bench/contention.png" "$out/" 2>/dev/null
+[ "${TESTS_LAST:-0}" = 1 ] && cuda_tests
 say "done"
