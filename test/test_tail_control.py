@@ -381,3 +381,41 @@ def test_two_late_frames_in_a_row_prove_a_violation_one_does_not():
                       for s in samples]
         assert (levels_run[-1] < 3) == drops, (frames[-12:], levels_run[-12:])
         assert levels_run[:-1] == [3] * (len(frames) - 1)
+
+
+def test_a_probe_is_judged_on_its_own_frames_not_on_the_late_frames_that_ended_an_earlier_stay():
+    """Level 2 held for 4 s, then two late frames drove the manager down. The probe back into it comes while
+    those two frames are still in the window (8 s), among fewer than ``MIN_OWN_SAMPLES`` of its frames: they
+    ended the earlier stay and are no evidence against this one, whose frames all keep the target."""
+    profile = [10.0, 12.0, 14.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    target, fps = 30.0, 20.0
+    cfg = PolicyConfig(latency_margin=0.05, up_hysteresis=0.03, window_s=8.0, probe_quiet_s=7.85, min_dwell_s=2.0)
+    pol = make_policy("joint", levels, config=cfg)
+    pol.state.level = 2
+
+    def frame(i: int, level: int, ms: float) -> int:
+        s = LatencySample(ms, level, i / fps)
+        return pol.decide(PolicyInputs(now=s.stamp, target_latency_ms=target, latencies=(s,))).level
+
+    def idle_ms(level: int, i: int) -> float:
+        return profile[level] * 1.3 * (1.0 + 0.03 * math.sin(i))
+
+    level, i = 2, 1
+    for i in range(1, 81):                      # 0.05-4.0 s: level 2 holds
+        level = frame(i, 2, idle_ms(2, i))
+    assert level == 2
+    for ms in (36.0, 37.0):                     # 4.05, 4.10 s: two late frames in a row
+        i += 1
+        level = frame(i, 2, ms)
+    assert level < 2, "the two late frames must drive it down, or the test proves nothing"
+    late_at = i / fps
+    while level < 2 and i / fps < late_at + 12.0:
+        i += 1
+        level = frame(i, level, idle_ms(level, i))
+    assert level == 2, "it must probe level 2 again, or the test proves nothing"
+    old = pol.tails.latencies(2, until=late_at + 1e-9)
+    assert any(ms > target for ms in old) and len(pol.tails.latencies(2)) < 5, (
+        "the probe must come while the late frames are in the window, among a few of its frames")
+    run = [frame(j, 2, idle_ms(2, j)) for j in range(i + 1, i + 41)]   # 2 s of level 2 keeping the target
+    assert run == [2] * len(run), run

@@ -757,6 +757,11 @@ class JointPolicy(Policy):
         frames between a burst's start and its drop, and bursts come every few seconds. With fewer than
         ``MIN_OWN_SAMPLES`` frames a count proves little, so one frame far above the target
         (``> target · (1 + margin)``) is enough.
+
+        The counts cover the current stay at the level only. The window (``window_s``) still holds the frames of
+        an earlier stay that ended less than ``window_s`` ago, often in the late frames that drove the manager
+        down; counted again, they failed the next probe into that level before its own frames were in (real
+        ramp run: a probe to level 3 dropped 0.1 s after it, on two late frames 7.9 s old).
         """
         st, cfg = self.state, self.config
         lvl = st.level
@@ -765,11 +770,13 @@ class JointPolicy(Policy):
             late = len(self.late_streak(target, now))
             if late >= LATE_STREAK or (late and self.slowdown_expected(now) is not None):
                 return True
-        if n >= 1:
-            for since in (-math.inf, now - RECENT_S):
+        stay = st.last_level_change  # frames of an earlier stay are no evidence against this one (docstring)
+        lat = self.tails.latencies(lvl, stay)
+        if lat:
+            for since in (stay, max(now - RECENT_S, stay)):
                 if self.misses_too_often(self.tails.latencies(lvl, since), target):
                     return True
-            return n < MIN_OWN_SAMPLES and max(self.tails.latencies(lvl)) > target * (1.0 + cfg.latency_margin)
+            return len(lat) < MIN_OWN_SAMPLES and max(lat) > target * (1.0 + cfg.latency_margin)
         # nothing measured at this level yet: the prediction decides (first frames, a level chosen from stale
         # data), unless the level was chosen from the newest samples a moment ago
         if now - st.last_level_change < RECENT_S:
@@ -782,9 +789,9 @@ class JointPolicy(Policy):
         return k > 0 and binomial_tail(len(latencies), k, self.config.miss_budget) < VIOLATION_ALPHA
 
     def held_before_violation(self, target: float, now: float) -> bool:
-        """The running level's frames before the newest ``RECENT_S`` held ``target`` within the miss budget: what
-        violates it now is a change of conditions, not a level that could not hold them."""
-        lat = self.tails.latencies(self.state.level, until=now - RECENT_S)
+        """The running level's frames of this stay before the newest ``RECENT_S`` held ``target`` within the miss
+        budget: what violates it now is a change of conditions, not a level that could not hold them."""
+        lat = self.tails.latencies(self.state.level, self.state.last_level_change, now - RECENT_S)
         return len(lat) >= MIN_OWN_SAMPLES and not self.misses_too_often(lat, target)
 
     def slowdown_expected(self, now: float) -> int | None:
