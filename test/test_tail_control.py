@@ -15,33 +15,36 @@ from types import SimpleNamespace
 
 import pytest
 
-from dynofa_ros.control.policy import LatencySample, LevelSpec, PolicyConfig, PolicyInputs, make_policy
+from dynofa_ros.control.policy import LatencySample, LevelSpec, PolicyConfig, PolicyInputs, Reading, make_policy
 from dynofa_ros.control.tail_estimate import TailEstimator
 
 SIGMA = 0.25
 
 
 def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, seed=1, start_level=None,
-              slowdown=lambda t: 1.0):
+              slowdown=lambda t: 1.0, cpu_load=None):
     """Returns (levels per frame, misses per frame, decision times at which the level changed, up-move times).
 
-    ``slowdown(t)``: contention, a factor on every level's latency at time t."""
+    ``slowdown(t)``: contention, a factor on every level's latency at time t. ``cpu_load(t)``: the monitor's CPU
+    load reading (%) at time t, read at 2 Hz as monitor_node does; None: no monitor."""
     rng = random.Random(seed)
     if start_level is not None:
         policy.state.level = start_level
     level = policy.state.level
     pending: list[LatencySample] = []
     frames, misses, changes, ups = [], [], [], []
-    next_decision = 0.0
+    next_decision, next_load, load = 0.0, 0.0, None
     for i in range(int(seconds * fps)):
         t = i / fps
         lat = true_ms[level] * slowdown(t) * math.exp(SIGMA * rng.gauss(0.0, 1.0))
         pending.append(LatencySample(lat, level, t + lat / 1000.0))
         frames.append(level)
         misses.append(lat > target)
+        if cpu_load is not None and t >= next_load:
+            load, next_load = Reading(cpu_load(t), t), next_load + 0.5
         if t >= next_decision:
             next_decision += 1.0 / decide_hz
-            d = policy.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=tuple(pending)))
+            d = policy.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=tuple(pending), cpu_load=load))
             pending = []
             if d.level != level:
                 changes.append(t)
@@ -419,3 +422,32 @@ def test_a_probe_is_judged_on_its_own_frames_not_on_the_late_frames_that_ended_a
         "the probe must come while the late frames are in the window, among a few of its frames")
     run = [frame(j, 2, idle_ms(2, j)) for j in range(i + 1, i + 41)]   # 2 s of level 2 keeping the target
     assert run == [2] * len(run), run
+
+
+def test_when_the_frames_hide_a_bursts_end_the_fall_of_the_cpu_load_shows_it():
+    """Contention that slows every level only 1.35x (a GPU whose kernel launches wait on a busy CPU: H200, 16
+    busy processes): the top level misses under it, level 2 holds, and when a burst ends level 2's frames get
+    only 1/1.35 faster, within their noise, so the frames rarely show the end. The monitor's CPU load (20 % idle,
+    100 % in a burst, each reading the mean of the half second before it) does: over 6 seeds the manager spends
+    most of each gap at the top level. Without the load readings the same plant spends them below it."""
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
+
+    def busy_share(t0: float, t1: float) -> float:
+        return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in BURSTS) / (t1 - t0)
+
+    def top_share_in_gaps(seed: int, with_load: bool) -> float:
+        pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03, load_return=1))
+        frames, misses, _, _ = run_plant(
+            pol, BURST_PROFILE, 40.0, seconds=32.0, start_level=4, decide_hz=20.0, seed=seed,
+            slowdown=lambda t: 1.35 if any(a <= t < b for a, b in BURSTS) else 1.0,
+            cpu_load=(lambda t: 20.0 + 80.0 * busy_share(t - 0.5, t)) if with_load else None)
+        assert sum(misses) / len(misses) <= 0.04
+        gaps = [lvl for i, lvl in enumerate(frames) if any(b + 1.5 <= i / 20 < b + 3.0 for _, b in BURSTS[:-1])]
+        return gaps.count(4) / len(gaps)
+
+    seeds = range(1, 7)
+    with_load = sum(top_share_in_gaps(s, True) for s in seeds) / len(seeds)
+    without = sum(top_share_in_gaps(s, False) for s in seeds) / len(seeds)
+    assert without <= 0.4, f"the frames alone must not show the end, or the test proves nothing ({without:.2f})"
+    assert with_load >= 0.75, (with_load, without)
+

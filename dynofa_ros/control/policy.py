@@ -96,6 +96,11 @@ CHANGE_RECENT = 6
 CHANGE_FACTOR = 0.7
 #: ... compared with the samples of this many seconds before them (the condition just before, not the window).
 CHANGE_BEFORE_S = 2.0
+#: CPU load (percentage points) that a slowdown must have added over the held level's load for the load's fall to
+#: count as its end (:meth:`JointPolicy.load_fell_back`); it has fallen back within half of this
+LOAD_RISE = 25.0
+#: ... and the running level's newest frames must be at most this times the median of the ones before them
+LOAD_CONFIRM = 0.85
 #: The standard normal's 90th percentile: a log-normal's median is this many σ above its 10th percentile.
 Z90 = NormalDist().inv_cdf(0.9)
 
@@ -204,6 +209,9 @@ class PolicyConfig:
                                            "from there (a profile made on another machine); without a target yet, "
                                            "wait probe_quiet_s after the first samples for one before the most "
                                            "accurate level; 0 = plan the first level from the profile")
+    load_return: int = _tunable(0, 0, 1, "joint: 1 = a fall of the CPU load back to where it was before a slowdown "
+                                         "(with the frames agreeing) also ends it, for returns where contention "
+                                         "slows the frames too little to show its end (a GPU fed by a busy CPU)")
     battery_low: float = _tunable(0.20, 0.0, 1.0, "state of charge (0..1) below which the energy-saving mode "
                                                   "starts")
     battery_hysteresis: float = _tunable(0.05, 0.0, 1.0, "energy-saving mode ends above battery_low + this")
@@ -582,6 +590,9 @@ class JointPolicy(Policy):
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
         self.had_target = False                    # a latency target has been set at least once
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
+        self.load_before: float | None = None  # CPU load while that level held (lowest reading of its stay)
+        self.loads: deque[tuple[float, float]] = deque(maxlen=64)  # (stamp, CPU load %) of distinct readings
+        self.return_evidence = ""  # what showed the slowdown's end, for the return's reason
         self.returned_from: tuple[int, float] | None = None  # (level, time of the return): held through the slowdown
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
@@ -691,9 +702,11 @@ class JointPolicy(Policy):
         planned on it went one level down, where the next frames missed again (real bursty runs: 3-4 extra
         late frames in one burst of six). A level at which the frames that just missed would still miss is
         no place to drop to, so their fastest one bounds the plan from below. Not their median: they were
-        selected for being slow, and a moderate slowdown would be overestimated.
+        selected for being slow, and a moderate slowdown would be overestimated. Frames of this stay only: a
+        return within a second of a drop found the late frames that caused the drop and left at once.
         """
-        return self.tails.newest_late_ratios(self.state.level, target, now - RECENT_S)
+        since = max(now - RECENT_S, self.state.last_level_change)
+        return self.tails.newest_late_ratios(self.state.level, target, since)
 
     def spread(self) -> float:
         """σ of log latency for estimates from few samples: the prior, except right after an improvement
@@ -794,6 +807,36 @@ class JointPolicy(Policy):
         lat = self.tails.latencies(self.state.level, self.state.last_level_change, now - RECENT_S)
         return len(lat) >= MIN_OWN_SAMPLES and not self.misses_too_often(lat, target)
 
+    def load_fell_back(self, now: float) -> bool:
+        """The CPU load, which rose by at least ``LOAD_RISE`` points after a level that held was driven down,
+        is back within ``LOAD_RISE / 2`` of that level's load: the slowdown, if the load was it, has ended.
+
+        Why, beside :meth:`detect_improvement`: that test needs the running level's frames to get clearly
+        faster, and where contention slows the running level little against its own noise it never fires. On
+        a GPU (H200, 16 busy processes) level 0 ran only 1.4x slower under contention, within its idle spread,
+        and the manager spent the gaps between bursts at level 0 (3.5 points below the oracle). The load is
+        the monitor's (2 Hz, each reading the mean of the half second before it), so it lags the frames by up
+        to a second: on a CPU, where the frames show the end first, it changes nothing.
+        """
+        held, before = self.held_at_slowdown, self.load_before
+        if not self.config.load_return or held is None or before is None or now - held[1] > self.config.window_s:
+            return False
+        since = [v for t, v in self.loads if t >= held[1]]
+        if len(since) < 2 or max(since) < before + LOAD_RISE or since[-1] > before + LOAD_RISE / 2:
+            return False
+        # ... and the frames agree, if less clearly than detect_improvement asks: right after busy processes stop,
+        # a CPU stalls for a moment (real bursty runs: 40-66 ms frames at level 0), and a return made on the load
+        # alone landed in that stall, missed twice and dropped for the rest of the gap
+        ratios = self.tails.ratios(self.state.level)
+        if len(ratios) < FIT_MIN + CHANGE_RECENT:
+            return False
+        recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT][-2 * FIT_MIN:]
+        if float(np.median(recent)) > LOAD_CONFIRM * float(np.median(older)):
+            return False
+        self.return_evidence = (f"CPU load {since[-1]:.0f} %, {max(since):.0f} % in the slowdown, "
+                                f"{before:.0f} % before it")
+        return True
+
     def slowdown_expected(self, now: float) -> int | None:
         """The level that held through the last slowdown, while a return from it is recent (``window_s``): the
         slowdown may come back; None otherwise."""
@@ -846,7 +889,7 @@ class JointPolicy(Policy):
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
             self.fail_ratio = [None] * len(self.levels)
-            self.held_at_slowdown = self.returned_from = None
+            self.held_at_slowdown = self.returned_from = self.load_before = None
 
     def probe_allowed(self, level: int, now: float, ratio: float) -> bool:
         if now >= self.blocked_until[level]:
@@ -873,9 +916,15 @@ class JointPolicy(Policy):
         top = len(self.levels) - 1
         target = inp.target_latency_ms or None
         self.enter_context(target, floor_acc)
+        if inp.cpu_load is not None and (not self.loads or inp.cpu_load.stamp > self.loads[-1][0]):
+            self.loads.append((inp.cpu_load.stamp, inp.cpu_load.value))
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
         if self.detect_improvement(now):
             self.improved_at, self.last_violation = now, -math.inf
+            self.return_evidence = f"level {st.level} faster since {now:.1f} s"
+            back = self.plan_return(now)
+        elif self.load_fell_back(now):
+            self.last_violation = -math.inf
             back = self.plan_return(now)
         self.learn_spread()
         ref = self._ref_ratios()
@@ -932,6 +981,8 @@ class JointPolicy(Policy):
             if self.held_before_violation(target, now) and (self.held_at_slowdown is None
                                                             or self.held_at_slowdown[0] < run):
                 self.held_at_slowdown = (run, now)
+                stay = [v for t, v in self.loads if st.last_level_change <= t < now - RECENT_S]
+                self.load_before = min(stay) if stay else None
             if run > floor:
                 self.record_failure(run, now, self.tail_ratio(run))
             now_ratio = self.drop_ratio(now, target)
@@ -967,8 +1018,7 @@ class JointPolicy(Policy):
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if back is not None and back > cur and quiet:
                 want, self.returned_from = back, (cur, now)
-                why = (f"return: the slowdown that level {want} held until has ended (level {cur} faster since "
-                       f"{self.improved_at:.1f} s)")
+                why = f"return: the slowdown that level {want} held until has ended ({self.return_evidence})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
                 up = cur

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -439,6 +440,13 @@ class GraphScenario:
     def target_at(self, t: float) -> float:
         return float(step_value(self.targets, t))
 
+    def busy_mean(self, t0: float, t1: float) -> float:
+        """Mean number of busy processes over [t0, t1]: what a load reading averaged over that span saw."""
+        if t1 <= t0:
+            return float(self.busy_at(t1))
+        edges = [t0, *sorted(t for t, _ in self.busy if t0 < t < t1), t1]
+        return sum(self.busy_at(a) * (b - a) for a, b in itertools.pairwise(edges)) / (t1 - t0)
+
 
 @dataclass
 class LearnedPlant:
@@ -594,7 +602,8 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             if next_load <= next_tick:
                 w0 = next_load - 0.5
                 own = sum(max(0.0, min(e, next_load) - max(s, w0)) for s, e in busy_log[-40:])
-                share = min(1.0, (scn.busy_at(next_load) + own / 0.5) / cores)
+                # the monitor's reading is the mean of the half second before it (psutil.cpu_percent between calls)
+                share = min(1.0, (scn.busy_mean(w0, next_load) + own / 0.5) / cores)
                 load = Reading(100.0 * share, next_load)
                 next_load += 0.5
                 continue
