@@ -816,7 +816,8 @@ class JointPolicy(Policy):
         a GPU (H200, 16 busy processes) level 0 ran only 1.4x slower under contention, within its idle spread,
         and the manager spent the gaps between bursts at level 0 (3.5 points below the oracle). The load is
         the monitor's (2 Hz, each reading the mean of the half second before it), so it lags the frames by up
-        to a second: on a CPU, where the frames show the end first, it changes nothing.
+        to a second. Off by default (``load_return``): on a 2-core CPU, where the frames show the end first, it
+        did not help in real bursty runs (docs/manager.md, "Return after a slowdown").
         """
         held, before = self.held_at_slowdown, self.load_before
         if not self.config.load_return or held is None or before is None or now - held[1] > self.config.window_s:
