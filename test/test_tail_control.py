@@ -311,13 +311,14 @@ BURST_PROFILE = [10.0, 12.0, 14.4, 17.3, 20.7]   # levels 20 % apart
 BURSTS = [(8.0, 11.0), (14.0, 17.0), (20.0, 23.0), (26.0, 29.0)]
 
 
-def run_bursts(seed: int, factor: float = 2.2):
+def run_bursts(seed: int, factor: float = 2.2, cpu_load=None, **config):
     """Bursts of ``factor`` x contention, 3 s on, 3 s off, after 8 s idle. Target 40 ms, p98 = 1.67 x median:
-    idle, the top level fits (≈ 35 ms); in a burst only level 0 does (≈ 37 ms; level 1 ≈ 44)."""
+    idle, the top level fits (≈ 35 ms); in a burst (at 2.2x) only level 0 does (≈ 37 ms; level 1 ≈ 44).
+    ``cpu_load`` and ``config`` (PolicyConfig fields) as in :func:`run_plant` and the policy."""
     levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
-    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03, **config))
     return run_plant(pol, BURST_PROFILE, 40.0, seconds=32.0, start_level=4, decide_hz=20.0, seed=seed,
-                     slowdown=lambda t: factor if any(a <= t < b for a, b in BURSTS) else 1.0)
+                     slowdown=lambda t: factor if any(a <= t < b for a, b in BURSTS) else 1.0, cpu_load=cpu_load)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -430,16 +431,12 @@ def test_when_the_frames_hide_a_bursts_end_the_fall_of_the_cpu_load_shows_it():
     only 1/1.35 faster, within their noise, so the frames rarely show the end. The monitor's CPU load (20 % idle,
     100 % in a burst, each reading the mean of the half second before it) does: over 6 seeds the manager spends
     most of each gap at the top level. Without the load readings the same plant spends them below it."""
-    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
-
     def busy_share(t0: float, t1: float) -> float:
         return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in BURSTS) / (t1 - t0)
 
     def top_share_in_gaps(seed: int, with_load: bool) -> float:
-        pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03, load_return=1))
-        frames, misses, _, _ = run_plant(
-            pol, BURST_PROFILE, 40.0, seconds=32.0, start_level=4, decide_hz=20.0, seed=seed,
-            slowdown=lambda t: 1.35 if any(a <= t < b for a, b in BURSTS) else 1.0,
+        frames, misses, _, _ = run_bursts(
+            seed, factor=1.35, load_return=1,
             cpu_load=(lambda t: 20.0 + 80.0 * busy_share(t - 0.5, t)) if with_load else None)
         assert sum(misses) / len(misses) <= 0.04
         gaps = [lvl for i, lvl in enumerate(frames) if any(b + 1.5 <= i / 20 < b + 3.0 for _, b in BURSTS[:-1])]

@@ -592,7 +592,6 @@ class JointPolicy(Policy):
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
         self.load_before: float | None = None  # CPU load while that level held (lowest reading of its stay)
         self.loads: deque[tuple[float, float]] = deque(maxlen=64)  # (stamp, CPU load %) of distinct readings
-        self.return_evidence = ""  # what showed the slowdown's end, for the return's reason
         self.returned_from: tuple[int, float] | None = None  # (level, time of the return): held through the slowdown
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
@@ -786,9 +785,9 @@ class JointPolicy(Policy):
         stay = st.last_level_change  # frames of an earlier stay are no evidence against this one (docstring)
         lat = self.tails.latencies(lvl, stay)
         if lat:
-            for since in (stay, max(now - RECENT_S, stay)):
-                if self.misses_too_often(self.tails.latencies(lvl, since), target):
-                    return True
+            recent = self.tails.latencies(lvl, max(now - RECENT_S, stay))
+            if self.misses_too_often(lat, target) or self.misses_too_often(recent, target):
+                return True
             return len(lat) < MIN_OWN_SAMPLES and max(lat) > target * (1.0 + cfg.latency_margin)
         # nothing measured at this level yet: the prediction decides (first frames, a level chosen from stale
         # data), unless the level was chosen from the newest samples a moment ago
@@ -807,9 +806,10 @@ class JointPolicy(Policy):
         lat = self.tails.latencies(self.state.level, self.state.last_level_change, now - RECENT_S)
         return len(lat) >= MIN_OWN_SAMPLES and not self.misses_too_often(lat, target)
 
-    def load_fell_back(self, now: float) -> bool:
+    def load_fell_back(self, now: float) -> str | None:
         """The CPU load, which rose by at least ``LOAD_RISE`` points after a level that held was driven down,
         is back within ``LOAD_RISE / 2`` of that level's load: the slowdown, if the load was it, has ended.
+        What the load did (for the return's reason), or None.
 
         Why, beside :meth:`detect_improvement`: that test needs the running level's frames to get clearly
         faster, and where contention slows the running level little against its own noise it never fires. On
@@ -821,22 +821,20 @@ class JointPolicy(Policy):
         """
         held, before = self.held_at_slowdown, self.load_before
         if not self.config.load_return or held is None or before is None or now - held[1] > self.config.window_s:
-            return False
+            return None
         since = [v for t, v in self.loads if t >= held[1]]
         if len(since) < 2 or max(since) < before + LOAD_RISE or since[-1] > before + LOAD_RISE / 2:
-            return False
+            return None
         # ... and the frames agree, if less clearly than detect_improvement asks: right after busy processes stop,
         # a CPU stalls for a moment (real bursty runs: 40-66 ms frames at level 0), and a return made on the load
         # alone landed in that stall, missed twice and dropped for the rest of the gap
         ratios = self.tails.ratios(self.state.level)
         if len(ratios) < FIT_MIN + CHANGE_RECENT:
-            return False
+            return None
         recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT][-2 * FIT_MIN:]
         if float(np.median(recent)) > LOAD_CONFIRM * float(np.median(older)):
-            return False
-        self.return_evidence = (f"CPU load {since[-1]:.0f} %, {max(since):.0f} % in the slowdown, "
-                                f"{before:.0f} % before it")
-        return True
+            return None
+        return f"CPU load {since[-1]:.0f} %, {max(since):.0f} % in the slowdown, {before:.0f} % before it"
 
     def slowdown_expected(self, now: float) -> int | None:
         """The level that held through the last slowdown, while a return from it is recent (``window_s``): the
@@ -919,12 +917,14 @@ class JointPolicy(Policy):
         self.enter_context(target, floor_acc)
         if inp.cpu_load is not None and (not self.loads or inp.cpu_load.stamp > self.loads[-1][0]):
             self.loads.append((inp.cpu_load.stamp, inp.cpu_load.value))
-        back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
+        ended = None  # what showed that a slowdown has just ended, for the return's reason
         if self.detect_improvement(now):
-            self.improved_at, self.last_violation = now, -math.inf
-            self.return_evidence = f"level {st.level} faster since {now:.1f} s"
-            back = self.plan_return(now)
-        elif self.load_fell_back(now):
+            self.improved_at = now
+            ended = f"level {st.level} faster since {now:.1f} s"
+        else:
+            ended = self.load_fell_back(now)
+        back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
+        if ended is not None:
             self.last_violation = -math.inf
             back = self.plan_return(now)
         self.learn_spread()
@@ -1019,7 +1019,7 @@ class JointPolicy(Policy):
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if back is not None and back > cur and quiet:
                 want, self.returned_from = back, (cur, now)
-                why = f"return: the slowdown that level {want} held until has ended ({self.return_evidence})"
+                why = f"return: the slowdown that level {want} held until has ended ({ended})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
                 up = cur
