@@ -1,0 +1,56 @@
+"""The contention bench's oracles, on hand-made runs (no ROS: the scoring is plain numpy).
+
+The hindsight oracle picks, per condition, the most accurate fixed level within the miss budget in the run
+it scores. ``oracle×2`` also asks the level to have held in a second run: a level that held in one run by
+luck of its tail is not an answer a controller could have known.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def contention():
+    spec = importlib.util.spec_from_file_location("bench_contention", REPO / "bench" / "contention.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _runs(contention, pattern, late_share: dict[int, float], seed: int) -> dict:
+    """Fixed columns L0-L2 of ``pattern``: 20 fps, every frame 20 ms, except a share of level-given frames 40 ms."""
+    rng = np.random.default_rng(seed)
+    n = int(pattern.duration_s * 20)
+    out = {}
+    for lvl in range(3):
+        t = [i / 20 for i in range(n)]
+        lat = np.where(rng.random(n) < late_share.get(lvl, 0.0), 40.0, 20.0).tolist()
+        out[f"L{lvl}"] = contention.RunRecord(pattern.name, f"L{lvl}", True, t_s=t, frame_t_s=t, level=[lvl] * n,
+                                              latency_ms=lat, busy_changes=[(0.0, 0)])
+    return out
+
+
+def test_the_second_oracle_keeps_only_levels_that_held_in_both_runs(contention):
+    pattern = contention.Pattern("flat", 30.0, ((0.0, 0),), ((0.0, 30.0),))
+    accuracy = [70.0, 72.0, 74.0]
+    this_run = _runs(contention, pattern, {2: 0.01}, seed=1)     # level 2 held here (1 % late) ...
+    other_run = _runs(contention, pattern, {2: 0.10}, seed=2)    # ... and missed 10 % in the other run
+    scores, choice = contention.score_pattern(pattern, this_run, accuracy, 0.02, 3.0, other_run)
+    by_name = {s.column: s for s in scores}
+    assert choice["busy=0 target=30ms"]["level"] == "L2"
+    assert choice["busy=0 target=30ms (×2)"]["level"] == "L1"
+    assert by_name["oracle"].accuracy == pytest.approx(74.0)
+    assert by_name["oracle×2"].accuracy == pytest.approx(72.0)
+    # without a second run there is one oracle, as before
+    scores, choice = contention.score_pattern(pattern, this_run, accuracy, 0.02, 3.0)
+    assert [s.column for s in scores if s.column.startswith("oracle")] == ["oracle"]
+    assert list(choice) == ["busy=0 target=30ms"]
