@@ -326,8 +326,8 @@ def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[flo
     ``recheck``: the fixed columns of another run of the same pattern. Then a second oracle, ``oracle×2``, chooses
     per condition the most accurate level within the budget in *both* runs, scored on this run's frames. Why: the
     hindsight oracle picks, among levels whose per-run tails differ by 5-15 % from one run to the next, the one
-    that happened to hold in this run; its choice missed 3-5 % of frames in a second run on the same machine
-    (Intel Xeon, step and ramp), so no controller that has to choose before the frames can match it.
+    that happened to hold in this run; its choice missed 2.6-5.4 % of frames in a second run on the same machine
+    (Intel Xeon, ramp and step), so no controller that has to choose before the frames can match it.
     """
     scores: list[ColumnScore] = []
     order = {c: i for i, c in enumerate(["joint", "step", *[f"L{i}" for i in range(len(accuracy))]])}
@@ -341,14 +341,15 @@ def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[flo
         steady_s = dur * float(np.mean(steady))
         scores.append(score_samples(col, lat, lvl, target, steady, accuracy, dur, steady_s))
     per_cond = _per_condition(p, runs)
-    other = _per_condition(p, recheck) if recheck else None
-    oracle: dict[str, Any] = {}
-    for name, again in (("oracle", None), ("oracle×2", other)):
-        if not per_cond or (name != "oracle" and again is None):
-            continue
-        score, choice = _oracle(name, per_cond, accuracy, budget, again)
+    other = _per_condition(p, recheck) if recheck else {}
+    if not per_cond:
+        return scores, {}
+    score, oracle = _oracle("oracle", per_cond, accuracy, budget, None)
+    scores.append(score)
+    if other:
+        score, choice = _oracle("oracle×2", per_cond, accuracy, budget, other)
         scores.append(score)
-        oracle.update({(k if name == "oracle" else f"{k} (×2)"): v for k, v in choice.items()})
+        oracle |= {f"{k} (×2)": v for k, v in choice.items()}
     return scores, oracle
 
 

@@ -917,10 +917,10 @@ class JointPolicy(Policy):
         self.enter_context(target, floor_acc)
         if inp.cpu_load is not None and (not self.loads or inp.cpu_load.stamp > self.loads[-1][0]):
             self.loads.append((inp.cpu_load.stamp, inp.cpu_load.value))
-        ended = None  # what showed that a slowdown has just ended, for the return's reason
+        # what showed that a slowdown has just ended (None: nothing), for the return's reason
         if self.detect_improvement(now):
             self.improved_at = now
-            ended = f"level {st.level} faster since {now:.1f} s"
+            ended: str | None = f"level {st.level} faster since {now:.1f} s"
         else:
             ended = self.load_fell_back(now)
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
