@@ -73,20 +73,17 @@ def read_parameters(probe: Any, node_fqn: str, names: list[str], timeout: float 
     ``probe`` is a spun :class:`ros_harness.RosProbe`: its executor completes the future. ``timeout`` bounds
     the wait for the node's parameter services, then the wait for the answer.
     """
-    import threading
-
     from rclpy.parameter import parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
+    from ros_harness import request_until_answered
 
     client = AsyncParameterClient(probe.node, node_fqn)
     if not client.wait_for_services(timeout_sec=timeout):
         return None
-    future = client.get_parameters(names)
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout) or future.result() is None:
+    answer = request_until_answered(lambda: client.get_parameters(names), timeout)
+    if answer is None:
         return None
-    return dict(zip(names, (parameter_value_to_python(v) for v in future.result().values), strict=True))
+    return dict(zip(names, (parameter_value_to_python(v) for v in answer.values), strict=True))
 
 
 def same_value(expected: Any, got: Any) -> bool:

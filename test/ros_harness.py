@@ -143,14 +143,32 @@ class RosProbe:
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 return None
-            future = client.call_async(request)
-            done = threading.Event()
-            future.add_done_callback(lambda _f: done.set())
-            if not done.wait(timeout):
-                return None
-            return future.result()
+            return request_until_answered(lambda: client.call_async(request), timeout)
         finally:
             self.node.destroy_client(client)
+
+
+def request_until_answered(send: Callable[[], Any], timeout: float, resend_s: float = 3.0) -> Any:
+    """Send a service request with ``send()`` (which returns its future) again every ``resend_s`` until one
+    is answered; the first answer, or None when none comes within ``timeout``.
+
+    Why resend: ``wait_for_service`` says the client sees the server, not that the server has matched the
+    client's response reader. Under load, Fast DDS's server can take a request before that match and then
+    drops the answer ("failed to send response (timeout): client will not receive response"), so one
+    request can go unanswered though the node is healthy. Only for idempotent requests (reads).
+    """
+    answered = threading.Event()
+    futures: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while not answered.is_set() and time.monotonic() < deadline:
+        future = send()
+        futures.append(future)
+        future.add_done_callback(lambda _f: answered.set())
+        answered.wait(min(resend_s, max(0.0, deadline - time.monotonic())))
+    for future in futures:
+        if future.done() and future.result() is not None:
+            return future.result()
+    return None
 
 
 def publish_paced_until(publish_one: Callable[[int], Any], hz: float, until: Callable[[], bool], *,
