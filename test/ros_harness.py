@@ -137,13 +137,17 @@ class RosProbe:
     def wait_for_publishers(self, topic: str, count: int = 1, timeout: float = 15.0) -> bool:
         return poll_until(lambda: self.node.count_publishers(topic) >= count, timeout)
 
-    def call(self, srv_type: type, name: str, request: Any, timeout: float = 15.0) -> Any:
-        """Call a service and wait for its answer; None when it does not come in time."""
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 15.0, *, resend: bool = False) -> Any:
+        """Call a service and wait for its answer; None when it does not come in time.
+
+        ``resend``: send the request again until answered (:func:`request_until_answered`), for requests that
+        may be repeated (a read, setting the same values); never for a lifecycle transition.
+        """
         client = self.node.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 return None
-            return request_until_answered(lambda: client.call_async(request), timeout)
+            return request_until_answered(lambda: client.call_async(request), timeout, timeout if not resend else 3.0)
         finally:
             self.node.destroy_client(client)
 

@@ -22,7 +22,7 @@ NODE = "/perception_lifecycle_node"
 def _state(probe: RosProbe) -> str:
     from lifecycle_msgs.srv import GetState
 
-    answer = probe.call(GetState, f"{NODE}/get_state", GetState.Request(), timeout=WAIT)
+    answer = probe.call(GetState, f"{NODE}/get_state", GetState.Request(), timeout=WAIT, resend=True)
     assert answer is not None, "get_state did not answer"
     return answer.current_state.label
 
@@ -43,7 +43,7 @@ def _set_string(probe: RosProbe, name: str, value: str) -> Any:
 
     request = SetParameters.Request(parameters=[Parameter(
         name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))])
-    answer = probe.call(SetParameters, f"{NODE}/set_parameters", request, timeout=WAIT)
+    answer = probe.call(SetParameters, f"{NODE}/set_parameters", request, timeout=WAIT, resend=True)
     assert answer is not None
     return answer.results[0]
 
