@@ -147,7 +147,7 @@ class RosProbe:
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 return None
-            return request_until_answered(lambda: client.call_async(request), timeout, timeout if not resend else 3.0)
+            return request_until_answered(lambda: client.call_async(request), timeout, 3.0 if resend else timeout)
         finally:
             self.node.destroy_client(client)
 
@@ -159,7 +159,8 @@ def request_until_answered(send: Callable[[], Any], timeout: float, resend_s: fl
     Why resend: ``wait_for_service`` says the client sees the server, not that the server has matched the
     client's response reader. Under load, Fast DDS's server can take a request before that match and then
     drops the answer ("failed to send response (timeout): client will not receive response"), so one
-    request can go unanswered though the node is healthy. Only for idempotent requests (reads).
+    request can go unanswered though the node is healthy. Only for requests that may be repeated (reads,
+    setting the same values again).
     """
     answered = threading.Event()
     futures: list[Any] = []
