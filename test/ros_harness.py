@@ -152,6 +152,35 @@ class RosProbe:
             self.node.destroy_client(client)
 
 
+def lifecycle_state(probe: RosProbe, node_fqn: str, timeout: float) -> str | None:
+    """The node's lifecycle state label (GetState, resent until answered); None when it never answers."""
+    from lifecycle_msgs.srv import GetState
+
+    answer = probe.call(GetState, f"{node_fqn}/get_state", GetState.Request(), timeout=timeout, resend=True)
+    return None if answer is None else answer.current_state.label
+
+
+def change_lifecycle_state(probe: RosProbe, node_fqn: str, transition: int, timeout: float) -> bool | None:
+    """Request one lifecycle transition (sent once: a transition must not be repeated); whether it succeeded.
+
+    When its answer is lost (the Fast DDS race of :func:`request_until_answered`), the node's state says
+    whether the transition happened: success iff the node is now in the transition's goal state (configure,
+    activate, deactivate, cleanup). None when the node answers neither request.
+    """
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    goal = {Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_CLEANUP: "unconfigured",
+            Transition.TRANSITION_ACTIVATE: "active", Transition.TRANSITION_DEACTIVATE: "inactive"}.get(transition)
+    request = ChangeState.Request()
+    request.transition.id = transition
+    answer = probe.call(ChangeState, f"{node_fqn}/change_state", request, timeout=timeout)
+    if answer is not None:
+        return bool(answer.success)
+    state = lifecycle_state(probe, node_fqn, timeout) if goal is not None else None
+    return None if state is None else state == goal
+
+
 def request_until_answered(send: Callable[[], Any], timeout: float, resend_s: float = 3.0) -> Any:
     """Send a service request with ``send()`` (which returns its future) again every ``resend_s`` until one
     is answered; the first answer, or None when none comes within ``timeout``.

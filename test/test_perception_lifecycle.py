@@ -13,28 +13,22 @@ from typing import Any
 
 import psutil
 from perception_helpers import frame_rgb, image_msg, node_args, result, tiny_family
-from ros_harness import NodeProcess, RosProbe, diagnostic_values, ros_env
+from ros_harness import NodeProcess, RosProbe, change_lifecycle_state, diagnostic_values, lifecycle_state, ros_env
 
 WAIT = 60.0
 NODE = "/perception_lifecycle_node"
 
 
 def _state(probe: RosProbe) -> str:
-    from lifecycle_msgs.srv import GetState
-
-    answer = probe.call(GetState, f"{NODE}/get_state", GetState.Request(), timeout=WAIT, resend=True)
-    assert answer is not None, "get_state did not answer"
-    return answer.current_state.label
+    state = lifecycle_state(probe, NODE, WAIT)
+    assert state is not None, "get_state did not answer"
+    return state
 
 
 def _change(probe: RosProbe, transition: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
-    request = ChangeState.Request()
-    request.transition.id = transition
-    answer = probe.call(ChangeState, f"{NODE}/change_state", request, timeout=WAIT)
-    assert answer is not None, "change_state did not answer"
-    return bool(answer.success)
+    ok = change_lifecycle_state(probe, NODE, transition, WAIT)
+    assert ok is not None, "neither change_state nor get_state answered"
+    return ok
 
 
 def _set_string(probe: RosProbe, name: str, value: str) -> Any:

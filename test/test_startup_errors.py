@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from perception_helpers import SIX_LEVELS
-from ros_harness import NodeProcess, RosProbe, ros_env
+from ros_harness import NodeProcess, RosProbe, change_lifecycle_state, ros_env
 
 from devtools.processes import find_executable
 
@@ -146,15 +146,12 @@ def test_dvfs_and_monitor_config_errors_are_one_line(isolated_network: None, dom
 def test_lifecycle_configure_with_unreadable_family_fails_in_one_line(isolated_network: None, domain_id: int,
                                                                       tmp_path: Path) -> None:
     from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
 
     fam = _not_utf8(tmp_path / "fam.json")
     with NodeProcess("perception_lifecycle_node", ["-p", f"family_file:={fam}"], env=ros_env(domain_id)) as node, \
             RosProbe(domain_id) as probe:
-        request = ChangeState.Request()
-        request.transition.id = Transition.TRANSITION_CONFIGURE
-        answer = probe.call(ChangeState, "/perception_lifecycle_node/change_state", request, timeout=WAIT)
-        assert answer is not None and not answer.success, node.output()
+        ok = change_lifecycle_state(probe, "/perception_lifecycle_node", Transition.TRANSITION_CONFIGURE, WAIT)
+        assert ok is False, node.output()
         assert node.alive(), node.output()
         log = node.output()
         assert "Traceback" not in log, log
