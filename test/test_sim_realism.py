@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynofa_ros.control.policy import LevelSpec, StepPolicy
+from dynofa_ros.control.policy import LevelSpec, PolicyConfig, StepPolicy, make_policy
 from dynofa_ros.offline import sim
 
 DATA = Path(__file__).parent / "data" / "contention_real_run.json"
@@ -192,3 +192,22 @@ def test_extraction_splits_by_busy_processes_and_keeps_real_scores_apart():
     assert real["step"]["miss_rate"] == pytest.approx(np.mean([x < 3.0 for x in t]), abs=1e-3)
     assert real["L0"]["miss_rate"] == pytest.approx(0.5, abs=0.01)
     assert d["patterns"]["p"]["busy"] == changes
+
+
+def test_the_manager_decides_when_the_target_changes_not_only_on_its_timer():
+    """As ``ManagerNode._on_target``: joint plans a new target at once. Level 1 takes 20 ms in every frame, so
+    a target of 20.5 ms is never missed, but the plan keeps a margin (``latency_margin``: 20.5 · 0.95 < 20):
+    the next decision moves to level 0. With one timer tick per 30 s, only the decision at the change makes
+    it within the second; ``step`` decides on its period only."""
+    levels, plant = _two_level_plant()
+    scn = sim.GraphScenario("t", 20.0, 20.0, ((0.0, 0),), ((0.0, 40.0), (10.0, 20.5)))
+    cfg = PolicyConfig(prior_log_spread=0.25, measure_first=0)
+    pol = make_policy("joint", levels, config=cfg)
+    run = sim.simulate_graph(scn, plant, pol, initial_level=1, decision_rate_hz=1 / 30, seed=3)
+    assert run.miss_rate == 0.0
+    assert np.all(run.level[run.t_s < 10.0] == 1)
+    after = run.t_s > 10.2
+    assert np.all(run.level[after] == 0), "the new target was not planned at once"
+    slow = sim.simulate_graph(scn, plant, make_policy("step", levels), initial_level=1, decision_rate_hz=1 / 30,
+                              seed=3)
+    assert slow.switches <= 1 and np.all(slow.level[(slow.t_s > 10.2) & (slow.t_s < 15.0)] == slow.level[0])

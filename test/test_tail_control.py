@@ -448,3 +448,49 @@ def test_when_the_frames_hide_a_bursts_end_the_fall_of_the_cpu_load_shows_it():
     assert without <= 0.4, f"the frames alone must not show the end, or the test proves nothing ({without:.2f})"
     assert with_load >= 0.75, (with_load, without)
 
+
+
+def _fed(levels, level, latencies, target, config=None):
+    """A joint policy that has run ``level`` for ``latencies`` (one per 50 ms) under ``target``."""
+    pol = make_policy("joint", levels, config=config or PolicyConfig(prior_log_spread=0.25))
+    pol.state.level = level
+    pol.decide(PolicyInputs(now=0.0, target_latency_ms=target))
+    t = 0.0
+    for i, ms in enumerate(latencies):
+        t = 0.05 * (i + 1)
+        pol.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=(LatencySample(ms, level, t),)))
+    assert pol.state.level == level, "the fixture's level must hold under its own target"
+    return pol, t
+
+
+def test_a_tighter_target_is_planned_from_the_running_levels_tail_before_any_frame_misses_it():
+    """The application asks for 17 ms where the running level's frames all took 10-16 ms: none misses yet, but
+    the level's tail (a log-normal fit to its frames: p98 ≈ 18 ms) says 2 % of them will. The manager moves
+    to the level predicted within the new target at its first decision, instead of waiting for late frames
+    to prove it (two in a row, or a binomial count)."""
+    profile = [5.0, 7.0, 9.0, 11.0, 13.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    frames = [10.0, 12.0, 14.0, 16.0] * 40  # 8 s at 20 fps, median 13 ms = the profile: this machine's own
+    pol, t = _fed(levels, 4, frames, target=40.0)
+    d = pol.decide(PolicyInputs(now=t + 0.05, target_latency_ms=17.0))
+    assert max(frames) < 17.0                       # no frame has missed the new target
+    assert d.level == 3 and "new target 17 ms" in d.reason, d.reason
+    assert d.predicted_latency_ms is not None and d.predicted_latency_ms <= 17.0 * (1 - pol.config.latency_margin)
+    # a looser target is no reason to move down
+    pol, t = _fed(levels, 4, frames, target=40.0)
+    assert pol.decide(PolicyInputs(now=t + 0.05, target_latency_ms=60.0)).level == 4
+
+
+def test_a_first_target_is_planned_from_the_profile_when_the_running_level_has_too_few_frames_to_judge():
+    """No target at start-up: the most accurate level runs. The target then arrives, with three frames of that
+    level in, none late: too few for a miss count. Its predicted tail (the trusted profile, the prior's spread)
+    is over the target, so the first decision with the target goes down to the level planned within it."""
+    profile = [5.0, 7.0, 9.0, 11.0, 13.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    pol = make_policy("joint", levels, config=PolicyConfig(prior_log_spread=0.25, measure_first=0))
+    assert pol.decide(PolicyInputs(now=0.0)).level == 4
+    few = tuple(LatencySample(ms, 4, 0.05 * (i + 1)) for i, ms in enumerate((13.0, 12.5, 13.5)))
+    d = pol.decide(PolicyInputs(now=0.2, target_latency_ms=15.0, latencies=few))
+    assert all(s.latency_ms < 15.0 for s in few)
+    # level 4's p98 with σ 0.25 around 13 ms: 21.7 ms; level 2: 15.0 ms, over 15·0.95; level 1: 11.7 ms
+    assert d.level == 1 and "new target 15 ms" in d.reason, d.reason

@@ -333,6 +333,9 @@ class Policy:
     #: the level that misses (SIMULATED on the recorded plants, 6 seeds: bursty misses 3.6 → 2.6 %). The
     #: paper's ``step`` decides on its period only, as published.
     decides_on_miss = False
+    #: ... and when the application changes its target: the new target is known before any frame misses it
+    #: (feed-forward). ``step`` decides on its period only.
+    decides_on_target = False
 
     def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
                  gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
@@ -535,6 +538,7 @@ class JointPolicy(Policy):
 
     name = "joint"
     decides_on_miss = True
+    decides_on_target = True
 
     def clock_caps(self, inp: PolicyInputs) -> tuple[float, float, list[str]]:
         """Frequency caps (as fractions of max) from energy-saving mode and the thermal soft limit."""
@@ -585,6 +589,7 @@ class JointPolicy(Policy):
         self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
         self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
         self._context: tuple[float | None, float | None] | None = None
+        self.replan = False  # a new target or floor: the next decision plans the running level against it
         self.learned_spread: float | None = None  # σ of log ratios within one condition, once measured
         self.improved_at: float | None = None     # when the running level last got clearly faster
         self.first_sample_at: float | None = None  # the first latency sample ever (measure_first's start-up wait)
@@ -885,6 +890,7 @@ class JointPolicy(Policy):
                                                                  and target > self._context[0])):
                 self.last_violation = -math.inf
             self._context = context
+            self.replan = target is not None
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
             self.fail_ratio = [None] * len(self.levels)
@@ -977,6 +983,17 @@ class JointPolicy(Policy):
             want, why = lifted, f"level {lifted} is the cheapest level predicted within {budget:.1f} ms"
         elif cur < floor:
             want, why = floor, f"level {cur} is below the accuracy floor {floor_acc:g} % → level {floor}"
+        elif self.replan and not fits(cur, budget):
+            # feed-forward: the application changed what it needs. Waiting for the misses that prove the running
+            # level too slow for the new target costs those frames; what is known about it already predicts them
+            # (its own tail, or the transfer from the level that ran; the prior's spread before any sample)
+            pred_cur = self.predict_ms(cur, cap_c, cap_g, self.tail_ratio(cur))
+            self.last_violation = now  # a drop: probes wait for the quiet period, as after a violation
+            below = [lv for lv in range(floor, cur) if fits(lv, budget)]
+            want, infeasible = (below[-1], False) if below else (floor, True)
+            why = (f"new target {target:g} ms: level {cur} predicted p{100 * (1 - cfg.miss_budget):g} "
+                   f"{pred_cur:.1f} ms > {budget:.1f} ms → level {want}, "
+                   + ("the most accurate predicted within it" if below else "none is predicted within it"))
         elif self.violates(target, now):
             self.last_violation = now
             if self.held_before_violation(target, now) and (self.held_at_slowdown is None
@@ -1039,6 +1056,7 @@ class JointPolicy(Policy):
                     why += (f"; level {cur + 1} blocked for {self.blocked_until[cur + 1] - now:.1f} s more after "
                             f"{self.failures[cur + 1] or 1} failed stay(s)")
         self.ceiling = want
+        self.replan = False
 
         def ratio_of(lv: int) -> float:  # below the running level, "now" (a drop) must be in the plan too
             return max(self.tail_ratio(lv), self.drop_ratio(now, target)) if lv < run else self.tail_ratio(lv)

@@ -282,7 +282,10 @@ class ManagerNode(Node):
         why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
         if why:
             return self.bad.drop(f"{name}/dynofa/target_latency_ms", f"{why} (0 clears the target)")
+        changed = self.app_target[name] != (float(msg.data) or None)
         self.app_target[name] = float(msg.data) or None
+        if changed:
+            self._tick()  # feed-forward: plan for the new target now, not after the frames that would miss it
 
     def _on_app_floor(self, name: str, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")
@@ -377,10 +380,13 @@ class ManagerNode(Node):
                                       cpu_pw, gpu_pw)
         elif config is not None:
             self.policy.reconfigure(config)
+        retarget = "target_latency_ms" in changes and (changes["target_latency_ms"] or None) != self.target
         if "target_latency_ms" in changes:
             self.target, self.target_source = (changes["target_latency_ms"] or None), "parameter"
         if "min_accuracy" in changes:
             self.min_accuracy = changes["min_accuracy"] or None
+        if retarget and self.policy.decides_on_target:
+            self._tick()  # as for the topic: plan for the new target now
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ inputs
@@ -409,7 +415,10 @@ class ManagerNode(Node):
         why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
         if why:
             return self.bad.drop(topics.TARGET_LATENCY, f"{why} (0 clears the target)")
+        changed = self.target != (float(msg.data) or None)
         self.target, self.target_source = (float(msg.data) or None), "topic"
+        if changed and self.policy.decides_on_target:
+            self._tick()  # feed-forward: plan for the new target now, not after the frames that would miss it
 
     def _on_min_accuracy(self, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")

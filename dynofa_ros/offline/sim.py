@@ -410,7 +410,8 @@ def format_table(results: Sequence[Result], reference: str = "joint (ours)") -> 
 # * the manager decides on a timer (``decision_rate_hz``, its own phase) from the samples received since
 #   the previous decision, each tagged with the level that produced it (``dynofa/inference_stats``), or,
 #   with ``tagging="active_level"``, with the last ``dynofa/active_level`` heard (the old pairing, which
-#   is one frame late after every switch);
+#   is one frame late after every switch); ``joint`` also decides at once when a late frame's sample or a new
+#   target arrives (``decides_on_miss``, ``decides_on_target``);
 # * a command takes effect at the next frame that starts after it arrives, and that first frame is slower
 #   (``switch_factor``, learned from the recorded switches, ~1.14 here);
 # * ``load/cpu`` arrives at 2 Hz as the share of both cores busy over the last 0.5 s.
@@ -592,6 +593,8 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
     t_free, k, dropped, prev_level = 0.0, 0, 0, None
     ends: list[tuple[float, int]] = []              # (published at, level) for active_level tagging
     urgent: list[float] = []                        # delivery times of missed deadlines (decided at once)
+    if policy is not None and policy.decides_on_target:  # and of target changes (ManagerNode._on_target)
+        urgent = sorted(t + msg_delay_s for t, _ in scn.targets)
 
     def manager_until(t: float) -> None:
         nonlocal next_tick, next_load, load
@@ -649,7 +652,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         inbox.append((end + msg_delay_s, LatencySample(lat, tag, end + msg_delay_s)))
         target = scn.target_at(end)
         if policy is not None and policy.decides_on_miss and target and lat > target:
-            urgent.append(end + msg_delay_s)
+            bisect.insort(urgent, end + msg_delay_s)
         ends.append((end + 2 * msg_delay_s, level))
         del ends[:-8]
         out_t.append(end + msg_delay_s)
@@ -680,8 +683,10 @@ def policy_fingerprint(name: str) -> str:
     Why behaviour and not source: a refactor, a comment or a feature the bench never exercises (clocks, which
     this machine has none of; ``accuracy_slack`` at its default 0) must not orphan a 30-minute recording,
     while any change in the levels chosen must. The workload is fixed and synthetic (log-normal latencies
-    around the bench family's profile, 0→2→0→1→2→0 busy processes, target steps 30→18→30 ms, two seeds),
-    run with the bench's family and params (``config/generic_cpu.yaml``); the hash covers every frame's level.
+    around 1.8x the bench family's profile, as the bench machines run it, at the bench's 20 fps: so the cold
+    start waits for measured frames as on the machine; 0→2→0→1→2→0 busy processes, target steps 30→18→30 ms,
+    two seeds), run with the bench's family and params (``config/generic_cpu.yaml``); the hash covers every
+    frame's level.
     """
     return _behaviour_hash(name) + f":{name}"
 
@@ -691,9 +696,9 @@ def _behaviour_hash(name: str) -> str:
     import hashlib
 
     levels = bench_levels()
-    profile = [lv.latency_ms for lv in levels]
-    plant = LearnedPlant.lognormal(profile, 0.25, {0: 1.0, 1: 1.6, 2: 2.6}, n=600, switch_factor=1.14)
-    scn = GraphScenario("fingerprint", 90.0, 30.0, ((0.0, 0), (20.0, 2), (40.0, 0), (50.0, 1), (60.0, 2), (75.0, 0)),
+    machine = [1.8 * lv.latency_ms for lv in levels]
+    plant = LearnedPlant.lognormal(machine, 0.25, {0: 1.0, 1: 1.6, 2: 2.6}, n=600, switch_factor=1.14)
+    scn = GraphScenario("fingerprint", 90.0, 20.0, ((0.0, 0), (20.0, 2), (40.0, 0), (50.0, 1), (60.0, 2), (75.0, 0)),
                         ((0.0, 30.0), (30.0, 18.0), (45.0, 30.0)))
     h = hashlib.sha256()
     for run in simulate_controller(scn, plant, name, seeds=(0, 1), levels=levels):
