@@ -380,13 +380,10 @@ class ManagerNode(Node):
                                       cpu_pw, gpu_pw)
         elif config is not None:
             self.policy.reconfigure(config)
-        retarget = "target_latency_ms" in changes and (changes["target_latency_ms"] or None) != self.target
-        if "target_latency_ms" in changes:
-            self.target, self.target_source = (changes["target_latency_ms"] or None), "parameter"
         if "min_accuracy" in changes:
             self.min_accuracy = changes["min_accuracy"] or None
-        if retarget and self.policy.decides_on_target:
-            self._tick()  # as for the topic: plan for the new target now
+        if "target_latency_ms" in changes:
+            self._set_target(changes["target_latency_ms"], "parameter")
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ inputs
@@ -415,10 +412,15 @@ class ManagerNode(Node):
         why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
         if why:
             return self.bad.drop(topics.TARGET_LATENCY, f"{why} (0 clears the target)")
-        changed = self.target != (float(msg.data) or None)
-        self.target, self.target_source = (float(msg.data) or None), "topic"
+        self._set_target(float(msg.data), "topic")
+
+    def _set_target(self, ms: float, source: str) -> None:
+        """The latest target wins, from the topic or the parameter (0 clears it). A changed one is planned at
+        once (``decides_on_target``), not after the frames that would miss it."""
+        changed = self.target != (ms or None)
+        self.target, self.target_source = (ms or None), source
         if changed and self.policy.decides_on_target:
-            self._tick()  # feed-forward: plan for the new target now, not after the frames that would miss it
+            self._tick()
 
     def _on_min_accuracy(self, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, 100.0, "accuracy floor", "%")
