@@ -17,8 +17,8 @@
 # PATTERNS (default step) and BENCH_COLUMNS pick what step 4 runs, or BENCH_PLAN runs several such stages into
 # one bench (--resume), e.g. "bursty,ramp:joint,L0,L3,L6 target_steps:joint,L0,L6"; BENCH_S (default 330) bounds
 # the whole step: the bench saves after every column and its runs.json is copied out every 10 s, so a cut-off
-# bench keeps its runs. SKIP_TESTS=1 skips step 2; TESTS_LAST=1 runs it after the bench instead (where the bench
-# is what the call is for and the tests may be cut off).
+# bench keeps its runs; the managers' logs come back as manager_logs.tgz. SKIP_TESTS=1 skips step 2; TESTS_LAST=1
+# runs it after the bench instead (where the bench is what the call is for and the tests may be cut off).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEEL_DIR]}")
 whl=${2:-.whl}
@@ -75,5 +75,7 @@ for stage in ${BENCH_PLAN:-"${PATTERNS:-step}:${BENCH_COLUMNS:-joint,step,L0,L2,
 done
 kill "$copier" 2>/dev/null
 cp "$bench/runs.json" "$bench/contention.json" "$bench/contention.png" "$out/" 2>/dev/null
+# the managers' reasons for each switch (a few KiB per column): the machine is thrown away after the call
+(cd "$bench" && tar czf "$out/manager_logs.tgz" logs/*/manager_node*.log 2>/dev/null)
 [ "${TESTS_LAST:-0}" = 1 ] && cuda_tests
 say "done"
