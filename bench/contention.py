@@ -153,6 +153,22 @@ class RunRecord:
     loadavg_after: tuple[float, float, float] | None = None
     wall_s: float = 0.0
     fingerprint: str = ""   # dynofa_ros.sim.policy_fingerprint of the controller this column ran
+    cpu_pct: dict[str, float] | None = None   # per process of the graph: % of one core while the bag played
+
+
+def cpu_seconds(procs: Sequence[Proc]) -> dict[str, float]:
+    """User + system CPU seconds of each live process so far (the kernel's accounting, through psutil)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in procs:
+        if p.alive():
+            try:
+                t = psutil.Process(p.pid).cpu_times()
+            except psutil.Error:
+                continue
+            out[p.name] = t.user + t.system
+    return out
 
 
 def build_bag(p: Pattern, out: Path) -> Path:
@@ -232,6 +248,8 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
         if not replay.wait_for_output("playing", 90):
             raise RuntimeError(f"replay did not start; see {replay.log_path}")
         started = time.monotonic()
+        # what each node costs on the cores it shares with the inference (the manager's decisions are not free)
+        cpu0 = cpu_seconds([*graph.procs, record])
         i_next = 0
         while replay.alive():
             now = time.monotonic() - started
@@ -246,6 +264,8 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
             if graph.dead():
                 raise RuntimeError(f"{graph.dead()[0].name} exited early; see {graph.dead()[0].log_path}")
             replay.wait(0.02)
+        cpu1, played = cpu_seconds([*graph.procs, record]), time.monotonic() - started
+        rec.cpu_pct = {n: round(100.0 * (cpu1[n] - c0) / played, 1) for n, c0 in cpu0.items() if n in cpu1}
     except RuntimeError as exc:
         rec.error = str(exc)
     finally:
@@ -416,6 +436,10 @@ def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, Ru
         ssw = "" if np.isnan(s.steady_switches_per_min) else f"{s.steady_switches_per_min:13.1f}"
         lines.append(f"{pattern:<13} {s.column:<8} {s.frames:6d} {100 * s.miss_rate:7.2f} {s.accuracy:13.2f} "
                      f"{swm:>7} {ssw:>13} {s.p50_ms:7.1f} {s.p95_ms:7.1f}  {load:<17}")
+    cpu = [f"{c}: " + ", ".join(f"{n.removesuffix('_node')} {v:.0f}" for n, v in sorted(r.cpu_pct.items()))
+           for c, r in runs.items() if r.cpu_pct]
+    if cpu:
+        lines.append("  CPU % of one core while the bag played: " + "; ".join(cpu))
     return "\n".join(lines)
 
 

@@ -54,3 +54,30 @@ def test_the_second_oracle_keeps_only_levels_that_held_in_both_runs(contention):
     scores, choice = contention.score_pattern(pattern, this_run, accuracy, 0.02, 3.0)
     assert [s.column for s in scores if s.column.startswith("oracle")] == ["oracle"]
     assert list(choice) == ["busy=0 target=30ms"]
+
+
+def test_the_cpu_each_node_used_is_measured_from_the_real_process_and_shown_per_column(contention, tmp_path):
+    """The manager decides on the cores the inference shares: the bench says what each node cost there."""
+    import os
+
+    from devtools.processes import Proc, poll_until
+
+    spin = Proc("manager_node", [sys.executable, "-c", "while True: pass"], dict(os.environ), tmp_path)
+    idle = Proc("monitor_node", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), tmp_path)
+    try:
+        start = contention.cpu_seconds([spin, idle])
+        assert set(start) == {"manager_node", "monitor_node"}
+        # bounded wait on the condition: the spinning process accrues CPU time, the sleeping one next to none
+        assert poll_until(lambda: contention.cpu_seconds([spin])["manager_node"] - start["manager_node"] > 1.0, 60.0)
+        assert contention.cpu_seconds([idle])["monitor_node"] - start["monitor_node"] < 0.5
+    finally:
+        spin.stop()
+        idle.stop()
+    assert contention.cpu_seconds([spin]) == {}  # an ended process has nothing to report
+
+    pattern = contention.Pattern("flat", 30.0, ((0.0, 0),), ((0.0, 30.0),))
+    runs = _runs(contention, pattern, {}, seed=3)
+    runs["L1"].cpu_pct = {"manager_node": 6.2, "perception_node": 33.4}
+    scores, _ = contention.score_pattern(pattern, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
+    table = contention.format_table(pattern.name, scores, runs)
+    assert "CPU % of one core while the bag played: L1: manager 6, perception 33" in table
