@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from dynofa_ros.control.multi_policy import AppInputs, AppSpec, InterferenceModel, MultiInputs, MultiPolicy
@@ -94,6 +95,28 @@ def test_the_lower_priority_app_yields_first():
     assert first.levels["rear"] < 2, first.reason
     assert first.levels["front"] == 2 or first.levels["rear"] == 0, first.reasons
     assert "yields to front" in first.reasons["rear"]
+
+
+def test_a_tighter_target_is_planned_at_once_before_any_frame_misses_it():
+    """As for one app: front's frames (24-30 ms at level 2) all meet a new 31 ms target, but level 2's predicted
+    tail is over the plan (31 ms less the margin), so the first decision under it moves, before a frame misses."""
+    pol = _pair()
+    targets = {"front": 40.0, "rear": 40.0}
+    prof = {n: [lv.latency_ms for lv in pol.subs[n].levels] for n in pol.order}
+    rng = np.random.default_rng(0)
+    noisy = {"front": lambda lv: prof["front"][lv] * rng.uniform(0.8, 1.0), "rear": lambda lv: prof["rear"][lv]}
+    _feed(pol, 0.0, 10.0, noisy, targets)
+    assert pol.levels == {"front": 2, "rear": 2}
+    seen = [s.latency_ms for s in pol.subs["front"].tails.samples[2]]
+    assert max(seen) < 31.0  # no frame of level 2 would miss the new target: only the plan can see it
+    d = pol.decide(MultiInputs(10.0, {"front": AppInputs(31.0), "rear": AppInputs(40.0)}))
+    assert d.levels != {"front": 2, "rear": 2}, d.reasons
+    assert "new target 31 ms: level 2 predicted" in d.reasons["front"], d.reasons["front"]
+    assert d.predicted_ms["front"] <= 31.0 * (1 - pol.config.latency_margin), d.reasons["front"]
+    assert pol.subs["front"].failures[2] == 0  # a plan is no failed stay: probes back are not backed off for it
+    # an unchanged target is not planned again: with the same frames the next decision holds
+    again = pol.decide(MultiInputs(10.2, {"front": AppInputs(31.0), "rear": AppInputs(40.0)}))
+    assert again.levels == d.levels, again.reasons
 
 
 def test_when_no_combination_fits_the_lowest_priority_gives_its_deadline_up():

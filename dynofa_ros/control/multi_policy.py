@@ -221,6 +221,7 @@ class _AppCtx:
     budget: float
     up_budget: float
     violating: bool = False
+    replanned: bool = False  # violating because a new target is over the level's prediction, not by its frames
     stale: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -427,6 +428,15 @@ class MultiPolicy:
                     (target or 0.0) * (1.0 - cfg.latency_margin - cfg.up_hysteresis), stale=stale, notes=notes)
         if target is not None and not stale:
             c.violating = self._violates(name, target, now)
+            if sub.replan and not c.violating:
+                # a new target is planned at once, as for one app: a level whose own prediction is over it is not
+                # run until frames prove it; handled as a violation, so lower priorities yield first
+                pred = self.predict(name, c.cur, self.levels, self.cpu, self.gpu)
+                if pred > c.budget:
+                    c.violating = c.replanned = True
+                    notes.append(f"new target {target:g} ms: level {c.cur} predicted "
+                                 f"p{100 * (1 - cfg.miss_budget):g} {pred:.1f} ms > {c.budget:.1f} ms")
+        sub.replan = False
         return c
 
     def _violates(self, name: str, target: float, now: float) -> bool:
@@ -486,7 +496,9 @@ class MultiPolicy:
             if pick is None:
                 continue
             for n in managed:
-                if pick[n] < ctx[n].cur and n in violating:
+                if pick[n] < ctx[n].cur and n in violating and ctx[n].replanned:
+                    why[n].append(f"level {pick[n]}, the most accurate predicted within it")  # no frame failed
+                elif pick[n] < ctx[n].cur and n in violating:
                     self.subs[n].record_failure(ctx[n].cur, now, self.subs[n].tail_ratio(ctx[n].cur))
                     why[n].append(f"level {ctx[n].cur} misses {ctx[n].target:g} ms more often than the "
                                   f"{cfg.miss_budget:.0%} budget → level {pick[n]}")
@@ -494,6 +506,8 @@ class MultiPolicy:
                     helped = [v for v in violating if self.apps[v].priority > self.apps[n].priority] or violating
                     why[n].append(f"yields to {', '.join(helped)} (priority {self.apps[n].priority:g} < "
                                   f"{max(self.apps[v].priority for v in helped):g}) → level {pick[n]}")
+                elif n in violating and ctx[n].replanned:
+                    why[n].append(f"level {ctx[n].cur} kept, lower-priority apps yield")
                 elif n in violating:
                     why[n].append(f"level {ctx[n].cur} missed {ctx[n].target:g} ms; kept, lower-priority apps yield")
                     self.evidence_since[n] = now  # its misses were under the combination before the yield
