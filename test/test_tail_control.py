@@ -350,6 +350,27 @@ def test_after_a_return_the_first_late_frame_drops_to_the_level_that_held_throug
     assert sum(misses) / len(misses) <= 0.03
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_burst_after_a_climb_by_probes_drops_at_once_to_the_level_that_held_through_the_last_one(seed):
+    """A slowdown that outlasts the window (10 s) leaves nothing to return to when it ends: its end is found at
+    level 0 and the manager climbs by probes. The next burst comes 3 s later. Level 0 held through the slowdown
+    that ended just before, so the drop goes there at once, on the burst's first late frame, instead of planning
+    from the newest frames, which still mostly show the gap (real bursty runs: level 4 → 2 → 0 and 4 → 3 → 0,
+    3-4 late frames per burst where one drop cost 1-2)."""
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    long_burst, burst = (8.0, 18.0), (21.0, 24.0)
+    frames, misses, _, ups = run_plant(
+        pol, BURST_PROFILE, 40.0, seconds=26.0, start_level=4, decide_hz=20.0, seed=seed,
+        slowdown=lambda t: 2.2 if any(a <= t < b for a, b in (long_burst, burst)) else 1.0)
+    climbed = [lvl for t, lvl in ups if long_burst[1] <= t < burst[0]]
+    assert climbed and max(climbed) >= 3, ("it must climb back in the gap, or the test proves nothing", ups)
+    in_burst = frames[int(burst[0] * 20):int(burst[1] * 20)]
+    below = [lvl for lvl in in_burst if lvl < in_burst[0]]
+    assert below and set(below) == {0}, (ups, in_burst)
+    assert sum(misses[int(burst[0] * 20):int(burst[1] * 20)]) <= 3, misses[int(burst[0] * 20):int(burst[1] * 20)]
+
+
 def test_a_level_that_never_held_is_not_returned_to_when_a_slowdown_ends():
     """Level 2 misses about a quarter of its frames even idle (it runs 1.6x its profile): a probe into it fails
     on its own frames, not on a slowdown. Level 1 held until a slowdown (1.6x, 20-23 s) drove the manager to

@@ -597,7 +597,7 @@ class JointPolicy(Policy):
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
         self.load_before: float | None = None  # CPU load while that level held (lowest reading of its stay)
         self.loads: deque[tuple[float, float]] = deque(maxlen=64)  # (stamp, CPU load %) of distinct readings
-        self.returned_from: tuple[int, float] | None = None  # (level, time of the return): held through the slowdown
+        self.slowdown_ended: tuple[int, float] | None = None  # (level that held through the last slowdown, its end)
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
 
@@ -769,8 +769,8 @@ class JointPolicy(Policy):
         shows there first): a 2 % budget over 160 frames tolerates 3 misses of noise, but 3 misses out of
         the newest 20 frames are a change. ``LATE_STREAK`` late frames in a row prove it sooner: at a level
         whose frames miss at the budget's rate, two in a row come once in 1/budget² frames (2500), while
-        every frame of a burst of contention does. Right after a return (:meth:`plan_return`) the slowdown
-        that just ended is expected back, and its first late frame is enough: a reactive manager pays the
+        every frame of a burst of contention does. Right after a slowdown ended (:meth:`slowdown_expected`) it
+        is expected back, and its first late frame is enough: a reactive manager pays the
         frames between a burst's start and its drop, and bursts come every few seconds. With fewer than
         ``MIN_OWN_SAMPLES`` frames a count proves little, so one frame far above the target
         (``> target · (1 + margin)``) is enough.
@@ -842,9 +842,15 @@ class JointPolicy(Policy):
         return f"CPU load {since[-1]:.0f} %, {max(since):.0f} % in the slowdown, {before:.0f} % before it"
 
     def slowdown_expected(self, now: float) -> int | None:
-        """The level that held through the last slowdown, while a return from it is recent (``window_s``): the
-        slowdown may come back; None otherwise."""
-        back = self.returned_from
+        """The level that held through the last slowdown, while its end is recent (``window_s``): the slowdown may
+        come back; None otherwise.
+
+        Its end is recorded whether the manager then returned at once (:meth:`plan_return`) or climbs by probes
+        (the level that held before it is older than the window): either way the next burst's first late frame
+        starts it, and the drop goes to that level at once. Planned from the newest frames instead, which still
+        mostly show the gap, the drop stopped half-way and missed again (real bursty runs: level 4 → 2 → 0 and
+        4 → 3 → 0, 3-4 late frames in a burst where one drop cost 1-2)."""
+        back = self.slowdown_ended
         return back[0] if back is not None and now - back[1] <= self.config.window_s else None
 
     def plan_return(self, now: float) -> int | None:
@@ -894,7 +900,7 @@ class JointPolicy(Policy):
             self.failures = [0] * len(self.levels)
             self.blocked_until = [-math.inf] * len(self.levels)
             self.fail_ratio = [None] * len(self.levels)
-            self.held_at_slowdown = self.returned_from = self.load_before = None
+            self.held_at_slowdown = self.slowdown_ended = self.load_before = None
 
     def probe_allowed(self, level: int, now: float, ratio: float) -> bool:
         if now >= self.blocked_until[level]:
@@ -931,8 +937,13 @@ class JointPolicy(Policy):
             ended = self.load_fell_back(now)
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
         if ended is not None:
+            # a violation drove the manager to the running level (or hit it since): what ended was a slowdown,
+            # and this level held through it. Noted with or without a return (:meth:`slowdown_expected`)
+            held_through = self.last_violation >= st.last_level_change
             self.last_violation = -math.inf
             back = self.plan_return(now)
+            if held_through:
+                self.slowdown_ended = (st.level, now)
         self.learn_spread()
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
@@ -1017,7 +1028,7 @@ class JointPolicy(Policy):
             if fallback is not None and max(fallback, floor) < want:
                 want = max(fallback, floor)
                 why += f"; level {want} held through the last slowdown, which is back"
-            self.returned_from = None
+            self.slowdown_ended = None
         else:
             want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
             if run == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
@@ -1035,7 +1046,7 @@ class JointPolicy(Policy):
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if back is not None and back > cur and quiet:
-                want, self.returned_from = back, (cur, now)
+                want, self.slowdown_ended = back, (cur, now)
                 why = f"return: the slowdown that level {want} held until has ended ({ended})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
