@@ -44,6 +44,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -306,6 +307,8 @@ class ColumnScore:
     p50_ms: float
     p95_ms: float
     levels: dict[int, int]
+    steady_switches: int = 0    # the count and the seconds behind steady_switches_per_min (see format_table)
+    steady_s: float = 0.0
 
 
 def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -335,7 +338,7 @@ def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndar
     return ColumnScore(column, len(lat), float(np.mean(lat > target)), float(np.mean(acc)), len(sw),
                        60.0 * len(sw) / max(duration_s, 1e-9), 60.0 * steady_sw / max(steady_s, 1e-9),
                        float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
-                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)})
+                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s)
 
 
 def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[float], budget: float,
@@ -440,6 +443,12 @@ def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, Ru
            for c, r in runs.items() if r.cpu_pct]
     if cpu:
         lines.append("  CPU % of one core while the bag played: " + "; ".join(cpu))
+    # the rate alone hides how little steady time a pattern of short phases has (bursty: about 6 s of 40, most
+    # of it in the idle start, so one switch of the cold start's climb reads as 10 a minute)
+    managed = [s for s in scores if not np.isnan(s.steady_switches_per_min) and not re.fullmatch(r"L\d+", s.column)]
+    if managed:
+        lines.append("  switches in the steady part (each phase minus its first seconds): "
+                     + ", ".join(f"{s.column} {s.steady_switches} in {s.steady_s:.1f} s" for s in managed))
     return "\n".join(lines)
 
 

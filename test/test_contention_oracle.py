@@ -81,3 +81,22 @@ def test_the_cpu_each_node_used_is_measured_from_the_real_process_and_shown_per_
     scores, _ = contention.score_pattern(pattern, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
     table = contention.format_table(pattern.name, scores, runs)
     assert "CPU % of one core while the bag played: L1: manager 6, perception 33" in table
+
+
+def test_the_table_says_how_many_switches_and_seconds_the_steady_rate_rests_on(contention):
+    """Phases of 2-4 s leave a few seconds of steady time (a phase minus its first 3 s): the rate alone made one
+    switch read as 10 a minute. The table gives the count and the seconds beside it."""
+    pattern = contention.Pattern("two", 20.0, ((0.0, 0), (10.0, 2)), ((0.0, 30.0),))
+    runs = _runs(contention, pattern, {}, seed=4)
+    t = runs["L1"].t_s
+    lvl = [0 if x < 5.0 else 1 if x < 15.0 else 2 for x in t]   # one switch in each phase's steady part
+    runs["joint"] = contention.RunRecord("two", "joint", True, t_s=t, frame_t_s=t, level=lvl,
+                                         latency_ms=[20.0] * len(t), busy_changes=[(0.0, 0), (10.0, 2)])
+    scores, _ = contention.score_pattern(pattern, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
+    joint = next(s for s in scores if s.column == "joint")
+    assert joint.steady_switches == 2
+    assert joint.steady_s == pytest.approx(14.0, abs=0.2)   # 20 s minus the first 3 s of each of two phases
+    assert joint.steady_switches_per_min == pytest.approx(60.0 * 2 / joint.steady_s)
+    table = contention.format_table(pattern.name, scores, runs)
+    line = f"switches in the steady part (each phase minus its first seconds): joint 2 in {joint.steady_s:.1f} s"
+    assert line in table
