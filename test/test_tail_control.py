@@ -371,6 +371,29 @@ def test_a_burst_after_a_climb_by_probes_drops_at_once_to_the_level_that_held_th
     assert sum(misses[int(burst[0] * 20):int(burst[1] * 20)]) <= 3, misses[int(burst[0] * 20):int(burst[1] * 20)]
 
 
+def test_only_a_slowdown_that_drove_a_drop_is_expected_back():
+    """Faster frames after slow ones end a slowdown only when a violation drove the manager to the level that ran
+    (or hit it there). A cold start's slow first frames missed nothing: their end arms no expectation, so a
+    single late frame in the next window is noise, not a burst (it would drop the manager to level 0)."""
+    levels = [LevelSpec(70.0, 10.0)]   # one level: nothing to probe, the frames all stay its own
+
+    def run(slow_factor: float, target: float):
+        pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+        pol.state.level = 0
+        frames = [10.0 * slow_factor] * 40 + [10.0] * 8     # 2 s slow, then clearly faster (20 fps)
+        for i, ms in enumerate(frames):
+            now = (i + 1) / 20
+            pol.decide(PolicyInputs(now=now, target_latency_ms=target, latencies=(LatencySample(ms, 0, now),)))
+        return pol, now
+
+    warm_up, now = run(1.6, 40.0)          # 16 ms frames under a 40 ms target: slow, but no miss
+    assert warm_up.improved_at is not None, "the end must be detected, or the test proves nothing"
+    assert warm_up.slowdown_expected(now) is None
+    slowdown, now = run(4.5, 40.0)         # 45 ms frames: level 0, the floor, violates; then the slowdown ends
+    assert slowdown.improved_at is not None
+    assert slowdown.slowdown_expected(now) == 0
+
+
 def test_a_level_that_never_held_is_not_returned_to_when_a_slowdown_ends():
     """Level 2 misses about a quarter of its frames even idle (it runs 1.6x its profile): a probe into it fails
     on its own frames, not on a slowdown. Level 1 held until a slowdown (1.6x, 20-23 s) drove the manager to

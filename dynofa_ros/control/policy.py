@@ -939,7 +939,7 @@ class JointPolicy(Policy):
         if ended is not None:
             # a violation drove the manager to the running level (or hit it since): what ended was a slowdown,
             # and this level held through it. Noted with or without a return (:meth:`slowdown_expected`)
-            held_through = self.last_violation >= st.last_level_change
+            held_through = math.isfinite(self.last_violation) and self.last_violation >= st.last_level_change
             self.last_violation = -math.inf
             back = self.plan_return(now)
             if held_through:
