@@ -25,7 +25,8 @@ Columns per pattern, run one after the other on the same schedule:
 
 Per pattern and column: miss rate (latency > target in force at the frame's stamp), mean accuracy
 (PREDICTED, from the family file), switches per minute over the run and in steady phases (a phase minus
-its first ``--settle-s`` seconds), p50/p95 latency. Each latency sample is read from
+its first ``--settle-s`` seconds; a line under the table gives the count and seconds behind that rate,
+since bursty's 2-4 s phases leave only ~6 s of steady time), p50/p95 latency. Each latency sample is read from
 ``dynofa/inference_stats`` (level, latency, frame stamp: the level that produced it); where that topic
 is missing it falls back to ``dynofa/classification`` (whose JSON holds ``level`` and ``model_ms``).
 
