@@ -45,7 +45,6 @@ import itertools
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -57,6 +56,8 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+#: Columns run with a manager (the others are fixed levels L0..Ln, or computed oracles).
+MANAGED_COLUMNS = ("joint", "step")
 sys.path.insert(0, str(REPO))
 
 from devtools.demo import Graph, contention_cmd  # noqa: E402
@@ -216,7 +217,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
     rec_bag = out / f"bag_{label}"
     if rec_bag.exists():
         shutil.rmtree(rec_bag)
-    managed = column in ("joint", "step")
+    managed = column in MANAGED_COLUMNS
     args = lc.LaunchArgs(platform="generic_cpu", use_manager=managed, use_dvfs=False, use_monitor=True, dry_run=True,
                          family_file=_shown(family))
     overrides: dict[str, dict[str, Any]] = {"perception_node": dict(perception_overrides)}
@@ -354,7 +355,7 @@ def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[flo
     (Intel Xeon, ramp and step), so no controller that has to choose before the frames can match it.
     """
     scores: list[ColumnScore] = []
-    order = {c: i for i, c in enumerate(["joint", "step", *[f"L{i}" for i in range(len(accuracy))]])}
+    order = {c: i for i, c in enumerate([*MANAGED_COLUMNS, *[f"L{i}" for i in range(len(accuracy))]])}
     for col, rec in sorted(runs.items(), key=lambda cr: order.get(cr[0], len(order))):
         if not rec.ok:
             continue
@@ -446,7 +447,7 @@ def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, Ru
         lines.append("  CPU % of one core while the bag played: " + "; ".join(cpu))
     # the rate alone hides how little steady time a pattern of short phases has (bursty: about 6 s of 40, most
     # of it in the idle start, so one switch of the cold start's climb reads as 10 a minute)
-    managed = [s for s in scores if not np.isnan(s.steady_switches_per_min) and not re.fullmatch(r"L\d+", s.column)]
+    managed = [s for s in scores if s.column in MANAGED_COLUMNS]
     if managed:
         lines.append("  switches in the steady part (each phase minus its first seconds): "
                      + ", ".join(f"{s.column} {s.steady_switches} in {s.steady_s:.1f} s" for s in managed))
@@ -602,7 +603,7 @@ def columns(spec: str, n_levels: int) -> list[str]:
     for c in (x.strip() for x in spec.split(",") if x.strip()):
         if c == "fixed":
             out += [f"L{i}" for i in range(n_levels)]
-        elif c in ("joint", "step") or (c.startswith("L") and c[1:].isdigit() and int(c[1:]) < n_levels):
+        elif c in MANAGED_COLUMNS or (c.startswith("L") and c[1:].isdigit() and int(c[1:]) < n_levels):
             out.append(c)
         else:
             raise SystemExit(f"contention: unknown controller {c!r}; allowed: joint, step, fixed, L0..L{n_levels - 1}")
@@ -702,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
                                         else json.loads(Path(args.from_runs).read_text()))
         Path(args.sim_data).write_text(json.dumps(data, separators=(",", ":")))
         print(f"wrote {args.sim_data} ({Path(args.sim_data).stat().st_size / 1024:.0f} KiB)")
-        rows = sim.agreement(data, [c for c in ("joint", "step") if c in cols])
+        rows = sim.agreement(data, [c for c in MANAGED_COLUMNS if c in cols])
         print("\nSimulator (learned from the fixed-level columns) vs this real run, same patterns:")
         print(sim.format_agreement(rows))
         (out / "sim_vs_real.json").write_text(json.dumps(rows, indent=1))
