@@ -174,3 +174,15 @@ def test_config_errors_name_the_app():
         MultiPolicy([AppSpec("front", lv), AppSpec("rear", lv, priority=0.0)])
     with pytest.raises(PolicyConfigError, match="unique"):
         MultiPolicy([AppSpec("front", lv), AppSpec("front", lv)])
+
+
+def test_apps_at_a_few_frames_a_second_still_probe_up():
+    """At 4 fps an 8 s window holds 32 frames: a probe that waited for the ~1/budget (50) frames a tail needs
+    near the target never came, and both apps stayed at level 0 with every level fitting."""
+    pol = _pair()
+    for sub in pol.subs.values():
+        sub.state.level = 0
+    prof = {n: [lv.latency_ms for lv in pol.subs[n].levels] for n in pol.order}
+    calm = {n: (lambda lv, n=n: prof[n][lv]) for n in pol.order}
+    _feed(pol, 0.0, 40.0, calm, {"front": 40.0, "rear": 40.0}, fps=4.0)
+    assert pol.levels == {"front": 2, "rear": 2}

@@ -458,8 +458,7 @@ class MultiPolicy:
 
     def _settled(self, name: str, now: float) -> bool:
         sub, cfg = self.subs[name], self.config
-        enough = max(5, math.ceil(1.0 / cfg.miss_budget))
-        return now - self.last_change >= cfg.min_dwell_s and sub.tails.count(sub.state.level) >= enough
+        return now - self.last_change >= cfg.min_dwell_s and sub.tails.count(sub.state.level) >= sub.frames_to_trust()
 
     def _fits_all(self, ctx: Mapping[str, _AppCtx], combo: Mapping[str, int], names: Sequence[str], cpu: int | None,
                   gpu: int | None, now: float, drop: Sequence[str] = (), up: str | None = None) -> bool:

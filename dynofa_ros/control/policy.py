@@ -422,6 +422,24 @@ class Policy:
             return None
         return float(sorted(gaps)[len(gaps) // 2])
 
+    def frames_to_trust(self) -> int:
+        """Own frames a level's tail needs before it is planned close to the target: about 1/``miss_budget``
+        (a 98th percentile rests on ~50 frames), but never more than 0.8 of what ``window_s`` holds at the rate
+        results arrive (5 fps, 8 s: 40 frames, so 32).
+
+        Why the rate over the newest results and not :meth:`frame_period_s`'s median gap: frames that DDS loses
+        arrive in clumps. In a real 640×480 run the median gap was 0.096 s (10 fps) while 5 frames a second
+        came on average; the window never held the 50 frames the median promised, and the manager sat at
+        level 0 for the whole run where the hindsight oracle ran level 3 (``bench/contention.py``, stop 30).
+        """
+        enough = max(MIN_OWN_SAMPLES, math.ceil(1.0 / self.config.miss_budget))
+        stamps = self._result_stamps
+        span = max(stamps) - min(stamps) if len(stamps) > PERIOD_MIN_SAMPLES else 0.0
+        if span > 0.0:
+            per_window = self.config.window_s * (len(stamps) - 1) / span
+            enough = min(enough, max(MIN_OWN_SAMPLES, int(0.8 * per_window)))
+        return enough
+
     def ingest(self, inp: PolicyInputs) -> None:
         st = self.state
         for s in inp.latencies:
@@ -1034,9 +1052,7 @@ class JointPolicy(Policy):
             if run == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
                 self.failures[run] = 0  # it held long enough: a later failure is a new story
             quiet = now - self.last_violation >= cfg.probe_quiet_s
-            enough = max(MIN_OWN_SAMPLES, math.ceil(1.0 / cfg.miss_budget))  # a tail needs ~1/budget frames
-            if period is not None:  # ... but never more than the window holds at this frame rate (5 fps, 8 s: 40)
-                enough = min(enough, max(MIN_OWN_SAMPLES, int(0.8 * cfg.window_s / period)))
+            enough = self.frames_to_trust()
             n_run = self.tails.count(run)
             # a tail needs ~1/budget frames to be trusted near the target; far below it (a level predicted
             # within half the plan) a handful of frames is evidence enough, so a cold start or a generous
