@@ -83,13 +83,15 @@ VIOLATION_ALPHA = 0.01
 HOLD_CONFIRM_WINDOWS = 4
 #: A blocked level is released early when the predicted ratio falls below this share of the one it failed at.
 UNBLOCK_RATIO = 0.8
-#: Newest result intervals the frame period (for the energy per frame) is the median of, and the fewest used.
+#: Newest result intervals kept: their median is the frame period (the energy per frame's cycle), their count over
+#: their span the rate results arrive at (:meth:`Policy.frames_to_trust`).
 PERIOD_WINDOW = 31
+#: The fewest of those intervals the period or the rate is computed from.
+PERIOD_MIN_SAMPLES = 5
 #: With fewer than ~1/miss_budget own samples, a probe only goes to levels predicted within this share of the plan.
 PROBE_HEADROOM = 0.5
 #: Within ``accuracy_slack``, the running level gives way only to one saving at least this share of energy.
 ENERGY_SWITCH_GAIN = 0.05
-PERIOD_MIN_SAMPLES = 5
 #: Newest samples of the running level that must all be faster than its older ones to call an improvement.
 CHANGE_RECENT = 6
 #: ... and their median at most this share of the older median (noise moves it less; contention's end more).

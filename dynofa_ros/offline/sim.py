@@ -321,8 +321,8 @@ BATTERY_FIRST = {"accuracy_slack": 5.0, "latency_margin": 0.02}
 
 def standard_controllers(levels: Sequence[LevelSpec], board: Board = XAVIER_NX,
                          make: Callable[[str], Policy] | None = None) -> list[Controller]:
-    """joint (and joint with ``SLACK_ROWS`` accuracy slack), step, and the governors with the largest level
-    fixed and with step's level choice.
+    """joint (and joint with ``SLACK_ROWS`` accuracy slack, and ``BATTERY_FIRST``), step, and the governors with the
+    largest level fixed and with step's level choice.
 
     The joint rows run the manager block of the board's shipped params file (``REFERENCE_PARAMS``): its
     latency-vs-clock split (CPU 0.2, GPU 0.7 of a frame) and GPU spread prior are what a user runs on that
