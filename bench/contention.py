@@ -210,9 +210,10 @@ def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], i
 
 def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, exe_dir: str | None,
                manager_overrides: dict[str, Any], perception_overrides: dict[str, Any],
-               family: Path = FAMILY) -> RunRecord:
-    """One replay of the pattern's bag through the graph with real busy processes on its schedule."""
-    label = f"{p.name}_{column}"
+               family: Path = FAMILY, tag: str = "") -> RunRecord:
+    """One replay of the pattern's bag through the graph with real busy processes on its schedule (``tag``: a
+    suffix for its log folder and recorded bag, e.g. ``_r2`` for a second round)."""
+    label = f"{p.name}_{column}{tag}"
     log_dir = out / "logs" / label
     rec_bag = out / f"bag_{label}"
     if rec_bag.exists():
@@ -311,6 +312,7 @@ class ColumnScore:
     levels: dict[int, int]
     steady_switches: int = 0    # the count and the seconds behind steady_switches_per_min (see format_table)
     steady_s: float = 0.0
+    duration_s: float = 0.0     # the seconds behind switches_per_min (to pool runs: :func:`pool_scores`)
 
 
 def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -340,7 +342,7 @@ def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndar
     return ColumnScore(column, len(lat), float(np.mean(lat > target)), float(np.mean(acc)), len(sw),
                        60.0 * len(sw) / max(duration_s, 1e-9), 60.0 * steady_sw / max(steady_s, 1e-9),
                        float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
-                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s)
+                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s, duration_s)
 
 
 def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[float], budget: float,
@@ -426,6 +428,58 @@ def _oracle(name: str, per_cond: dict[str, Conditions], accuracy: Sequence[float
     return ColumnScore(name, len(lat), float(np.mean(lat > tgt)), float(np.mean(acc)), changes, float("nan"),
                        float("nan"), float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
                        {int(k): int(c) for k, c in zip(*np.unique(lvl, return_counts=True), strict=True)}), choice
+
+
+def round_order(cols: Sequence[str], index: int) -> list[str]:
+    """The columns of round ``index`` (0-based): as given, then reversed, alternately.
+
+    Why: on a shared VM one minute is slower than the next (one run's level 0 had twice another's p98), and each
+    column runs in its own minute. Run forward then backward (ABBA), every column's mean time over two rounds is
+    the middle of the block, so a drift over the block reaches the managed and the fixed columns alike."""
+    return list(cols) if index % 2 == 0 else list(reversed(cols))
+
+
+def pool_scores(p: Pattern, rounds: Sequence[dict[str, RunRecord]], accuracy: Sequence[float], budget: float,
+                settle_s: float) -> tuple[list[ColumnScore], dict[str, Any]]:
+    """One score per managed column over every round of ``p`` that it ran in, and the pooled oracle.
+
+    Managed columns: miss rate and accuracy over all their frames, switches per minute over all their seconds
+    (steady ones over all their steady seconds), p50/p95 over all their latencies. ``oracle``: per condition, the
+    most accurate fixed level whose frames of *every* round together stay within ``budget`` there, scored on
+    those frames: the best fixed choice for the hour the rounds span, which no single lucky minute makes."""
+    per_round = [score_pattern(p, runs, accuracy, budget, settle_s)[0] for runs in rounds]
+    scores: list[ColumnScore] = []
+    for col in MANAGED_COLUMNS:
+        runs = [(r[col], next(s for s in sc if s.column == col)) for r, sc in zip(rounds, per_round, strict=True)
+                if col in r and r[col].ok]
+        if not runs:
+            continue
+        parts = [s for _, s in runs]
+        frames = np.array([s.frames for s in parts], dtype=float)
+        lat = np.concatenate([np.asarray(rec.latency_ms) for rec, _ in runs])
+        levels: dict[int, int] = {}
+        for s in parts:
+            for k, c in s.levels.items():
+                levels[k] = levels.get(k, 0) + c
+        sw, dur = sum(s.switches for s in parts), sum(s.duration_s for s in parts)
+        steady_sw, steady_s = sum(s.steady_switches for s in parts), sum(s.steady_s for s in parts)
+        scores.append(ColumnScore(
+            col, int(frames.sum()), float(np.average([s.miss_rate for s in parts], weights=frames)),
+            float(np.average([s.accuracy for s in parts], weights=frames)), sw, 60.0 * sw / max(dur, 1e-9),
+            60.0 * steady_sw / max(steady_s, 1e-9), float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
+            dict(sorted(levels.items())), steady_sw, steady_s, dur))
+    pooled: dict[str, Conditions] = {}
+    for runs in rounds:
+        for col, conds in _per_condition(p, runs).items():
+            into = pooled.setdefault(col, {})
+            for key, arrays in conds.items():
+                into[key] = tuple(np.concatenate([a, b]) for a, b in zip(into[key], arrays, strict=True)) \
+                    if key in into else arrays
+    if not pooled:
+        return scores, {}
+    score, choice = _oracle("oracle", dict(sorted(pooled.items(), key=lambda kv: int(kv[0][1:]))), accuracy,
+                            budget, None)
+    return [*scores, score], choice
 
 
 def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, RunRecord]) -> str:
@@ -540,18 +594,29 @@ def _shown(path: Path) -> str:
 
 
 def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
-              kept: dict[str, Any], family: Path = FAMILY) -> None:
-    """runs.json: the patterns and every run's samples (what ``dynofa_ros.offline.sim`` learns from)."""
+              kept: dict[str, Any], family: Path = FAMILY,
+              more_rounds: Sequence[dict[str, dict[str, RunRecord]]] = ()) -> None:
+    """runs.json: the patterns and every run's samples (what ``dynofa_ros.offline.sim`` learns from). ``runs`` is
+    the first round (what the simulator and ``--oracle-runs`` read); ``rounds`` holds the ones after it."""
     all_runs = {pn: dict(cols) for pn, cols in kept["runs"].items()}
     for pn, rr in runs.items():
         all_runs.setdefault(pn, {}).update({c: asdict(r) for c, r in rr.items()})
     pats = {d["name"]: d for d in kept["patterns"]} | {p.name: asdict(p) for p in patterns}
-    path.write_text(json.dumps({"family": _shown(family), "patterns": list(pats.values()),
-                                "runs": all_runs}))
+    saved: dict[str, Any] = {"family": _shown(family), "patterns": list(pats.values()), "runs": all_runs}
+    if more_rounds:
+        saved["rounds"] = [{pn: {c: asdict(r) for c, r in rr.items()} for pn, rr in rnd.items()} for rnd in more_rounds]
+    path.write_text(json.dumps(saved))
+
+
+def load_rounds(path: Path) -> list[dict[str, dict[str, RunRecord]]]:
+    """The rounds after the first of an earlier ``runs.json`` (``--rounds``; none for a one-round bench)."""
+    saved = json.loads(path.read_text())
+    return [{pn: {c: RunRecord(**r) for c, r in cols.items()} for pn, cols in rnd.items()}
+            for rnd in saved.get("rounds", [])]
 
 
 def load_runs(path: Path) -> tuple[dict[str, dict[str, RunRecord]], list[Pattern]]:
-    """An earlier ``runs.json``: its runs per pattern and column, and the patterns they ran."""
+    """An earlier ``runs.json``: its (first round's) runs per pattern and column, and the patterns they ran."""
     saved = json.loads(path.read_text())
     runs = {pname: {c: RunRecord(**r) for c, r in cols.items()} for pname, cols in saved["runs"].items()}
     patterns = [Pattern(**{**d, "busy": tuple(map(tuple, d["busy"])), "targets": tuple(map(tuple, d["targets"]))})
@@ -586,6 +651,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "the budget in both runs")
     ap.add_argument("--resume", action="store_true",
                     help="keep the columns of <out>/runs.json that this invocation does not run (same scale)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every column of a pattern this many times, in alternating order (forward, backward): "
+                         "adds a table pooled over the rounds, with the oracle chosen on all rounds' frames")
     ap.add_argument("--exe-dir", default=None)
     ap.add_argument("--domain-id", type=int, default=None)
     return ap.parse_args(argv)
@@ -596,6 +664,12 @@ def _param(text: str) -> tuple[str, Any]:
 
     k, _, v = text.partition("=")
     return k.strip(), yaml.safe_load(v)
+
+
+def _choice_line(oracle: dict[str, Any]) -> str:
+    return ("  oracle choice per condition: "
+            + "; ".join(f"{k}: {v['level']}{'' if v['within_budget'] else ' (none within budget)'}"
+                        for k, v in oracle.items()) + "\n")
 
 
 def columns(spec: str, n_levels: int) -> list[str]:
@@ -624,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.busy_scale < 1 or args.target_scale <= 0:
         print("contention: --busy-scale must be >= 1 and --target-scale > 0", file=sys.stderr)
         return 2
+    if args.rounds < 1 or (args.rounds > 1 and args.resume):
+        print("contention: --rounds must be >= 1, and --resume keeps one round only", file=sys.stderr)
+        return 2
     patterns = [PATTERNS[n].scaled(args.duration_scale).adapted(args.busy_scale, args.target_scale) for n in names]
     cols = columns(args.controllers, len(accuracy))
     out = Path(args.out)
@@ -635,9 +712,11 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     load0 = os.getloadavg()
     runs: dict[str, dict[str, RunRecord]] = {}
+    more: list[dict[str, dict[str, RunRecord]]] = [{} for _ in range(args.rounds - 1)]  # rounds 2.. (--rounds)
     recheck = load_runs(Path(args.oracle_runs))[0] if args.oracle_runs else {}
     if args.from_runs:
         runs, patterns = load_runs(Path(args.from_runs))
+        more = load_rounds(Path(args.from_runs))
     else:
         if not network_is_isolated():
             print("contention: warning: not in a loopback-only network namespace (. scripts/isolated.sh; "
@@ -650,31 +729,53 @@ def main(argv: list[str] | None = None) -> int:
         for p in patterns:
             bag = build_bag(p, out)
             runs[p.name] = {c: RunRecord(**r) for c, r in kept["runs"].get(p.name, {}).items() if c not in cols}
-            for col in cols:
-                print(f"bench [{p.name} / {col}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, load "
-                      f"{os.getloadavg()[0]:.2f}", flush=True)
-                rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception, family)
-                k += 1
-                runs[p.name][col] = rec
-                if not rec.ok:
-                    print(f"bench [{p.name} / {col}]: FAILED: {rec.error}", flush=True)
-                # after every column: a stopped bench keeps them
-                save_runs(out / "runs.json", patterns, runs, kept, family)
+            for r in range(args.rounds):   # the rounds of one pattern back to back: ABBA within the pattern
+                into = runs[p.name] if r == 0 else more[r - 1].setdefault(p.name, {})
+                tag = f"_r{r + 1}" if r else ""
+                for col in round_order(cols, r):
+                    print(f"bench [{p.name} / {col}{tag}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, "
+                          f"load {os.getloadavg()[0]:.2f}", flush=True)
+                    rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception, family,
+                                     tag)
+                    k += 1
+                    into[col] = rec
+                    if not rec.ok:
+                        print(f"bench [{p.name} / {col}{tag}]: FAILED: {rec.error}", flush=True)
+                    # after every column: a stopped bench keeps them
+                    save_runs(out / "runs.json", patterns, runs, kept, family, more)
             # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
             if p.width * p.height > 200_000:
                 shutil.rmtree(bag, ignore_errors=True)
         print(f"bench: runs took {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     results: dict[str, list[ColumnScore]] = {}
     oracles: dict[str, Any] = {}
+    pooled: dict[str, Any] = {}
     print()
     for p in patterns:
         scores, oracle = score_pattern(p, runs.get(p.name, {}), accuracy, args.miss_budget, args.settle_s,
                                        recheck.get(p.name))
         results[p.name], oracles[p.name] = scores, oracle
+        if more:
+            print(f"{p.name}: round 1 of {1 + len(more)}")
         print(format_table(p.name, scores, runs.get(p.name, {})))
-        print("  oracle choice per condition: "
-              + "; ".join(f"{k}: {v['level']}{'' if v['within_budget'] else ' (none within budget)'}"
-                          for k, v in oracle.items()) + "\n")
+        print(_choice_line(oracle))
+        rounds = [runs.get(p.name, {}), *[m.get(p.name, {}) for m in more]]
+        for i, rnd in enumerate(rounds[1:], start=2):
+            sc, orc = score_pattern(p, rnd, accuracy, args.miss_budget, args.settle_s)
+            print(f"{p.name}: round {i} of {len(rounds)} (columns in reverse order)" if i % 2 == 0 else
+                  f"{p.name}: round {i} of {len(rounds)}")
+            print(format_table(p.name, sc, rnd))
+            print(_choice_line(orc))
+        if len(rounds) > 1:
+            sc, choice = pool_scores(p, rounds, accuracy, args.miss_budget, args.settle_s)
+            pooled[p.name] = {"scores": [asdict(s) for s in sc], "oracle": choice}
+            print(f"{p.name}: pooled over {len(rounds)} rounds (managed columns: all their frames; oracle: per "
+                  f"condition the most accurate fixed level within {100 * args.miss_budget:g} % over every round)")
+            print(format_table(p.name, sc, {}))
+            by = {s.column: s for s in sc}
+            if "joint" in by and "oracle" in by:
+                print(f"  joint − oracle (pooled): {by['joint'].accuracy - by['oracle'].accuracy:+.2f} points")
+            print(_choice_line(choice))
     total = time.monotonic() - t_start
     load1 = os.getloadavg()
     print(f"accuracy: {acc_source.upper()} top-1 from {_shown(family)} (random weights run; the figure is "
@@ -689,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_scale": args.duration_scale, "bench_time_s": total, "loadavg_before": load0, "loadavg_after": load1,
         "manager_overrides": manager, "perception_overrides": perception,
         "results": {k: [asdict(s) for s in v] for k, v in results.items()}, "oracle": oracles,
+        "rounds": 1 + len(more), "pooled": pooled,
         "loads": {pn: {c: [r.loadavg_before, r.loadavg_after] for c, r in rr.items()} for pn, rr in runs.items()},
         "errors": {pn: {c: r.error for c, r in rr.items() if not r.ok} for pn, rr in runs.items()}}, indent=1))
     try:
