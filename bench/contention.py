@@ -11,9 +11,12 @@ So every column here is the real graph (``perception_node`` + ``manager_node`` +
 ``config/generic_cpu.yaml``, started as ``dynofa.launch.py platform:=generic_cpu`` would), over real DDS in a
 loopback-only namespace, fed by a scenario bag built with ``make_scenario_bag``'s ``write_bag`` and played
 by ``replay``; contention is real: pure-Python busy-loop processes started and stopped by PID on the
-pattern's schedule.
+pattern's schedule. Fast DDS runs with the large-frame profile (``devtools.processes.FASTDDS_LARGE_FRAMES``;
+``--no-rmw-profile``: its defaults, which lose ~75 % of the 640x480 frames, as every bench before stop 32 did).
 
-Columns per pattern, run one after the other on the same schedule:
+Columns per pattern, run one after the other on the same schedule (``--rounds N``: N times, in alternating
+order, so that a slow minute of this shared VM reaches the managed and the fixed columns alike; a table pooled
+over the rounds follows the per-round ones):
 
 * ``joint`` / ``step``: perception + manager (``policy`` overridden), perception starting at level 0;
 * ``L0`` … ``L6``: perception alone at ``initial_level=N`` (no manager): the baseline without a runtime
@@ -61,7 +64,13 @@ MANAGED_COLUMNS = ("joint", "step")
 sys.path.insert(0, str(REPO))
 
 from devtools.demo import Graph, contention_cmd  # noqa: E402
-from devtools.processes import Proc, find_executable, network_is_isolated, stop_run  # noqa: E402
+from devtools.processes import (  # noqa: E402
+    Proc,
+    find_executable,
+    network_is_isolated,
+    stop_run,
+    use_large_frame_transport,
+)
 from dynofa_ros import launch_config as lc  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.sim import policy_fingerprint  # noqa: E402
@@ -654,6 +663,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every column of a pattern this many times, in alternating order (forward, backward): "
                          "adds a table pooled over the rounds, with the oracle chosen on all rounds' frames")
+    ap.add_argument("--no-rmw-profile", dest="rmw_profile", action="store_false",
+                    help="keep Fast DDS' default transports, which lose most 640x480 frames (as benches before "
+                         "stop 32 ran); default: the large-frame profile of devtools/processes.py")
     ap.add_argument("--exe-dir", default=None)
     ap.add_argument("--domain-id", type=int, default=None)
     return ap.parse_args(argv)
@@ -711,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         perception["threads"] = args.threads
     t_start = time.monotonic()
     load0 = os.getloadavg()
+    rmw_profile = None
     runs: dict[str, dict[str, RunRecord]] = {}
     more: list[dict[str, dict[str, RunRecord]]] = [{} for _ in range(args.rounds - 1)]  # rounds 2.. (--rounds)
     recheck = load_runs(Path(args.oracle_runs))[0] if args.oracle_runs else {}
@@ -722,6 +735,10 @@ def main(argv: list[str] | None = None) -> int:
             print("contention: warning: not in a loopback-only network namespace (. scripts/isolated.sh; "
                   "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
         domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
+        if args.rmw_profile:
+            rmw_profile = use_large_frame_transport(out)
+            print(f"bench: Fast DDS profile {rmw_profile or os.environ['FASTDDS_DEFAULT_PROFILES_FILE']} (large "
+                  "frames: 640x480 frames reach the node)", flush=True)
         k = 0
         kept: dict[str, Any] = {"runs": {}, "patterns": []}
         if args.resume and (out / "runs.json").exists():
@@ -791,6 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         "manager_overrides": manager, "perception_overrides": perception,
         "results": {k: [asdict(s) for s in v] for k, v in results.items()}, "oracle": oracles,
         "rounds": 1 + len(more), "pooled": pooled,
+        "fastdds_profile": str(rmw_profile) if rmw_profile else os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),
         "loads": {pn: {c: [r.loadavg_before, r.loadavg_after] for c, r in rr.items()} for pn, rr in runs.items()},
         "errors": {pn: {c: r.error for c, r in rr.items() if not r.ok} for pn, rr in runs.items()}}, indent=1))
     try:

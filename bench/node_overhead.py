@@ -31,35 +31,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-FASTDDS_LARGE_FRAMES = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large</transport_id>
-        <type>SHM</type>
-        <segment_size>16777216</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp_large</transport_id>
-        <type>UDPv4</type>
-        <sendBufferSize>4194304</sendBufferSize>
-        <receiveBufferSize>4194304</receiveBufferSize>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="large_frames" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>shm_large</transport_id>
-          <transport_id>udp_large</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
-
 STAGE_ORDER = ("transport", "wait", "conversion", "preprocess", "inference", "postprocess", "publish", "age")
 
 
@@ -182,7 +153,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String, UInt8
 
-    from devtools.processes import network_is_isolated
+    from devtools.processes import network_is_isolated, use_large_frame_transport
     from dynofa_ros.inference import family as fm
     from dynofa_ros.perception.image_codec import encode_image
     if not network_is_isolated():
@@ -192,11 +163,10 @@ def main() -> int:
     source = Path(args.family)
     n_levels = len(fm.load(source))
     tmp = Path(tempfile.mkdtemp(prefix="node_overhead-"))
-    if args.rmw_profile and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+    if args.rmw_profile:
         # Best-effort 900 KB frames need bigger SHM segments / socket buffers than Fast DDS' defaults;
         # without them most 640x480 bgr8 frames are lost in transport (docs/perception.md, "Large frames").
-        (tmp / "fastdds.xml").write_text(FASTDDS_LARGE_FRAMES, encoding="utf-8")
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(tmp / "fastdds.xml")
+        use_large_frame_transport(tmp)
     family_path = tiny_family(tmp / "family.json", source, (0, n_levels - 1))
     import cv2
 

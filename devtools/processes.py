@@ -56,6 +56,53 @@ def graph_env(domain_id: int) -> dict[str, str]:
     return env
 
 
+#: Fast DDS transports for camera-sized best-effort frames: a 16 MB shared-memory segment and 4 MB UDP socket
+#: buffers. Why: with Fast DDS' defaults most frames over ~500 KB (640x480 rgb8: 900 KB) are lost in transport, as
+#: fragments that best effort never repairs (docs/perception.md, "Large frames over DDS"); a bench fed 640x480 frames
+#: then measures the transport, not the node.
+FASTDDS_LARGE_FRAMES = """<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>shm_large</transport_id>
+        <type>SHM</type>
+        <segment_size>16777216</segment_size>
+      </transport_descriptor>
+      <transport_descriptor>
+        <transport_id>udp_large</transport_id>
+        <type>UDPv4</type>
+        <sendBufferSize>4194304</sendBufferSize>
+        <receiveBufferSize>4194304</receiveBufferSize>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="large_frames" is_default_profile="true">
+      <rtps>
+        <userTransports>
+          <transport_id>shm_large</transport_id>
+          <transport_id>udp_large</transport_id>
+        </userTransports>
+        <useBuiltinTransports>false</useBuiltinTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+
+def use_large_frame_transport(folder: Path) -> Path | None:
+    """Write :data:`FASTDDS_LARGE_FRAMES` into ``folder`` and point this process's environment (so every process it
+    starts from there on) at it; None, and nothing changed, where ``FASTDDS_DEFAULT_PROFILES_FILE`` is set already
+    (the caller's own profile wins)."""
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "fastdds_large_frames.xml"
+    path.write_text(FASTDDS_LARGE_FRAMES, encoding="utf-8")
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(path)
+    return path
+
+
 def let_children_take_sigint() -> None:
     """Children started from here end on SIGINT even when this process ignores it.
 

@@ -35,3 +35,28 @@ def test_a_child_ends_on_sigint_even_when_its_parent_ignores_sigint(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     # an uncaught KeyboardInterrupt ends Python by SIGINT itself: status -2; still running after 60 s: None
     assert "exit -2" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_large_frame_transport_is_a_fast_dds_profile_that_a_callers_own_profile_overrides(tmp_path: Path,
+                                                                                              monkeypatch) -> None:
+    """The contention bench and bench/node_overhead.py point Fast DDS at bigger SHM segments and socket buffers so
+    that 640x480 frames reach the node; a profile the caller set is theirs and stays."""
+    import os
+    import xml.etree.ElementTree as ET
+
+    from devtools.processes import use_large_frame_transport
+
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    path = use_large_frame_transport(tmp_path / "dds")
+    assert path is not None and os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == str(path)
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(path).getroot()
+    segment = root.find(".//d:transport_descriptor[d:type='SHM']/d:segment_size", ns)
+    assert segment is not None and int(segment.text) >= 4 * 921_600   # several 640x480 rgb8 frames fit at once
+    participant = root.find(".//d:participant", ns)
+    assert participant is not None and participant.get("is_default_profile") == "true"
+    mine = tmp_path / "mine.xml"
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(mine))
+    assert use_large_frame_transport(tmp_path / "again") is None
+    assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == str(mine)
+    assert not (tmp_path / "again").exists()
