@@ -194,6 +194,35 @@ def test_extraction_splits_by_busy_processes_and_keeps_real_scores_apart():
     assert d["patterns"]["p"]["busy"] == changes
 
 
+def test_extraction_of_several_rounds_learns_from_every_round_and_pools_the_real_scores():
+    """A ``bench/contention.py --rounds 2`` recording: both rounds' fixed columns teach the plant, and each real
+    score is over both rounds of its column (frames and seconds pooled), not round 1's alone."""
+    def run(level, lat, t, ok=True):
+        return {"ok": ok, "level": level, "latency_ms": lat, "t_s": t, "frame_t_s": [x - 0.01 for x in t],
+                "busy_changes": [[0.0, 0]], "loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [2.0, 2.0, 2.0]}
+
+    t = [0.05 * i for i in range(1, 201)]          # 10 s at 20 fps, idle
+    first = {"L0": run([0] * 200, [5.0] * 200, t),
+             "step": run([1 if x < 3.0 else 0 for x in t], [12.0 if x < 3.0 else 5.0 for x in t], t)}
+    second = {"L0": run([0] * 200, [6.0] * 200, t), "step": run([0] * 200, [5.0] * 200, t)}
+    runs_json = {"family": "config/families/generic_cpu.json",
+                 "patterns": [{"name": "p", "duration_s": 10.0, "fps": 20.0, "width": 160, "height": 120,
+                               "busy": [[0.0, 0]], "targets": [[0.0, 10.0]]}],
+                 "runs": {"p": first}, "rounds": [{"p": second}]}
+    d = sim.extract_realism_data(runs_json)
+    cell = d["plants"]["160x120"]["busy"]["0"]["0"]
+    assert sorted(set(cell)) == [5.0, 6.0] and len(cell) == 2 * 199   # each round's first frame left out
+    real = d["patterns"]["p"]["real"]["step"]
+    late = sum(x < 3.0 for x in t)
+    assert real["frames"] == 400 and real["rounds"] == 2
+    assert real["miss_rate"] == pytest.approx(late / 400, abs=1e-4)
+    assert real["switches_per_min"] == pytest.approx(60.0 * 1 / (2 * (t[-1] - t[0])), abs=0.01)
+    # one round: as before, round 1 only
+    one = sim.extract_realism_data({**runs_json, "rounds": []})
+    assert set(one["plants"]["160x120"]["busy"]["0"]["0"]) == {5.0}
+    assert one["patterns"]["p"]["real"]["step"]["miss_rate"] == pytest.approx(late / 200, abs=1e-4)
+
+
 def test_the_manager_decides_when_the_target_changes_not_only_on_its_timer():
     """As ``ManagerNode._on_target``: joint plans a new target at once. Level 1 takes 20 ms in every frame, so
     a target of 20.5 ms is never missed, but the plan keeps a margin (``latency_margin``: 20.5 · 0.95 < 20):

@@ -719,12 +719,17 @@ def _recorded_fingerprint(runs_json: dict, name: str) -> str:
     return seen.pop() if len(seen) == 1 else "mixed"
 
 
+def _rounds(runs_json: dict) -> list[dict]:
+    """Every round of a recording: ``runs`` (the first) and ``rounds`` (``bench/contention.py --rounds``)."""
+    return [runs_json["runs"], *runs_json.get("rounds", [])]
+
+
 def _frame_delivery(runs_json: dict, patterns: dict, cam: str) -> float:
     """Share of camera frames that reach the perception node at all (large frames over a loaded machine get
     lost between replay and node): processed / offered, the largest over the fixed-level runs (the fastest
     level loses the fewest frames to its own latency)."""
     shares = []
-    for pname, cols in runs_json["runs"].items():
+    for pname, cols in ((pn, c) for rnd in _rounds(runs_json) for pn, c in rnd.items()):
         p = patterns[pname]
         if f"{p['width']}x{p['height']}" != cam:
             continue
@@ -742,17 +747,24 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
     """The compact extract of a ``bench/contention.py`` recording that :func:`realism_setup` learns from.
 
     From the fixed-level columns: each level's latencies (ms, 0.01 ms, in recorded order) per number of busy
-    processes in force when the frame started, pooled per camera size, at most ``cap`` per cell (the first
-    ones of each run, so runs of consecutive frames survive). From the managed columns: the first-frame-
+    processes in force when the frame started, pooled per camera size, at most ``cap`` per cell and round (the
+    first ones of each run, so runs of consecutive frames survive). From the managed columns: the first-frame-
     after-a-switch factor (median of that frame's latency over its cell's median) and the *real* scores
     the simulator is checked against (miss rate, switches per minute, accuracy), never used for learning.
+    A recording of several rounds (``--rounds``) gives all of them: its fixed columns all teach the plant (one
+    round's slow minutes made a plant slower than what the managed runs of the same hour met), and each real
+    score is over every round of its column (frames and seconds pooled).
     """
     patterns = {p["name"]: p for p in runs_json["patterns"]}
     plants: dict[str, dict] = {}
     out_patterns: dict[str, dict] = {}
     raw: dict[str, dict[int, dict[int, list[np.ndarray]]]] = {}
     num_levels = 0
-    for pname, cols in runs_json["runs"].items():
+    rounds = _rounds(runs_json)
+    # pattern by pattern, its rounds side by side: the cap then keeps every round of the first patterns
+    by_pattern = [(pn, rnd[pn]) for pn in runs_json["runs"] for rnd in rounds if pn in rnd]
+    cap *= len(rounds)
+    for pname, cols in by_pattern:
         p = patterns[pname]
         cam = f"{p['width']}x{p['height']}"
         cells = raw.setdefault(cam, {})
@@ -775,7 +787,7 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
     for cam, plant_d in plants.items():
         plant = LearnedPlant.from_json(plant_d)
         ratios = []
-        for pname, cols in runs_json["runs"].items():
+        for pname, cols in by_pattern:
             p = patterns[pname]
             if f"{p['width']}x{p['height']}" != cam:
                 continue
@@ -793,16 +805,23 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
     for pname, cols in runs_json["runs"].items():
         p = patterns[pname]
         real = {}
-        for col, run in cols.items():
-            if not run.get("ok"):
+        for col in cols:
+            runs = [rnd[pname][col] for rnd in rounds if col in rnd.get(pname, {}) and rnd[pname][col].get("ok")]
+            if not runs:
                 continue
-            lat, lvl = np.asarray(run["latency_ms"]), np.asarray(run["level"])
-            tgt = _target(p, np.asarray(run["frame_t_s"]))
-            dur = float(run["t_s"][-1] - run["t_s"][0])
-            real[col] = {"miss_rate": round(float(np.mean(lat > tgt)), 4), "frames": len(lat),
-                         "switches_per_min": round(60.0 * float(np.sum(lvl[1:] != lvl[:-1])) / dur, 2),
-                         "mean_level": round(float(np.mean(lvl)), 3),
-                         "loadavg": [run.get("loadavg_before"), run.get("loadavg_after")]}
+            misses = frames = switches = 0
+            dur = level_sum = 0.0
+            for run in runs:
+                lat, lvl = np.asarray(run["latency_ms"]), np.asarray(run["level"])
+                misses += int(np.sum(lat > _target(p, np.asarray(run["frame_t_s"]))))
+                frames += len(lat)
+                switches += int(np.sum(lvl[1:] != lvl[:-1]))
+                dur += float(run["t_s"][-1] - run["t_s"][0])
+                level_sum += float(np.sum(lvl))
+            real[col] = {"miss_rate": round(misses / frames, 4), "frames": frames,
+                         "switches_per_min": round(60.0 * switches / dur, 2),
+                         "mean_level": round(level_sum / frames, 3), "rounds": len(runs),
+                         "loadavg": [runs[0].get("loadavg_before"), runs[-1].get("loadavg_after")]}
         ok = [cols[c] for c in ("joint", "step", *sorted(cols)) if c in cols and cols[c].get("ok")]
         if not ok:
             continue
