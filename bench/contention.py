@@ -723,7 +723,6 @@ def main(argv: list[str] | None = None) -> int:
         perception["threads"] = args.threads
     t_start = time.monotonic()
     load0 = os.getloadavg()
-    rmw_profile = None
     runs: dict[str, dict[str, RunRecord]] = {}
     more: list[dict[str, dict[str, RunRecord]]] = [{} for _ in range(args.rounds - 1)]  # rounds 2.. (--rounds)
     recheck = load_runs(Path(args.oracle_runs))[0] if args.oracle_runs else {}
@@ -736,9 +735,9 @@ def main(argv: list[str] | None = None) -> int:
                   "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
         domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
         if args.rmw_profile:
-            rmw_profile = use_large_frame_transport(out)
-            print(f"bench: Fast DDS profile {rmw_profile or os.environ['FASTDDS_DEFAULT_PROFILES_FILE']} (large "
-                  "frames: 640x480 frames reach the node)", flush=True)
+            use_large_frame_transport(out)   # sets FASTDDS_DEFAULT_PROFILES_FILE unless the caller set one
+            print(f"bench: Fast DDS profile {os.environ['FASTDDS_DEFAULT_PROFILES_FILE']} (large frames: 640x480 "
+                  "frames reach the node)", flush=True)
         k = 0
         kept: dict[str, Any] = {"runs": {}, "patterns": []}
         if args.resume and (out / "runs.json").exists():
@@ -808,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         "manager_overrides": manager, "perception_overrides": perception,
         "results": {k: [asdict(s) for s in v] for k, v in results.items()}, "oracle": oracles,
         "rounds": 1 + len(more), "pooled": pooled,
-        "fastdds_profile": str(rmw_profile) if rmw_profile else os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),
+        "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),   # the profile the graphs ran with
         "loads": {pn: {c: [r.loadavg_before, r.loadavg_after] for c, r in rr.items()} for pn, rr in runs.items()},
         "errors": {pn: {c: r.error for c, r in rr.items() if not r.ok} for pn, rr in runs.items()}}, indent=1))
     try:
