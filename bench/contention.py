@@ -617,16 +617,47 @@ def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str,
     path.write_text(json.dumps(saved))
 
 
-def load_rounds(path: Path) -> list[dict[str, dict[str, RunRecord]]]:
+def _saved(source: Path | dict[str, Any]) -> dict[str, Any]:
+    return source if isinstance(source, dict) else json.loads(source.read_text())
+
+
+def load_rounds(source: Path | dict[str, Any]) -> list[dict[str, dict[str, RunRecord]]]:
     """The rounds after the first of an earlier ``runs.json`` (``--rounds``; none for a one-round bench)."""
-    saved = json.loads(path.read_text())
+    saved = _saved(source)
     return [{pn: {c: RunRecord(**r) for c, r in cols.items()} for pn, cols in rnd.items()}
             for rnd in saved.get("rounds", [])]
 
 
-def load_runs(path: Path) -> tuple[dict[str, dict[str, RunRecord]], list[Pattern]]:
+def merge_runs_files(paths: Sequence[Path]) -> dict[str, Any]:
+    """Several ``runs.json`` as one: the first file's first round, then every other round of every file in order.
+
+    Why: one bench of two interleaved rounds spans an hour; a gap of 1-2 points to the oracle is within what two
+    such hours differ by (stop 32: step -1.14 in one set, -2.48 in the next). Pooled over several sets, the oracle
+    and the managed columns are judged on more hours of the same machine. Each set is balanced in itself (ABBA), so
+    their concatenation is too. Only patterns that every file ran, with the same definition, are kept; a pattern
+    defined differently (another duration, schedule or camera) would pool runs of different experiments, and is
+    refused by name."""
+    files = [(path, json.loads(path.read_text())) for path in paths]
+    first_path, first = files[0]
+    defs = {d["name"]: d for d in first["patterns"]}
+    names = [n for n in defs if all(n in saved["runs"] for _, saved in files)]
+    for path, saved in files[1:]:
+        other = {d["name"]: d for d in saved["patterns"]}
+        for n in names:
+            if other.get(n) != defs[n]:
+                raise ValueError(f"{path}: pattern {n!r} is defined differently than in {first_path} "
+                                 f"({other.get(n)} vs {defs[n]}); only runs of the same pattern pool")
+    rounds: list[dict[str, Any]] = []
+    for i, (_, saved) in enumerate(files):
+        rounds += ([] if i == 0 else [saved["runs"]]) + saved.get("rounds", [])
+    return {"family": first["family"], "patterns": [defs[n] for n in names],
+            "runs": {n: first["runs"][n] for n in names},
+            "rounds": [{n: rnd[n] for n in names if n in rnd} for rnd in rounds]}
+
+
+def load_runs(source: Path | dict[str, Any]) -> tuple[dict[str, dict[str, RunRecord]], list[Pattern]]:
     """An earlier ``runs.json``: its (first round's) runs per pattern and column, and the patterns they ran."""
-    saved = json.loads(path.read_text())
+    saved = _saved(source)
     runs = {pname: {c: RunRecord(**r) for c, r in cols.items()} for pname, cols in saved["runs"].items()}
     patterns = [Pattern(**{**d, "busy": tuple(map(tuple, d["busy"])), "targets": tuple(map(tuple, d["targets"]))})
                 for d in saved["patterns"] if d["name"] in runs]
@@ -654,7 +685,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--manager-param", action="append", default=[], metavar="NAME=VALUE",
                     help="manager_node parameter override (repeatable), e.g. min_dwell_s=2.0")
     ap.add_argument("--sim-data", default=None, help="also write the realism extract (JSON) here")
-    ap.add_argument("--from-runs", default=None, help="rescore an earlier runs.json instead of running")
+    ap.add_argument("--from-runs", default=None,
+                    help="rescore an earlier runs.json instead of running; several, comma-separated, pool their "
+                         "rounds (the same patterns run in several sets)")
     ap.add_argument("--oracle-runs", default=None,
                     help="another run's runs.json (same patterns, fixed columns): adds oracle×2, the levels within "
                          "the budget in both runs")
@@ -727,8 +760,13 @@ def main(argv: list[str] | None = None) -> int:
     more: list[dict[str, dict[str, RunRecord]]] = [{} for _ in range(args.rounds - 1)]  # rounds 2.. (--rounds)
     recheck = load_runs(Path(args.oracle_runs))[0] if args.oracle_runs else {}
     if args.from_runs:
-        runs, patterns = load_runs(Path(args.from_runs))
-        more = load_rounds(Path(args.from_runs))
+        try:
+            saved_runs = merge_runs_files([Path(x) for x in args.from_runs.split(",")])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"contention: --from-runs {args.from_runs}: {exc}", file=sys.stderr)
+            return 2
+        runs, patterns = load_runs(saved_runs)
+        more = load_rounds(saved_runs)
     else:
         if not network_is_isolated():
             print("contention: warning: not in a loopback-only network namespace (. scripts/isolated.sh; "
@@ -819,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         from dynofa_ros.offline import sim
 
         data = sim.extract_realism_data(json.loads((out / "runs.json").read_text()) if not args.from_runs
-                                        else json.loads(Path(args.from_runs).read_text()))
+                                        else saved_runs)
         Path(args.sim_data).write_text(json.dumps(data, separators=(",", ":")))
         print(f"wrote {args.sim_data} ({Path(args.sim_data).stat().st_size / 1024:.0f} KiB)")
         rows = sim.agreement(data, [c for c in MANAGED_COLUMNS if c in cols])

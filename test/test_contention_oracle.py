@@ -154,3 +154,38 @@ def test_a_bench_of_several_rounds_keeps_them_in_its_runs_file_and_rescores_them
     # one round: no "rounds" key, as before
     contention.save_runs(path, [pattern], {"step": first}, {"runs": {}, "patterns": []})
     assert contention.load_rounds(path) == []
+
+
+def test_runs_files_of_several_sets_pool_as_more_rounds_of_the_same_patterns(contention, tmp_path):
+    """Two sets of two rounds each, an hour apart, pool as four rounds: the oracle must then hold over all four
+    (level 2 held in both rounds of the first set and missed 10 % in one round of the second), and a pattern that one
+    set defined differently (another duration) is refused by name rather than pooled."""
+    pattern = contention.Pattern("step", 30.0, ((0.0, 0),), ((0.0, 30.0),))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, (late1, late2), seed in ((a, (0.01, 0.01), 11), (b, (0.10, 0.0), 13)):
+        contention.save_runs(path, [pattern], {"step": _runs(contention, pattern, {2: late1}, seed)},
+                             {"runs": {}, "patterns": []},
+                             more_rounds=[{"step": _runs(contention, pattern, {2: late2}, seed + 1)}])
+    first_only = [contention.load_runs(a)[0]["step"], *[r["step"] for r in contention.load_rounds(a)]]
+    _, choice_a = contention.pool_scores(pattern, first_only, [70.0, 72.0, 74.0], 0.02, 3.0)
+    assert choice_a["busy=0 target=30ms"]["level"] == "L2"
+
+    merged = contention.merge_runs_files([a, b])
+    runs, patterns = contention.load_runs(merged)
+    more = contention.load_rounds(merged)
+    assert [p.name for p in patterns] == ["step"] and len(more) == 3
+    rounds = [runs["step"], *[r["step"] for r in more]]
+    assert [r["L2"].latency_ms for r in rounds[2:]] == [contention.load_runs(b)[0]["step"]["L2"].latency_ms,
+                                                      contention.load_rounds(b)[0]["step"]["L2"].latency_ms]
+    scores, choice = contention.pool_scores(pattern, rounds, [70.0, 72.0, 74.0], 0.02, 3.0)
+    assert {s.column: s for s in scores}["oracle"].frames == 4 * len(runs["step"]["L0"].t_s)
+    # four rounds of 600 frames, 1 + 1 + 10 + 0 % late: about 3 % (± 0.4 at 1 σ) over all of them
+    late = np.mean([np.mean(np.asarray(r["L2"].latency_ms) > 30.0) for r in rounds])
+    assert late > 0.02
+    assert choice["busy=0 target=30ms"]["level"] == "L1"
+
+    longer = contention.Pattern("step", 40.0, ((0.0, 0),), ((0.0, 30.0),))
+    c = tmp_path / "c.json"
+    contention.save_runs(c, [longer], {"step": _runs(contention, longer, {}, seed=15)}, {"runs": {}, "patterns": []})
+    with pytest.raises(ValueError, match="pattern 'step' is defined differently"):
+        contention.merge_runs_files([a, c])
