@@ -183,6 +183,51 @@ def test_measure_first_runs_the_cheapest_level_until_this_machine_is_measured_th
     assert sum(misses_old[:20]) > sum(misses[:20])
 
 
+def _first_up(pol, frame_ms, target, seconds, fps=20.0, decide_hz=10.0):
+    """Feed ``frame_ms(i, level)`` at ``fps``; the time of the first move up, or None."""
+    level, pending, next_decision = pol.state.level, [], 0.0
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        lat = frame_ms(i, level)
+        pending.append(LatencySample(lat, level, t + lat / 1000.0))
+        if t >= next_decision:
+            next_decision += 1.0 / decide_hz
+            d = pol.decide(PolicyInputs(now=t, target_latency_ms=target, latencies=tuple(pending)))
+            pending = []
+            if d.level > level:
+                return t
+            level = d.level
+    return None
+
+
+def test_a_spike_at_the_floor_drops_nothing_and_delays_no_probe_while_a_floor_that_misses_probes_nothing():
+    """The real step run of stop 32's repeat: the second frame after start-up took 31.9 ms (then 7-10 ms) at level
+    0, over target · (1 + margin); the manager counted it as a violation, waited ``probe_quiet_s`` (8 s) for a
+    probe, and ran level 0 through most of the idle phase (2.5 points below the oracle there). Nothing dropped: no
+    quiet period is due. A floor that keeps missing still probes nothing: its own tail keeps every level out."""
+    profile = [5.0, 7.0, 9.0, 11.0, 13.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    cfg = PolicyConfig(measure_first=1, probe_quiet_s=8.0, prior_log_spread=0.25)
+    rng = random.Random(5)
+    noise = [math.exp(0.1 * rng.gauss(0.0, 1.0)) for _ in range(400)]
+
+    def spike(i, level):
+        return 35.0 if i == 1 else profile[level] * noise[i]
+
+    pol = make_policy("joint", levels, config=cfg)
+    pol.decide(PolicyInputs(now=-1.0))                                   # the graph starts before the camera
+    up = _first_up(pol, spike, target=30.0, seconds=20.0)
+    assert up is not None and up < cfg.probe_quiet_s, up                # the probe did not wait for the spike
+
+    def slow_floor(i, level):  # every frame of the floor misses for 12 s, then the machine is calm
+        return (33.0 if i < 240 else profile[level]) * noise[i]
+
+    pol = make_policy("joint", levels, config=cfg)
+    pol.decide(PolicyInputs(now=-1.0))
+    up = _first_up(pol, slow_floor, target=30.0, seconds=20.0)
+    assert up is not None and up >= 12.0, up                             # nothing above the floor while it misses
+
+
 def test_measure_first_without_a_target_waits_for_samples_and_a_quiet_period_before_the_most_accurate_level():
     """At start-up the camera often runs before the application publishes its target (the real bench's 640x480
     run: the first frame's sample came 0.5 s before the replayed target, the manager went to the top level, and

@@ -16,7 +16,8 @@ Two policies share one interface, ``policy.decide(inputs) -> Decision``:
     ``1 - miss_budget`` quantile, transferred to levels without recent samples through the profile
     (:mod:`dynofa_ros.control.tail_estimate`). It drops *at once* when the running level misses more often than
     the budget allows, to the most accurate level whose predicted tail fits ``target · (1 - margin)``;
-    it goes up only as a *probe*: after ``probe_quiet_s`` without a violation, to a level predicted to
+    it goes up only as a *probe*: after ``probe_quiet_s`` without a violation that moved it down (at the lowest
+    allowed level nothing moves: a spike there delays no probe), to a level predicted to
     fit ``target · (1 - margin - up_hysteresis)``; a probe that fails blocks that level for
     ``probe_quiet_s · 2^(failures-1)`` (at most ``probe_backoff_max_s``), so a level that cannot hold
     the deadline is not retried every few seconds (no limit cycle). When a slowdown that drove it down
@@ -192,8 +193,8 @@ class PolicyConfig:
     freq_min_dwell_s: float = _tunable(0.5, 0.0, 3600.0, "joint: seconds before clocks may be lowered again "
                                                          "(raising is immediate)")
     window_s: float = _tunable(8.0, 0.5, 600.0, "joint: seconds of latency samples kept per level")
-    probe_quiet_s: float = _tunable(4.0, 0.0, 3600.0, "joint: seconds without a violation before probing a more "
-                                                      "accurate level")
+    probe_quiet_s: float = _tunable(4.0, 0.0, 3600.0, "joint: seconds without a violation that dropped the level "
+                                                      "before probing a more accurate level")
     probe_backoff_max_s: float = _tunable(60.0, 0.0, 86400.0, "joint: longest block of a level after repeated "
                                                               "failed probes (doubles per failure)")
     accuracy_slack: float = _tunable(0.0, 0.0, 100.0, "joint: accuracy points (top-1 %) the manager may give up "
@@ -604,7 +605,8 @@ class JointPolicy(Policy):
         self.failures = [0] * n                   # consecutive failed stays per level (probe backoff)
         self.blocked_until = [-math.inf] * n      # no probe into a level before this time
         self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
-        self.last_violation = -math.inf
+        self.last_violation = -math.inf  # the newest violation that dropped the level: probes wait probe_quiet_s
+        self.last_alarm = -math.inf      # the newest violation of the running level, dropped or not (at the floor)
         self.entered_by_probe = False
         self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
         self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
@@ -914,7 +916,7 @@ class JointPolicy(Policy):
         if context != self._context:
             if self._context is not None and (target is None or (self._context[0] is not None
                                                                  and target > self._context[0])):
-                self.last_violation = -math.inf
+                self.last_violation = self.last_alarm = -math.inf
             self._context = context
             self.replan = target is not None
             self.failures = [0] * len(self.levels)
@@ -959,8 +961,8 @@ class JointPolicy(Policy):
         if ended is not None:
             # a violation drove the manager to the running level (or hit it since): what ended was a slowdown,
             # and this level held through it. Noted with or without a return (:meth:`slowdown_expected`)
-            held_through = math.isfinite(self.last_violation) and self.last_violation >= st.last_level_change
-            self.last_violation = -math.inf
+            held_through = math.isfinite(self.last_alarm) and self.last_alarm >= st.last_level_change
+            self.last_violation = self.last_alarm = -math.inf
             back = self.plan_return(now)
             if held_through:
                 self.slowdown_ended = (st.level, now)
@@ -1019,14 +1021,22 @@ class JointPolicy(Policy):
             # level too slow for the new target costs those frames; what is known about it already predicts them
             # (its own tail, or the transfer from the level that ran; the prior's spread before any sample)
             pred_cur = self.predict_ms(cur, cap_c, cap_g, self.tail_ratio(cur))
-            self.last_violation = now  # a drop: probes wait for the quiet period, as after a violation
             below = [lv for lv in range(floor, cur) if fits(lv, budget)]
             want, infeasible = (below[-1], False) if below else (floor, True)
+            self.last_alarm = now
+            if want < cur:  # a drop: probes wait for the quiet period, as after a violation
+                self.last_violation = now
             why = (f"new target {target:g} ms: level {cur} predicted p{100 * (1 - cfg.miss_budget):g} "
                    f"{pred_cur:.1f} ms > {budget:.1f} ms → level {want}, "
                    + ("the most accurate predicted within it" if below else "none is predicted within it"))
         elif self.violates(target, now):
-            self.last_violation = now
+            self.last_alarm = now
+            if run > floor:
+                # the quiet period before a probe is the wait after a *drop*. At the floor nothing drops: a start-up
+                # spike there (the real step run of stop 32's repeat: 31.9 ms in the second frame, then 7-10 ms)
+                # held every probe for probe_quiet_s, and the manager sat at level 0 for 8 s; while the floor
+                # really misses, its own tail keeps every level above it out of the plan anyway
+                self.last_violation = now
             if self.held_before_violation(target, now) and (self.held_at_slowdown is None
                                                             or self.held_at_slowdown[0] < run):
                 self.held_at_slowdown = (run, now)
@@ -1077,7 +1087,7 @@ class JointPolicy(Policy):
                 if up > cur:
                     want = up
                     why = (f"probe: level {up} predicted within {limit:.1f} ms after "
-                           f"{now - self.last_violation:.0f} s without a violation" if math.isfinite(
+                           f"{now - self.last_violation:.0f} s after the last drop" if math.isfinite(
                                self.last_violation) else f"probe: level {up} predicted within {limit:.1f} ms")
                     if fresh:
                         why += f" (faster since {self.improved_at:.1f} s: older frames forgotten)"
