@@ -44,6 +44,7 @@ uses (``dynofa_ros.offline.sim.extract_realism_data``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -602,16 +603,32 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def transport_label() -> str:
+    """What carried the frames: ``default`` (Fast DDS' own transports) or ``profile:<sha256 of the profile file>``
+    (the same profile reads the same from any folder). Recorded in runs.json, so runs of different transports are
+    not pooled: with the defaults most 640x480 frames never reach the node, with the large-frame profile all do."""
+    path = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    if not path:
+        return "default"
+    try:
+        return "profile:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return f"profile:{path} (unreadable)"
+
+
 def save_runs(path: Path, patterns: Sequence[Pattern], runs: dict[str, dict[str, RunRecord]],
               kept: dict[str, Any], family: Path = FAMILY,
-              more_rounds: Sequence[dict[str, dict[str, RunRecord]]] = ()) -> None:
+              more_rounds: Sequence[dict[str, dict[str, RunRecord]]] = (), transport: str | None = None) -> None:
     """runs.json: the patterns and every run's samples (what ``dynofa_ros.offline.sim`` learns from). ``runs`` is
-    the first round (what the simulator and ``--oracle-runs`` read); ``rounds`` holds the ones after it."""
+    the first round (what the simulator and ``--oracle-runs`` read); ``rounds`` holds the ones after it;
+    ``transport`` (:func:`transport_label`) what carried the frames."""
     all_runs = {pn: dict(cols) for pn, cols in kept["runs"].items()}
     for pn, rr in runs.items():
         all_runs.setdefault(pn, {}).update({c: asdict(r) for c, r in rr.items()})
     pats = {d["name"]: d for d in kept["patterns"]} | {p.name: asdict(p) for p in patterns}
     saved: dict[str, Any] = {"family": _shown(family), "patterns": list(pats.values()), "runs": all_runs}
+    if transport is not None:
+        saved["transport"] = transport
     if more_rounds:
         saved["rounds"] = [{pn: {c: asdict(r) for c, r in rr.items()} for pn, rr in rnd.items()} for rnd in more_rounds]
     path.write_text(json.dumps(saved))
@@ -636,9 +653,14 @@ def merge_runs_files(paths: Sequence[Path]) -> dict[str, Any]:
     and the managed columns are judged on more hours of the same machine. Each set is balanced in itself (ABBA), so
     their concatenation is too. Only patterns that every file ran, with the same definition, are kept; a pattern
     defined differently (another duration, schedule or camera) would pool runs of different experiments, and is
-    refused by name."""
+    refused by name, as are files that say different transports carried their frames (:func:`transport_label`;
+    files written before it was recorded say nothing and are taken as they are)."""
     files = [(path, json.loads(path.read_text())) for path in paths]
     first_path, first = files[0]
+    said = [(path, saved["transport"]) for path, saved in files if "transport" in saved]
+    if len({t for _, t in said}) > 1:
+        raise ValueError("different transports carried the frames: "
+                         + ", ".join(f"{path}: {t}" for path, t in said) + "; only runs of one transport pool")
     defs = {d["name"]: d for d in first["patterns"]}
     names = [n for n in defs if all(n in saved["runs"] for _, saved in files)]
     for path, saved in files[1:]:
@@ -780,6 +802,10 @@ def main(argv: list[str] | None = None) -> int:
         kept: dict[str, Any] = {"runs": {}, "patterns": []}
         if args.resume and (out / "runs.json").exists():
             kept = json.loads((out / "runs.json").read_text())
+            if kept.get("transport", transport_label()) != transport_label():
+                print(f"contention: --resume: {out / 'runs.json'} ran with transport {kept['transport']}, this "
+                      f"invocation with {transport_label()}; one file holds runs of one transport", file=sys.stderr)
+                return 2
         for p in patterns:
             bag = build_bag(p, out)
             runs[p.name] = {c: RunRecord(**r) for c, r in kept["runs"].get(p.name, {}).items() if c not in cols}
@@ -796,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not rec.ok:
                         print(f"bench [{p.name} / {col}{tag}]: FAILED: {rec.error}", flush=True)
                     # after every column: a stopped bench keeps them
-                    save_runs(out / "runs.json", patterns, runs, kept, family, more)
+                    save_runs(out / "runs.json", patterns, runs, kept, family, more, transport_label())
             # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
             if p.width * p.height > 200_000:
                 shutil.rmtree(bag, ignore_errors=True)

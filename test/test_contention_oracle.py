@@ -189,3 +189,29 @@ def test_runs_files_of_several_sets_pool_as_more_rounds_of_the_same_patterns(con
     contention.save_runs(c, [longer], {"step": _runs(contention, longer, {}, seed=15)}, {"runs": {}, "patterns": []})
     with pytest.raises(ValueError, match="pattern 'step' is defined differently"):
         contention.merge_runs_files([a, c])
+
+
+def test_runs_of_different_transports_are_not_pooled(contention, tmp_path, monkeypatch):
+    """With Fast DDS' default transports most 640x480 frames never reach the node; with the large-frame profile all
+    do. runs.json says which carried its frames (the same profile from any folder reads the same), and sets that
+    say different ones are refused by name; a file from before the label is taken as it is."""
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    assert contention.transport_label() == "default"
+    labels = []
+    for folder in ("one", "two"):
+        profile = tmp_path / folder / "profile.xml"
+        profile.parent.mkdir()
+        profile.write_text("<dds/>")
+        monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+        labels.append(contention.transport_label())
+    assert labels[0] == labels[1] and labels[0].startswith("profile:")
+
+    pattern = contention.Pattern("step", 30.0, ((0.0, 0),), ((0.0, 30.0),))
+    paths = {}
+    for name, transport in (("a", "default"), ("b", labels[0]), ("c", labels[0]), ("old", None)):
+        paths[name] = tmp_path / f"{name}.json"
+        contention.save_runs(paths[name], [pattern], {"step": _runs(contention, pattern, {}, seed=20)},
+                             {"runs": {}, "patterns": []}, transport=transport)
+    with pytest.raises(ValueError, match="different transports"):
+        contention.merge_runs_files([paths["a"], paths["b"]])
+    assert len(contention.load_rounds(contention.merge_runs_files([paths["b"], paths["c"], paths["old"]]))) == 2
