@@ -799,12 +799,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: Fast DDS profile {os.environ['FASTDDS_DEFAULT_PROFILES_FILE']} (large frames: 640x480 "
                   "frames reach the node)", flush=True)
         k = 0
+        transport = transport_label()   # once: the profile is set above and does not change during the run
         kept: dict[str, Any] = {"runs": {}, "patterns": []}
         if args.resume and (out / "runs.json").exists():
             kept = json.loads((out / "runs.json").read_text())
-            if kept.get("transport", transport_label()) != transport_label():
+            if kept.get("transport", transport) != transport:
                 print(f"contention: --resume: {out / 'runs.json'} ran with transport {kept['transport']}, this "
-                      f"invocation with {transport_label()}; one file holds runs of one transport", file=sys.stderr)
+                      f"invocation with {transport}; one file holds runs of one transport", file=sys.stderr)
                 return 2
         for p in patterns:
             bag = build_bag(p, out)
@@ -822,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not rec.ok:
                         print(f"bench [{p.name} / {col}{tag}]: FAILED: {rec.error}", flush=True)
                     # after every column: a stopped bench keeps them
-                    save_runs(out / "runs.json", patterns, runs, kept, family, more, transport_label())
+                    save_runs(out / "runs.json", patterns, runs, kept, family, more, transport)
             # the 640x480 scenario bag is ~0.5 GB: rebuilt when needed
             if p.width * p.height > 200_000:
                 shutil.rmtree(bag, ignore_errors=True)
