@@ -29,7 +29,8 @@ over the rounds follows the per-round ones):
 Per pattern and column: miss rate (latency > target in force at the frame's stamp), mean accuracy
 (PREDICTED, from the family file), switches per minute over the run and in steady phases (a phase minus
 its first ``--settle-s`` seconds; a line under the table gives the count and seconds behind that rate,
-since bursty's 2-4 s phases leave only ~6 s of steady time), p50/p95 latency. Each latency sample is read from
+since bursty's 2-4 s phases leave only ~6 s of steady time, and how many of those switches the next one undid:
+the flapping), p50/p95 latency. Each latency sample is read from
 ``dynofa/inference_stats`` (level, latency, frame stamp: the level that produced it); where that topic
 is missing it falls back to ``dynofa/classification`` (whose JSON holds ``level`` and ``model_ms``).
 
@@ -323,6 +324,7 @@ class ColumnScore:
     steady_switches: int = 0    # the count and the seconds behind steady_switches_per_min (see format_table)
     steady_s: float = 0.0
     duration_s: float = 0.0     # the seconds behind switches_per_min (to pool runs: :func:`pool_scores`)
+    steady_reversals: int = 0   # steady switches the next one undid in the same steady stretch (:func:`reversals`)
 
 
 def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,6 +345,18 @@ def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.n
     return busy, target, since
 
 
+def reversals(lvl: np.ndarray, steady: np.ndarray) -> int:
+    """Steady switches that the next switch undid (up then down, or down then up) with every frame between them in
+    the same steady stretch: the flapping the steady switch rate is there to catch.
+
+    Why beside the rate: a pattern of short phases has a few seconds of steady time per run (bursty: the 5 s of
+    idle before the first burst), where one probe up that held, the move a manager should make, reads as 12
+    switches a minute. The rate counts every move; this count says how many of them were taken back."""
+    sw = [int(k) for k in np.flatnonzero(lvl[1:] != lvl[:-1]) + 1 if steady[k] and steady[k - 1]]
+    return sum(1 for a, b in itertools.pairwise(sw)
+               if bool(np.all(steady[a:b + 1])) and (lvl[a] > lvl[a - 1]) != (lvl[b] > lvl[b - 1]))
+
+
 def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndarray, steady: np.ndarray,
                   accuracy: Sequence[float], duration_s: float, steady_s: float) -> ColumnScore:
     sw = np.flatnonzero(lvl[1:] != lvl[:-1]) + 1
@@ -352,7 +366,8 @@ def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndar
     return ColumnScore(column, len(lat), float(np.mean(lat > target)), float(np.mean(acc)), len(sw),
                        60.0 * len(sw) / max(duration_s, 1e-9), 60.0 * steady_sw / max(steady_s, 1e-9),
                        float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
-                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s, duration_s)
+                       {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s, duration_s,
+                       reversals(lvl, steady))
 
 
 def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[float], budget: float,
@@ -477,7 +492,7 @@ def pool_scores(p: Pattern, rounds: Sequence[dict[str, RunRecord]], accuracy: Se
             col, int(frames.sum()), float(np.average([s.miss_rate for s in parts], weights=frames)),
             float(np.average([s.accuracy for s in parts], weights=frames)), sw, 60.0 * sw / max(dur, 1e-9),
             60.0 * steady_sw / max(steady_s, 1e-9), float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
-            dict(sorted(levels.items())), steady_sw, steady_s, dur))
+            dict(sorted(levels.items())), steady_sw, steady_s, dur, sum(s.steady_reversals for s in parts)))
     pooled: dict[str, Conditions] = {}
     for runs in rounds:
         for col, conds in _per_condition(p, runs).items():
@@ -514,7 +529,8 @@ def format_table(pattern: str, scores: Sequence[ColumnScore], runs: dict[str, Ru
     managed = [s for s in scores if s.column in MANAGED_COLUMNS]
     if managed:
         lines.append("  switches in the steady part (each phase minus its first seconds): "
-                     + ", ".join(f"{s.column} {s.steady_switches} in {s.steady_s:.1f} s" for s in managed))
+                     + ", ".join(f"{s.column} {s.steady_switches} in {s.steady_s:.1f} s "
+                                 f"({s.steady_reversals} undone by the next)" for s in managed))
     return "\n".join(lines)
 
 

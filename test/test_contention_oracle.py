@@ -215,3 +215,39 @@ def test_runs_of_different_transports_are_not_pooled(contention, tmp_path, monke
     with pytest.raises(ValueError, match="different transports"):
         contention.merge_runs_files([paths["a"], paths["b"]])
     assert len(contention.load_rounds(contention.merge_runs_files([paths["b"], paths["c"], paths["old"]]))) == 2
+
+
+def test_the_table_counts_the_steady_switches_the_next_one_undid(contention):
+    """Flapping is a move taken back: a probe up that held is one steady switch and no reversal; in a sawtooth
+    every move but the last is undone by the next. Two switches with unsteady frames between them (a phase change)
+    are no reversal."""
+    pattern = contention.Pattern("two", 20.0, ((0.0, 0), (10.0, 2)), ((0.0, 30.0),))
+    runs = _runs(contention, pattern, {}, seed=5)
+    t = runs["L1"].t_s
+
+    def level(x: float) -> int:
+        if x < 4.0:
+            return 1
+        if x < 6.0:
+            return 2          # up at 4 s, down at 6 s, up at 8 s, down at 9.5 s: a sawtooth, 3 reversals
+        if x < 8.0:
+            return 1
+        if x < 9.5:
+            return 2
+        if x < 10.5:
+            return 1          # 10.0-13.0 s is not steady: the switch at 10.5 s and the one before it pair with nothing
+        if x < 16.0:
+            return 0
+        return 1              # a probe up that held to the end
+
+    runs["joint"] = contention.RunRecord("two", "joint", True, t_s=t, frame_t_s=t, level=[level(x) for x in t],
+                                         latency_ms=[20.0] * len(t), busy_changes=[(0.0, 0), (10.0, 2)])
+    scores, _ = contention.score_pattern(pattern, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
+    joint = next(s for s in scores if s.column == "joint")
+    assert joint.switches == 6
+    assert joint.steady_switches == 5           # 4, 6, 8, 9.5 and 16 s; 10.5 s lies in the second phase's settling
+    assert joint.steady_reversals == 3          # 4, 6 and 8 s; 9.5 s (down) and 16 s (up) span unsteady frames
+    table = contention.format_table(pattern.name, scores, runs)
+    assert f"joint 5 in {joint.steady_s:.1f} s (3 undone by the next)" in table
+    pooled, _ = contention.pool_scores(pattern, [runs, runs], [70.0, 72.0, 74.0], 0.02, 3.0)
+    assert next(s for s in pooled if s.column == "joint").steady_reversals == 6
