@@ -345,29 +345,30 @@ def conditions(rec: RunRecord, p: Pattern) -> tuple[np.ndarray, np.ndarray, np.n
     return busy, target, since
 
 
-def reversals(lvl: np.ndarray, steady: np.ndarray) -> int:
-    """Steady switches that the next switch undid (up then down, or down then up) with every frame between them in
-    the same steady stretch: the flapping the steady switch rate is there to catch.
+def reversals(lvl: np.ndarray, steady: np.ndarray, steady_sw: np.ndarray) -> int:
+    """Of the steady switches (``steady_sw``: sample indices where the level changed, that sample and the one
+    before it steady), those that the next one undid (up then down, or down then up) with every frame between them
+    in the same steady stretch: the flapping the steady switch rate is there to catch.
 
     Why beside the rate: a pattern of short phases has a few seconds of steady time per run (bursty: the 5 s of
     idle before the first burst), where one probe up that held, the move a manager should make, reads as 12
     switches a minute. The rate counts every move; this count says how many of them were taken back."""
-    sw = [int(k) for k in np.flatnonzero(lvl[1:] != lvl[:-1]) + 1 if steady[k] and steady[k - 1]]
-    return sum(1 for a, b in itertools.pairwise(sw)
+    return sum(1 for a, b in itertools.pairwise(steady_sw.tolist())
                if bool(np.all(steady[a:b + 1])) and (lvl[a] > lvl[a - 1]) != (lvl[b] > lvl[b - 1]))
 
 
 def score_samples(column: str, lat: np.ndarray, lvl: np.ndarray, target: np.ndarray, steady: np.ndarray,
                   accuracy: Sequence[float], duration_s: float, steady_s: float) -> ColumnScore:
     sw = np.flatnonzero(lvl[1:] != lvl[:-1]) + 1
-    steady_sw = int(np.sum(steady[sw] & steady[sw - 1])) if len(sw) else 0
+    steady_idx = sw[steady[sw] & steady[sw - 1]]
+    steady_sw = len(steady_idx)
     acc = np.asarray(accuracy)[lvl]
     uniq, counts = np.unique(lvl, return_counts=True)
     return ColumnScore(column, len(lat), float(np.mean(lat > target)), float(np.mean(acc)), len(sw),
                        60.0 * len(sw) / max(duration_s, 1e-9), 60.0 * steady_sw / max(steady_s, 1e-9),
                        float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
                        {int(k): int(c) for k, c in zip(uniq, counts, strict=True)}, steady_sw, steady_s, duration_s,
-                       reversals(lvl, steady))
+                       reversals(lvl, steady, steady_idx))
 
 
 def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[float], budget: float,
