@@ -117,7 +117,11 @@ def test_one_manager_two_apps_lower_priority_yields(isolated_network, domain_id,
             assert stats[a].wait_for(40, WAIT), f"no inference_stats from {a}{logs()}"
         # front's target: 1.8x its calm p98 at the level it runs (the machine is shared: measured, not assumed)
         front_lat = [m.data[1] for m in stats["front"].snapshot()[-60:]]
-        target = max(5.0, 1.8 * float(np.quantile(front_lat, 0.98)))
+        # as a Float32 carries it: the manager prints the value it received, and the wait below matches that text
+        target = float(np.float32(max(5.0, 1.8 * float(np.quantile(front_lat, 0.98)))))
+        # one message on a reliable, volatile topic: a writer that has not matched the manager's reader yet sends
+        # it to nobody (on a loaded machine that matching can lag the stats above by seconds)
+        assert probe.wait_for_subscribers(front_target, 1, WAIT), f"the manager never subscribed{logs()}"
         front_target.publish(Float32(data=target))
         assert diags.wait_until(lambda ms: any(
             f"holds {target:g} ms" in _reason(m, "front") or f"{target:g} ms" in _reason(m, "front")
