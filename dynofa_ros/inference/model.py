@@ -202,6 +202,7 @@ class DynamicOFA:
         self._active = 0
         self._pending: int | None = None
         self._levels[0].activate()
+        self._weight_bytes = self._count_weight_bytes()
         self.prepare_s = time.perf_counter() - t0
 
     def _prepare_torch(self, source: LevelSource, device: str, fp16: bool, threads: int | None) -> list[Any]:
@@ -286,7 +287,17 @@ class DynamicOFA:
 
     def memory_bytes(self) -> int:
         """Bytes of weights held for all levels: torch parameters and buffers (shared storage counted once),
-        or the ONNX models the sessions were created from (onnxruntime's working arena is not counted)."""
+        or the ONNX models the sessions were created from (onnxruntime's working arena is not counted).
+
+        Counted once, when the levels are prepared (they hold the same tensors until the model is freed). Why
+        not on each call: the perception node's diagnostics ask every second, from the executor thread, and
+        walking the tensors of seven torch levels is a pure-Python loop of about 7 ms that holds the GIL. The
+        inference thread, which needs the GIL between kernels, waited for it: on a GPU (H200, torch, launch-bound)
+        the frame that met the timer took 25-30 ms instead of 11, and the manager dropped on it (docs/backends.md).
+        """
+        return self._weight_bytes
+
+    def _count_weight_bytes(self) -> int:
         if self.backend == "onnxruntime":
             return sum(lv.nbytes for lv in self._levels)
         seen: set[int] = set()
