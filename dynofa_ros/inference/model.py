@@ -292,8 +292,9 @@ class DynamicOFA:
         Counted once, when the levels are prepared (they hold the same tensors until the model is freed). Why
         not on each call: the perception node's diagnostics ask every second, from the executor thread, and
         walking the tensors of seven torch levels is a pure-Python loop of about 7 ms that holds the GIL. The
-        inference thread, which needs the GIL between kernels, waited for it: on a GPU (H200, torch, launch-bound)
-        the frame that met the timer took 25-30 ms instead of 11, and the manager dropped on it (docs/backends.md).
+        inference thread, which needs the GIL between operators, waited for it: on a CPU a frame that met the
+        timer took up to 9 ms longer (bench/diagnostics_stall.py); on a GPU (H200, torch, launch-bound) frames
+        at the timer's phase took 25-30 ms instead of 11, and the manager dropped on them (docs/backends.md).
         """
         return self._weight_bytes
 
