@@ -514,6 +514,46 @@ def test_a_probe_is_judged_on_its_own_frames_not_on_the_late_frames_that_ended_a
     assert run == [2] * len(run), run
 
 
+@pytest.mark.parametrize(("first_frames", "drops"), [
+    ((0.72, 1.20), False),     # real AMD ramp run: one stall at 1.20x the target undid a probe that then held
+    ((0.72, 0.91, 1.11), False),  # real AMD 640x480 run: the same at 1.11x
+    ((0.72, 1.45), True),      # contention's first late frame (1.44x at the median of the real AMD set)
+    ((0.72, 1.08, 1.10), True),  # a level too slow by a little: the second late frame ends the stay
+])
+def test_one_stall_among_a_probes_first_frames_does_not_end_it_contention_does(first_frames, drops):
+    """A probe's first frames are few (``MIN_OWN_SAMPLES``), so a count proves nothing and one frame must be
+    judged by its height. A lone stall of an idle machine (the real AMD set: 1.07x the target at the median,
+    1.25x at the 90th percentile) is no evidence against a level whose other frames keep the target; the
+    first frame of contention (1.44x at the median), or a second late frame, is."""
+    profile = [10.0, 12.0, 14.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
+    target, fps = 30.0, 20.0
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    pol.state.level = 1
+
+    def frame(i: int, level: int, ms: float) -> int:
+        s = LatencySample(ms, level, i / fps)
+        return pol.decide(PolicyInputs(now=s.stamp, target_latency_ms=target, latencies=(s,))).level
+
+    def idle_ms(level: int, i: int) -> float:
+        return profile[level] * 1.3 * (1.0 + 0.03 * math.sin(i))
+
+    level, i = 1, 0
+    while level == 1 and i < 30 * fps:          # level 1 holds until the manager probes level 2
+        i += 1
+        level = frame(i, 1, idle_ms(1, i))
+    assert level == 2, "the manager must probe level 2, or the test proves nothing"
+    for ratio in first_frames:
+        i += 1
+        level = frame(i, 2, ratio * target)
+    if drops:
+        assert level < 2, first_frames
+        return
+    assert level == 2, first_frames
+    run = [frame(j, 2, idle_ms(2, j)) for j in range(i + 1, i + 41)]   # 2 s of level 2 keeping the target
+    assert run == [2] * len(run), run
+
+
 def test_when_the_frames_hide_a_bursts_end_the_fall_of_the_cpu_load_shows_it():
     """Contention that slows every level only 1.35x (a GPU whose kernel launches wait on a busy CPU: H200, 16
     busy processes): the top level misses under it, level 2 holds, and when a burst ends level 2's frames get

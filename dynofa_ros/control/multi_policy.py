@@ -59,7 +59,6 @@ from dataclasses import dataclass, field, replace
 from ..series import step_value
 from .platforms import DomainPower
 from .policy import (
-    MIN_OWN_SAMPLES,
     RECENT_S,
     VIOLATION_ALPHA,
     Decision,
@@ -72,6 +71,7 @@ from .policy import (
     PolicyInputs,
     _fmt_f,
     binomial_tail,
+    one_frame_proves,
 )
 
 #: Seconds of (demand of the others, latency ratio) pairs the interference slope is fitted on.
@@ -454,7 +454,7 @@ class MultiPolicy:
             k = sum(x > target for x in xs)
             if k and binomial_tail(len(xs), k, cfg.miss_budget) < VIOLATION_ALPHA:
                 return True
-        return len(lat) < MIN_OWN_SAMPLES and max(lat) > target * (1.0 + cfg.latency_margin)
+        return one_frame_proves(lat, target)
 
     def _settled(self, name: str, now: float) -> bool:
         sub, cfg = self.subs[name], self.config

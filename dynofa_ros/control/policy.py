@@ -72,6 +72,11 @@ from .tail_estimate import FIT_MIN, TailEstimator
 POLICIES = ("joint", "step")
 #: Samples a level needs in its window before its own tail is trusted over the transferred one.
 MIN_OWN_SAMPLES = 5
+#: With fewer than ``MIN_OWN_SAMPLES`` frames at the running level, one frame above ``target`` times this ends the
+#: stay; two late frames of any height do anyway (the binomial count). Real AMD set (stop 35): the first late frame
+#: of contention was 1.44x the target at the median, a lone stall of an otherwise idle machine 1.07x (90th
+#: percentile 1.25x); two probes that held were undone by one frame at 1.11x and 1.20x.
+FEW_FRAMES_LATE_FACTOR = 1.3
 #: Seconds of the newest samples that describe "now" when a violation asks where to drop to.
 RECENT_S = 1.0
 #: Newest samples whose median says how slow "now" is when a violation asks where to drop to.
@@ -285,6 +290,17 @@ def binomial_tail(n: int, k: int, p: float) -> float:
     below = sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
                 for i in range(k))
     return max(0.0, 1.0 - below)
+
+
+def one_frame_proves(latencies: Sequence[float], target: float) -> bool:
+    """Among fewer than ``MIN_OWN_SAMPLES`` frames of a stay, one is far enough above ``target`` to end it.
+
+    Why a line above the miss line: the first frames of a probe are where a lone stall (a page fault, another
+    process's wake-up, a GC pause) ends a stay that would have held, and one frame cannot tell a stall from
+    contention by whether it misses, only by how much (``FEW_FRAMES_LATE_FACTOR``). A level that really is too
+    slow by less pays one more late frame: the second ends the stay through the binomial count.
+    """
+    return 0 < len(latencies) < MIN_OWN_SAMPLES and max(latencies) > target * FEW_FRAMES_LATE_FACTOR
 
 
 def default_power_model(freqs: Sequence[int], dyn_max_w: float) -> DomainPower | None:
@@ -794,15 +810,15 @@ class JointPolicy(Policy):
         every frame of a burst of contention does. Right after a slowdown ended (:meth:`slowdown_expected`) it
         is expected back, and its first late frame is enough: a reactive manager pays the
         frames between a burst's start and its drop, and bursts come every few seconds. With fewer than
-        ``MIN_OWN_SAMPLES`` frames a count proves little, so one frame far above the target
-        (``> target · (1 + margin)``) is enough.
+        ``MIN_OWN_SAMPLES`` frames a count proves little, so one frame far above the target is enough
+        (:func:`one_frame_proves`).
 
         The counts cover the current stay at the level only. The window (``window_s``) still holds the frames of
         an earlier stay that ended less than ``window_s`` ago, often in the late frames that drove the manager
         down; counted again, they failed the next probe into that level before its own frames were in (real
         ramp run: a probe to level 3 dropped 0.1 s after it, on two late frames 7.9 s old).
         """
-        st, cfg = self.state, self.config
+        st = self.state
         lvl = st.level
         n = self.tails.count(lvl)
         if n >= MIN_OWN_SAMPLES:
@@ -815,7 +831,7 @@ class JointPolicy(Policy):
             recent = self.tails.latencies(lvl, max(now - RECENT_S, stay))
             if self.misses_too_often(lat, target) or self.misses_too_often(recent, target):
                 return True
-            return len(lat) < MIN_OWN_SAMPLES and max(lat) > target * (1.0 + cfg.latency_margin)
+            return one_frame_proves(lat, target)
         # nothing measured at this level yet: the prediction decides (first frames, a level chosen from stale
         # data), unless the level was chosen from the newest samples a moment ago
         if now - st.last_level_change < RECENT_S:
