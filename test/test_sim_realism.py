@@ -10,7 +10,7 @@ loop: the policy's decisions change which levels run, so the simulated frames-in
 timer, switch cost and spread all matter).
 
 Re-record after changing the controller or the machine (about 36 minutes per round at full length, see
-bench/contention.py; the recorded file is a full-length set of two rounds, 70.6 min)::
+bench/contention.py; the recorded file is a full-length set of two rounds, 70.1 min)::
 
     . scripts/isolated.sh; run_isolated .venv/bin/python bench/contention.py --threads 1 --rounds 2 \
         --sim-data test/data/contention_real_run.json
@@ -42,10 +42,11 @@ SEEDS = tuple(range(6))
 #: mean over patterns, where that drift averages out, to 5. Two real runs of the same controller and
 #: pattern, 10-40 minutes apart, differed by 5.5 points on average there (0.2-9.6 points on the 160x120
 #: patterns); the simulator is asked to agree with reality about as well as reality agrees with itself.
-#: The committed recording: stop 35's full set on an AMD EPYC VM (two rounds per column, load average
-#: 1.3-2.0; policy fingerprints in the file). Measured when committed: step 0.3-2.2 points per pattern (1.3
-#: on average), joint 0.1-0.5 (0.3). The old parametric model predicts no miss at all for step on these runs
-#: (real 2.9-10.8 %, 7.2 points off on average: test below), so the bounds still tell it apart.
+#: The committed recording: stop 36's full set on an AMD EPYC VM (two rounds per column, load average
+#: 0.5-2.3; policy fingerprints in the file; stop 35's set before it gave step 0.3-2.2, joint 0.1-0.5).
+#: Measured when committed: step 1.0-5.7 points per pattern (2.8 on average; 5.7 the 640x480 column), joint
+#: 0.1-0.3 (0.2). The old parametric model predicts no miss at all for step on these runs (real 3.9-17.2 %,
+#: 8.8 points off on average: test below), so the bounds still tell it apart.
 TOLERANCE = 0.10
 MEAN_TOLERANCE = 0.05
 #: The noise the old simulator assumed (σ of log latency); the learned plant must replay the machine's.
@@ -84,7 +85,7 @@ def test_learned_contention_slowdown_grows_with_busy_processes(data):
     plant = sim.LearnedPlant.from_json(data["plants"]["160x120"])
     s1, s2 = plant.slowdown(1), plant.slowdown(2)
     assert 1.0 < s1 < s2, (s1, s2)
-    # the spread the plant replays is the machine's, at least twice the old 3 % (AMD EPYC recording: σ 0.06-0.12
+    # the spread the plant replays is the machine's, at least twice the old 3 % (AMD EPYC recordings: σ 0.06-0.12
     # per idle level, median 0.09; the Intel recordings before it: above 0.1)
     sig = [float(np.std(np.log(v))) for v in plant.sequences[0].values()]
     assert np.median(sig) > 2 * OLD_LOG_SPREAD
