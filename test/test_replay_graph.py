@@ -118,3 +118,53 @@ def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@pytest.mark.usefixtures("isolated_network")
+def test_the_live_monitor_check_from_two_threads_destroys_the_bags_publisher_once(domain_id: int) -> None:
+    """The player's poll timer (the executor's thread) and its main thread (right before the first message)
+    both run ``Player.check_monitor``. When a live monitor publishes the bag's ``load/cpu``, one of them
+    destroys the bag's publisher; the other must then see the topic as skipped, not read the destroyed
+    handle (a demo's replay died with rclpy's InvalidHandle there). Real rclpy, the two calls released
+    together from a barrier 1000 times, with a thread switch interval short enough to interleave them."""
+    import threading
+
+    import rclpy
+    from std_msgs.msg import Float32
+
+    from dynofa_ros import topics
+    from dynofa_ros.tools import replay
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("monitor_check_test", context=context)
+    interval = sys.getswitchinterval()
+    try:
+        node.create_publisher(Float32, topics.LOAD_CPU, 10)    # the live monitor's publisher
+        args = replay.parse_args(["unused_bag"])
+        msgs = [bagio.BagMessage(topics.LOAD_CPU, "std_msgs/msg/Float32", 0, b"")]
+        errors: list[BaseException] = []
+        sys.setswitchinterval(1e-6)
+        for _ in range(1000):
+            player = replay.Player(node, args, msgs, {topics.LOAD_CPU: Float32})
+            barrier = threading.Barrier(2)
+
+            def check(p: replay.Player = player, b: threading.Barrier = barrier) -> None:
+                b.wait()
+                try:
+                    p.check_monitor()
+                except Exception as exc:  # any exception here is the failure being tested
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=check) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30.0)
+            assert not any(t.is_alive() for t in threads), "check_monitor hung"
+            assert player.skipped == {topics.LOAD_CPU}
+        assert not errors, f"{len(errors)} of 1000 concurrent checks raised: {errors[0]!r}"
+    finally:
+        sys.setswitchinterval(interval)
+        node.destroy_node()
+        rclpy.shutdown(context=context)

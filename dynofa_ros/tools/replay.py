@@ -183,13 +183,19 @@ class Player:
         if self.args.monitor_topics != "auto":
             return
         for topic in self.monitor:
-            if topic not in self.skipped and self.node.count_publishers(self.pubs[topic].topic_name) > 1:
-                with self.lock:
-                    self.skipped.add(topic)
-                    name = self.pubs[topic].topic_name
-                    self.node.destroy_publisher(self.pubs[topic])
-                self.log.info(f"{name}: a live publisher (monitor_node) provides it; the bag's "
-                              "copy is no longer played (--monitor-topics play to keep it)")
+            # Test and destroy under one lock: the poll timer (executor thread) and the main thread both call
+            # this, and one that tested "not skipped" while the other destroyed the publisher then read the
+            # destroyed handle (a demo's replay died with rclpy's InvalidHandle before its first message).
+            with self.lock:
+                if topic in self.skipped:
+                    continue
+                name = self.pubs[topic].topic_name
+                if self.node.count_publishers(name) <= 1:
+                    continue
+                self.skipped.add(topic)
+                self.node.destroy_publisher(self.pubs[topic])
+            self.log.info(f"{name}: a live publisher (monitor_node) provides it; the bag's "
+                          "copy is no longer played (--monitor-topics play to keep it)")
 
     def wait_for_subscribers(self, deadline: float) -> None:
         for spec in self.args.wait_for:
