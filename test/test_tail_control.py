@@ -476,23 +476,35 @@ def test_two_late_frames_in_a_row_prove_a_violation_one_does_not():
         assert levels_run[:-1] == [3] * (len(frames) - 1)
 
 
+PROFILE_3, TARGET_3, FPS_3 = (10.0, 12.0, 14.0), 30.0, 20.0
+
+
+def _fed_frame_by_frame(config: PolicyConfig, level: int):
+    """A joint policy on a three-level profile, running ``level`` under a 30 ms target at 20 fps.
+
+    Returns it, ``frame(i, level, ms)``, which hands it the i-th frame (done at i/20 s) and returns the level it
+    decides, and ``idle_ms(level, i)``: an idle frame of ``level`` (1.3x its profile, within 3 %)."""
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(PROFILE_3)]
+    pol = make_policy("joint", levels, config=config)
+    pol.state.level = level
+
+    def frame(i: int, lvl: int, ms: float) -> int:
+        s = LatencySample(ms, lvl, i / FPS_3)
+        return pol.decide(PolicyInputs(now=s.stamp, target_latency_ms=TARGET_3, latencies=(s,))).level
+
+    def idle_ms(lvl: int, i: int) -> float:
+        return PROFILE_3[lvl] * 1.3 * (1.0 + 0.03 * math.sin(i))
+
+    return pol, frame, idle_ms
+
+
 def test_a_probe_is_judged_on_its_own_frames_not_on_the_late_frames_that_ended_an_earlier_stay():
     """Level 2 held for 4 s, then two late frames drove the manager down. The probe back into it comes while
     those two frames are still in the window (8 s), among fewer than ``MIN_OWN_SAMPLES`` of its frames: they
     ended the earlier stay and are no evidence against this one, whose frames all keep the target."""
-    profile = [10.0, 12.0, 14.0]
-    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
-    target, fps = 30.0, 20.0
     cfg = PolicyConfig(latency_margin=0.05, up_hysteresis=0.03, window_s=8.0, probe_quiet_s=7.85, min_dwell_s=2.0)
-    pol = make_policy("joint", levels, config=cfg)
-    pol.state.level = 2
-
-    def frame(i: int, level: int, ms: float) -> int:
-        s = LatencySample(ms, level, i / fps)
-        return pol.decide(PolicyInputs(now=s.stamp, target_latency_ms=target, latencies=(s,))).level
-
-    def idle_ms(level: int, i: int) -> float:
-        return profile[level] * 1.3 * (1.0 + 0.03 * math.sin(i))
+    pol, frame, idle_ms = _fed_frame_by_frame(cfg, level=2)
+    target, fps = TARGET_3, FPS_3
 
     level, i = 2, 1
     for i in range(1, 81):                      # 0.05-4.0 s: level 2 holds
@@ -525,18 +537,8 @@ def test_one_stall_among_a_probes_first_frames_does_not_end_it_contention_does(f
     judged by its height. A lone stall of an idle machine (the real AMD set: 1.07x the target at the median,
     1.25x at the 90th percentile) is no evidence against a level whose other frames keep the target; the
     first frame of contention (1.44x at the median), or a second late frame, is."""
-    profile = [10.0, 12.0, 14.0]
-    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(profile)]
-    target, fps = 30.0, 20.0
-    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
-    pol.state.level = 1
-
-    def frame(i: int, level: int, ms: float) -> int:
-        s = LatencySample(ms, level, i / fps)
-        return pol.decide(PolicyInputs(now=s.stamp, target_latency_ms=target, latencies=(s,))).level
-
-    def idle_ms(level: int, i: int) -> float:
-        return profile[level] * 1.3 * (1.0 + 0.03 * math.sin(i))
+    _, frame, idle_ms = _fed_frame_by_frame(PolicyConfig(latency_margin=0.05, up_hysteresis=0.03), level=1)
+    target, fps = TARGET_3, FPS_3
 
     level, i = 1, 0
     while level == 1 and i < 30 * fps:          # level 1 holds until the manager probes level 2
