@@ -60,7 +60,6 @@ from ..series import step_value
 from .platforms import DomainPower
 from .policy import (
     RECENT_S,
-    VIOLATION_ALPHA,
     Decision,
     DeviceReadings,
     JointPolicy,
@@ -70,7 +69,6 @@ from .policy import (
     PolicyConfigError,
     PolicyInputs,
     _fmt_f,
-    binomial_tail,
     one_frame_proves,
 )
 
@@ -442,7 +440,7 @@ class MultiPolicy:
     def _violates(self, name: str, target: float, now: float) -> bool:
         """The single-app violation test, on the evidence since ``evidence_since`` (after a yield or a reverted
         probe, the misses measured under the combination before it are no evidence about the one now)."""
-        sub, cfg = self.subs[name], self.config
+        sub = self.subs[name]
         since = self.evidence_since[name]
         if since == -math.inf:
             return sub.violates(target, now)
@@ -450,9 +448,7 @@ class MultiPolicy:
         if not lat:
             return False
         for s in (since, max(since, now - RECENT_S)):
-            xs = sub.tails.latencies(sub.state.level, s)
-            k = sum(x > target for x in xs)
-            if k and binomial_tail(len(xs), k, cfg.miss_budget) < VIOLATION_ALPHA:
+            if sub.misses_too_often(sub.tails.latencies(sub.state.level, s), target):
                 return True
         return one_frame_proves(lat, target)
 
