@@ -116,10 +116,6 @@ def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
     assert scores[0]["misses"] >= sum(1 for t, _ in run.latency_ms if t >= STEP_S + 0.5)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
-
-
 @pytest.mark.usefixtures("isolated_network")
 def test_the_live_monitor_check_from_two_threads_destroys_the_bags_publisher_once(domain_id: int) -> None:
     """The player's poll timer (the executor's thread) and its main thread (right before the first message)
@@ -168,3 +164,7 @@ def test_the_live_monitor_check_from_two_threads_destroys_the_bags_publisher_onc
         sys.setswitchinterval(interval)
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
