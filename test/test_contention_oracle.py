@@ -100,6 +100,9 @@ def test_the_table_says_how_many_switches_and_seconds_the_steady_rate_rests_on(c
     table = contention.format_table(pattern.name, scores, runs)
     line = f"switches in the steady part (each phase minus its first seconds): joint 2 in {joint.steady_s:.1f} s"
     assert line in table
+    # the switch at 5 s is the cold start's climb (the first phase, nothing went down yet), the one at 15 s is not
+    assert joint.steady_climb == 1
+    assert f"1 the cold start's climb, {60.0 / joint.steady_s:.1f}/min without)" in table
 
 
 def test_rounds_alternate_their_column_order_so_a_drift_reaches_every_column_alike(contention):
@@ -248,6 +251,23 @@ def test_the_table_counts_the_steady_switches_the_next_one_undid(contention):
     assert joint.steady_switches == 5           # 4, 6, 8, 9.5 and 16 s; 10.5 s lies in the second phase's settling
     assert joint.steady_reversals == 3          # 4, 6 and 8 s; 9.5 s (down) and 16 s (up) span unsteady frames
     table = contention.format_table(pattern.name, scores, runs)
-    assert f"joint 5 in {joint.steady_s:.1f} s (3 undone by the next)" in table
+    assert f"joint 5 in {joint.steady_s:.1f} s (3 undone by the next; 1 the cold start's climb" in table
     pooled, _ = contention.pool_scores(pattern, [runs, runs], [70.0, 72.0, 74.0], 0.02, 3.0)
-    assert next(s for s in pooled if s.column == "joint").steady_reversals == 6
+    pooled_joint = next(s for s in pooled if s.column == "joint")
+    assert (pooled_joint.steady_reversals, pooled_joint.steady_climb) == (6, 2)
+
+
+def test_the_cold_starts_climb_ends_at_the_first_switch_down_or_the_first_change_of_conditions(contention):
+    """A managed run starts at level 0 and probes up: those moves happen once per launch, not flapping. The climb
+    is every switch up before the first switch down and before the conditions first change; nothing after."""
+    up_then_down = np.array([0, 0, 2, 2, 4, 4, 3, 3, 5, 5])
+    everywhere = np.ones(len(up_then_down), dtype=bool)
+    assert contention.climb_end(up_then_down, everywhere) == 6          # the switch down at index 6
+    assert contention.climb_end(up_then_down, np.arange(10) < 4) == 4   # conditions changed at index 4 first
+    assert contention.climb_end(np.array([0, 1, 2, 3]), np.ones(4, dtype=bool)) == 4   # all up, one phase
+    # a run whose targets change: the first phase ends at the first target change, at the frame's stamp
+    pattern = contention.Pattern("targets", 10.0, ((0.0, 0),), ((0.0, 30.0), (4.0, 18.0)))
+    t = [i / 10 for i in range(100)]
+    rec = contention.RunRecord("targets", "joint", True, t_s=t, frame_t_s=t, level=[0] * 100, latency_ms=[9.0] * 100,
+                               busy_changes=[(0.0, 0)])
+    assert int(np.sum(contention.first_phase(rec, pattern))) == 40
