@@ -635,7 +635,8 @@ class JointPolicy(Policy):
         self.held_at_slowdown: tuple[int, float] | None = None  # (level, when): it held until a slowdown hit it
         self.load_before: float | None = None  # CPU load while that level held (lowest reading of its stay)
         self.loads: deque[tuple[float, float]] = deque(maxlen=64)  # (stamp, CPU load %) of distinct readings
-        self.slowdown_ended: tuple[int, float] | None = None  # (level that held through the last slowdown, its end)
+        self.slowdown_ended: tuple[int, float] | None = None  # (level to drop to if it comes back, its end)
+        self.slow_frames: list[float] = []  # the running level's ratios forgotten by the newest improvement
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
 
@@ -789,6 +790,8 @@ class JointPolicy(Policy):
             return False
         if float(np.median(recent)) > CHANGE_FACTOR * float(np.median(older)):
             return False  # faster than the slowest old frames, but not by enough to be a new condition
+        # the slow frames of this stay, forgotten now, are what :meth:`burst_level` plans the next slowdown from
+        self.slow_frames = self.tails.ratios(lvl, self.state.last_level_change, first)
         self.tails.forget_older_than(first)
         return True
 
@@ -891,6 +894,33 @@ class JointPolicy(Policy):
         back = self.slowdown_ended
         return back[0] if back is not None and now - back[1] <= self.config.window_s else None
 
+    def burst_level(self, now: float, target: float | None, cpu: int | None, gpu: int | None,
+                    slow: Sequence[float]) -> int:
+        """The level to drop to when the slowdown that just ended comes back (:meth:`slowdown_expected`): the running
+        level, which held through it, or the most accurate level that its frames of the slowdown predict to hold
+        it, unless that one failed lately (:meth:`probe_allowed`, the probes' backoff).
+
+        Why not the level that held: that is what the drop at the slowdown's start planned from its first few
+        frames, its worst ones, with the prior's spread; once it held, every later burst dropped there. Real
+        bursty run (AMD, stop 37): two frames at 1.02-1.04x the target took level 4 to level 0, and the next five
+        bursts went to level 0, whose frames then took 0.34-0.48 of the target while the hindsight oracle ran
+        level 3 or 4 under the same bursts (-2.65 points in that run). A whole burst at the level that held says
+        how slow the slowdown makes this machine; a level planned from it that does not hold costs the late frames
+        of a failed probe and is blocked like one. The drop only goes as far down as this level: the plan from
+        the newest frames can still choose a lower one."""
+        lvl = self.state.level
+        if target is None or len(slow) < FIT_MIN:  # ``slow``: the running level's ratios of the slowdown
+            return lvl
+        cfg = self.config
+        ratio = self.tails.tail(slow, 1.0 - cfg.miss_budget, self.spread()) or math.inf
+        limit = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
+        best = lvl
+        for lv in range(lvl + 1, len(self.levels)):
+            if self.predict_ms(lv, cpu, gpu, ratio) > limit or not self.probe_allowed(lv, now, ratio):
+                break
+            best = lv
+        return best
+
     def plan_return(self, now: float) -> int | None:
         """The running level just got clearly faster (:meth:`detect_improvement`): when a more accurate level held
         until a slowdown drove the manager down from it, within the window, that level (to go back to at once, in
@@ -971,17 +1001,21 @@ class JointPolicy(Policy):
         if self.detect_improvement(now):
             self.improved_at = now
             ended: str | None = f"level {st.level} faster since {now:.1f} s"
+            slow = self.slow_frames
         else:
             ended = self.load_fell_back(now)
+            slow = self.tails.ratios(st.level, st.last_level_change)[:-CHANGE_RECENT]
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
+        burst_lvl = None  # the level to drop to if it comes back (:meth:`burst_level`)
         if ended is not None:
             # a violation drove the manager to the running level (or hit it since): what ended was a slowdown,
             # and this level held through it. Noted with or without a return (:meth:`slowdown_expected`)
             held_through = math.isfinite(self.last_alarm) and self.last_alarm >= st.last_level_change
             self.last_violation = self.last_alarm = -math.inf
             back = self.plan_return(now)
+            burst_lvl = self.burst_level(now, target, cap_c, cap_g, slow)
             if held_through:
-                self.slowdown_ended = (st.level, now)
+                self.slowdown_ended = (burst_lvl, now)
         self.learn_spread()
         ref = self._ref_ratios()
         st.slowdown = self.tails.quantile(ref, 0.5) or 1.0
@@ -1090,7 +1124,7 @@ class JointPolicy(Policy):
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if back is not None and back > cur and quiet:
-                want, self.slowdown_ended = back, (cur, now)
+                want, self.slowdown_ended = back, (max(cur, burst_lvl if burst_lvl is not None else cur), now)
                 why = f"return: the slowdown that level {want} held until has ended ({ended})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
