@@ -998,13 +998,13 @@ class JointPolicy(Policy):
         if inp.cpu_load is not None and (not self.loads or inp.cpu_load.stamp > self.loads[-1][0]):
             self.loads.append((inp.cpu_load.stamp, inp.cpu_load.value))
         # what showed that a slowdown has just ended (None: nothing), for the return's reason
+        slow: list[float] | None = None  # the running level's frames of the slowdown that just ended
         if self.detect_improvement(now):
             self.improved_at = now
             ended: str | None = f"level {st.level} faster since {now:.1f} s"
             slow = self.slow_frames
         else:
             ended = self.load_fell_back(now)
-            slow = self.tails.ratios(st.level, st.last_level_change)[:-CHANGE_RECENT]
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
         burst_lvl = None  # the level to drop to if it comes back (:meth:`burst_level`)
         if ended is not None:
@@ -1013,6 +1013,8 @@ class JointPolicy(Policy):
             held_through = math.isfinite(self.last_alarm) and self.last_alarm >= st.last_level_change
             self.last_violation = self.last_alarm = -math.inf
             back = self.plan_return(now)
+            if slow is None:  # the load showed the end: the stay's frames before the newest ones are the slowdown's
+                slow = self.tails.ratios(st.level, st.last_level_change)[:-CHANGE_RECENT]
             burst_lvl = self.burst_level(now, target, cap_c, cap_g, slow)
             if held_through:
                 self.slowdown_ended = (burst_lvl, now)
