@@ -636,7 +636,6 @@ class JointPolicy(Policy):
         self.load_before: float | None = None  # CPU load while that level held (lowest reading of its stay)
         self.loads: deque[tuple[float, float]] = deque(maxlen=64)  # (stamp, CPU load %) of distinct readings
         self.slowdown_ended: tuple[int, float] | None = None  # (level to drop to if it comes back, its end)
-        self.slow_frames: list[float] = []  # the running level's ratios forgotten by the newest improvement
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
 
@@ -762,10 +761,12 @@ class JointPolicy(Policy):
         """``detect_improvement`` fired while the running level ran: the older frames are forgotten."""
         return self.improved_at is not None and self.improved_at >= self.state.last_level_change
 
-    def detect_improvement(self, now: float) -> bool:
+    def detect_improvement(self, now: float) -> list[float] | None:
         """The running level's newest ``CHANGE_RECENT`` samples all lie below the 10th percentile of the ones
         of the ``CHANGE_BEFORE_S`` before them (of the whole window when those are fewer than ``FIT_MIN``),
-        their median below ``CHANGE_FACTOR`` times the older median: conditions improved.
+        their median below ``CHANGE_FACTOR`` times the older median: conditions improved. Then the ratios of
+        this stay at the level from before those samples, which it forgets (what :meth:`burst_level` plans the
+        next slowdown from); None when conditions did not improve.
 
         Why: the window (``window_s``) then mixes a slow past with a fast present, and its tail keeps the
         levels above blocked for a whole window after contention ends. Forgetting the past at the change lets
@@ -777,23 +778,22 @@ class JointPolicy(Policy):
         lvl = self.state.level
         dq = self.tails.samples[lvl]
         if len(dq) < FIT_MIN + CHANGE_RECENT:
-            return False
+            return None
         first = dq[-CHANGE_RECENT].stamp
         if now - first > RECENT_S:
-            return False
+            return None
         ratios = self.tails.ratios(lvl)
         recent, older = ratios[-CHANGE_RECENT:], ratios[:-CHANGE_RECENT]
         just_before = self.tails.ratios(lvl, first - CHANGE_BEFORE_S, first)
         if len(just_before) >= FIT_MIN:
             older = just_before
         if max(recent) >= (self.tails.quantile(older, 0.1) or 0.0):
-            return False
+            return None
         if float(np.median(recent)) > CHANGE_FACTOR * float(np.median(older)):
-            return False  # faster than the slowest old frames, but not by enough to be a new condition
-        # the slow frames of this stay, forgotten now, are what :meth:`burst_level` plans the next slowdown from
-        self.slow_frames = self.tails.ratios(lvl, self.state.last_level_change, first)
+            return None  # faster than the slowest old frames, but not by enough to be a new condition
+        slow = self.tails.ratios(lvl, self.state.last_level_change, first)
         self.tails.forget_older_than(first)
-        return True
+        return slow
 
     def learn_spread(self) -> None:
         """The running level's σ of log ratios once its window holds enough frames (2 · ``FIT_MIN``)."""
@@ -998,15 +998,14 @@ class JointPolicy(Policy):
         if inp.cpu_load is not None and (not self.loads or inp.cpu_load.stamp > self.loads[-1][0]):
             self.loads.append((inp.cpu_load.stamp, inp.cpu_load.value))
         # what showed that a slowdown has just ended (None: nothing), for the return's reason
-        slow: list[float] | None = None  # the running level's frames of the slowdown that just ended
-        if self.detect_improvement(now):
+        slow = self.detect_improvement(now)  # the running level's frames of the slowdown that just ended
+        if slow is not None:
             self.improved_at = now
             ended: str | None = f"level {st.level} faster since {now:.1f} s"
-            slow = self.slow_frames
         else:
             ended = self.load_fell_back(now)
         back = None  # the level to return to, when a slowdown has just ended (:meth:`plan_return`)
-        burst_lvl = None  # the level to drop to if it comes back (:meth:`burst_level`)
+        burst_lvl = st.level  # the level to drop to if it comes back (:meth:`burst_level`)
         if ended is not None:
             # a violation drove the manager to the running level (or hit it since): what ended was a slowdown,
             # and this level held through it. Noted with or without a return (:meth:`slowdown_expected`)
@@ -1126,7 +1125,7 @@ class JointPolicy(Policy):
                 PROBE_HEADROOM * up_budget)
             settled = now - st.last_level_change >= cfg.min_dwell_s and n_run >= MIN_OWN_SAMPLES
             if back is not None and back > cur and quiet:
-                want, self.slowdown_ended = back, (max(cur, burst_lvl if burst_lvl is not None else cur), now)
+                want, self.slowdown_ended = back, (max(cur, burst_lvl), now)
                 why = f"return: the slowdown that level {want} held until has ended ({ended})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
