@@ -42,11 +42,12 @@ SEEDS = tuple(range(6))
 #: mean over patterns, where that drift averages out, to 5. Two real runs of the same controller and
 #: pattern, 10-40 minutes apart, differed by 5.5 points on average there (0.2-9.6 points on the 160x120
 #: patterns); the simulator is asked to agree with reality about as well as reality agrees with itself.
-#: The committed recording: stop 36's full set on an AMD EPYC VM (two rounds per column, load average
-#: 0.5-2.3; policy fingerprints in the file; stop 35's set before it gave step 0.3-2.2, joint 0.1-0.5).
-#: Measured when committed: step 1.0-5.7 points per pattern (2.8 on average; 5.7 the 640x480 column), joint
-#: 0.1-0.3 (0.2). The old parametric model predicts no miss at all for step on these runs (real 3.9-17.2 %,
-#: 8.8 points off on average: test below), so the bounds still tell it apart.
+#: The committed recording: stop 38's full set on an AMD EPYC VM (two rounds per column, load average
+#: 0.45-2.3, the controller with ``burst_level``; policy fingerprints in the file; stop 36's set before it
+#: gave step 1.0-5.7, joint 0.1-0.3; stop 35's step 0.3-2.2, joint 0.1-0.5).
+#: Measured when committed: step 0.2-1.3 points per pattern (0.6 on average), joint 0.1-0.5 (0.2). The old
+#: parametric model predicts no miss at all for step on these runs (real 4.5-9.2 %, 6.7 points off on
+#: average: test below), so the bounds still tell it apart.
 TOLERANCE = 0.10
 MEAN_TOLERANCE = 0.05
 #: The noise the old simulator assumed (σ of log latency); the learned plant must replay the machine's.
