@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,33 @@ def test_scoring_against_the_target_in_force() -> None:
     assert list(s.phase_miss_rates.values()) == [0.0, 0.5]
     assert scoring.score(run, default_target_ms=25).misses == 2
     assert scoring.accuracy_source(["measured", "predicted"]) == "mixed: measured/predicted"
+    assert list(s.phase_misses.values()) == [(0, 1), (1, 2)]
+
+
+def test_a_run_is_worse_than_another_only_beyond_chance() -> None:
+    # Fisher's tea-tasting table: 3 of 4 against 1 of 4 has the one-sided p (16 + 1) / 70 (hand-counted:
+    # C(4,3)·C(4,1) + C(4,4)·C(4,0) of C(8,4) ways to place the 4 misses)
+    assert scoring.excess_misses_p(3, 4, 1, 4) == pytest.approx(17 / 70)
+    assert scoring.excess_misses_p(0, 50, 5, 50) == 1.0  # at least 0 misses: certain
+    # all 5 misses of 100 frames in the first 50: 50·49·48·47·46 of 100·99·98·97·96 orderings
+    assert scoring.excess_misses_p(5, 50, 0, 50) == pytest.approx(math.prod(range(46, 51)) / math.prod(range(96, 101)))
+    with pytest.raises(ValueError):
+        scoring.excess_misses_p(3, 2, 0, 2)
+
+    def run(label: str, misses_before: int, misses_after: int) -> scoring.Score:
+        """300 frames before t=30 s and 300 after, the first ``misses_*`` of each over the 30 ms target."""
+        lat = [(i * 0.1, 40.0 if i < misses_before else 20.0) for i in range(300)]
+        lat += [(30 + i * 0.1, 40.0 if i < misses_after else 20.0) for i in range(300)]
+        return scoring.score(scoring.RunData(label=label, latency_ms=lat, target_ms=[(0.0, 30.0)]),
+                             phases=[("before", 0, 30), ("after", 30, 60)])
+
+    # three frames more than the baseline in one phase (the demo's case) is chance; thirty is not
+    lines = scoring.compare_phases(run("managed", 3, 30), run("fixed", 0, 0))
+    assert lines[0].startswith("[managed vs fixed]")
+    assert "3 of 300 vs 0 of 300: more misses, within chance" in lines[1]
+    assert "30 of 300 vs 0 of 300: worse (p = " in lines[2]
+    assert scoring.compare_phases(run("managed", 0, 5), run("fixed", 1, 90))[1:] == [
+        "  before (0-30 s): 0 of 300 vs 1 of 300: no worse", "  after (30-60 s): 5 of 300 vs 90 of 300: no worse"]
 
 
 def test_total_power_key_only() -> None:

@@ -31,7 +31,7 @@ STEP_S = 6.0  # the scenario's target drop
 
 
 @pytest.mark.usefixtures("isolated_network")
-def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
+def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int, capsys: pytest.CaptureFixture) -> None:
     sc = scn.load_scenario(SCENARIO)
     bag = tmp_path / "scenario"
     msb.write_bag(sc, bag, "mcap")
@@ -114,6 +114,15 @@ def test_replayed_scenario_is_scored(tmp_path: Path, domain_id: int) -> None:
     assert scores[0]["frames"] == len(results) and scores[0]["switches"] >= 1
     # After the drop to 0.5 ms, every frame misses: the miss rate counts them against the target in force.
     assert scores[0]["misses"] >= sum(1 for t, _ in run.latency_ms if t >= STEP_S + 0.5)
+
+    # Two runs split by a mark: misses per phase with their counts, and the first run compared with the
+    # second phase by phase (here the same bag twice: no worse in either phase).
+    capsys.readouterr()
+    assert report.main([str(out), str(out), "--labels", "a,b", "--mark", f"{STEP_S:g}:step"]) == 0
+    text = capsys.readouterr().out
+    after = next(ln for ln in text.splitlines() if ln.strip().startswith("after step"))
+    assert after.endswith(f" of {sum(1 for t, _ in run.latency_ms if t >= STEP_S)})"), after
+    assert "[a vs b]" in text and text.count(": no worse") == 2, text
 
 
 @pytest.mark.usefixtures("isolated_network")

@@ -11,7 +11,11 @@ Rules, stated once:
   mean, over frames, of that level's top-1 from the family file, and its source (``measured`` /
   ``predicted``) is reported with it: predicted accuracy never passes for measured;
 - a switch is a change of ``dynofa/active_level`` (what actually ran), not a command;
-- energy is integrated (trapezoids) only from recorded power samples; with none, it is "not recorded".
+- energy is integrated (trapezoids) only from recorded power samples; with none, it is "not recorded";
+- two runs are compared phase by phase on their miss counts: a run is *worse* only where chance alone would
+  rarely give it that many more misses (one-sided Fisher exact test, :func:`excess_misses_p`). Two runs of
+  the same level in two minutes of a shared machine differ by a frame or two either way; a percentage
+  alone would call that a difference.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Score:
     gpu_freq_changes: int
     energy_j: float | None
     phase_miss_rates: dict[str, float | None] = field(default_factory=dict)
+    #: per phase (same keys): (misses, frames with a target)
+    phase_misses: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """The report, one fact per line."""
@@ -83,7 +89,8 @@ class Score:
                f"  deadline-miss rate      {pct(self.miss_rate)} ({self.misses} of {self.frames - self.no_target} "
                f"frames with a target" + (f"; {self.no_target} without one" if self.no_target else "") + ")"]
         for name, rate in self.phase_miss_rates.items():
-            out.append(f"    {name}: {pct(rate)}")
+            k, n = self.phase_misses.get(name, (0, 0))
+            out.append(f"    {name}: {pct(rate)}" + (f" ({k} of {n})" if n else ""))
         out += [f"  latency p50 / p90       {ms(self.latency_p50_ms)} / {ms(self.latency_p90_ms)}",
                 "  mean accuracy           " + ("n/a" if self.mean_accuracy is None
                                                 else f"{self.mean_accuracy:.2f} % top-1 ({self.accuracy_source})"),
@@ -148,9 +155,12 @@ def score(run: RunData, accuracies: Sequence[float | None] = (), accuracy_source
             accs.append(float(accuracies[int(lv)]))  # type: ignore[arg-type]
 
     phase_rates: dict[str, float | None] = {}
+    phase_counts: dict[str, tuple[int, int]] = {}
     for name, a, b in phases:
         sel = [f for (t, _), f in zip(run.latency_ms, flags, strict=True) if a <= t < b and f is not None]
-        phase_rates[f"{name} ({a:.0f}-{b:.0f} s)"] = (sum(sel) / len(sel)) if sel else None
+        key = f"{name} ({a:.0f}-{b:.0f} s)"
+        phase_rates[key] = (sum(sel) / len(sel)) if sel else None
+        phase_counts[key] = (sum(sel), len(sel))
 
     def mhz(series: Series, scale: float) -> tuple[float, float] | None:
         if not series:
@@ -165,7 +175,45 @@ def score(run: RunData, accuracies: Sequence[float | None] = (), accuracy_source
                  switches=changes(run.active_level), level_counts=level_counts, commands=len(run.subnet_cmd),
                  cpu_freq_mhz=mhz(run.cpu_freq_khz, 1e3), gpu_freq_mhz=mhz(run.gpu_freq_hz, 1e6),
                  cpu_freq_changes=changes(run.cpu_freq_khz), gpu_freq_changes=changes(run.gpu_freq_hz),
-                 energy_j=energy_j(run.power_w), phase_miss_rates=phase_rates)
+                 energy_j=energy_j(run.power_w), phase_miss_rates=phase_rates,
+                 phase_misses=phase_counts)
+
+
+def excess_misses_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """How likely chance alone gives run 1 at least ``k1`` of the ``k1 + k2`` misses, were both runs' frames
+    equally likely to miss: the one-sided p-value of Fisher's exact test (hypergeometric upper tail).
+
+    Exact sums of binomial coefficients rather than scipy.stats.fisher_exact: one sum does not justify a
+    ~40 MB dependency on a robot, and Python's integers keep it exact at any frame count.
+    """
+    if min(k1, n1, k2, n2) < 0 or k1 > n1 or k2 > n2:
+        raise ValueError(f"misses must lie in 0..frames: {k1} of {n1}, {k2} of {n2}")
+    misses, total = k1 + k2, n1 + n2
+    if total == 0:
+        return 1.0
+    tail = sum(math.comb(misses, k) * math.comb(total - misses, n1 - k) for k in range(k1, min(misses, n1) + 1))
+    return tail / math.comb(total, n1)
+
+
+def compare_phases(a: Score, b: Score, alpha: float = 0.05) -> list[str]:
+    """Per phase (in order), whether run ``a`` missed more deadlines than run ``b`` beyond chance.
+
+    Phases pair by position: their names match between runs, their end times need not (runs differ in length).
+    """
+    out = [f"[{a.label} vs {b.label}] misses per phase; worse = more misses than chance explains "
+           f"(one-sided Fisher exact test, p < {alpha:g})"]
+    for (name, (k1, n1)), (k2, n2) in zip(a.phase_misses.items(), b.phase_misses.values(), strict=False):
+        counts = f"{k1} of {n1} vs {k2} of {n2}"
+        if not n1 or not n2:
+            verdict = "not compared (a run has no frames with a target here)"
+        elif k1 * n2 <= k2 * n1:
+            verdict = "no worse"
+        else:
+            p = excess_misses_p(k1, n1, k2, n2)
+            verdict = (f"worse (p = {p:.3g})" if p < alpha
+                       else f"more misses, within chance (p = {p:.2f})")
+        out.append(f"  {name}: {counts}: {verdict}")
+    return out
 
 
 def accuracy_source(sources: Sequence[str]) -> str:

@@ -6,6 +6,8 @@
 Per run: deadline-miss rate against the latency target in force (overall and per phase when ``--mark``
 splits the run), latency p50/p90, mean accuracy delivered with its source (measured / predicted, from
 the family file), level switches, the CPU/GPU frequencies commanded, and energy where power was recorded.
+With several runs and ``--mark``, the first run is compared with each other one phase by phase: worse only
+beyond chance (a frame or two either way is not a difference).
 The PNG has one column per run: latency vs target, level, frequencies, battery, load. Rules:
 ``dynofa_ros/replay/scoring.py``. A truncated or corrupt bag gives one error line (exit status 2).
 """
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"family: {fam_name} ({args.family}); accuracy source: {source}")
     for sc in scores:
         print("\n".join(sc.lines()))
+    if marks:
+        for other in scores[1:]:
+            print("\n".join(scoring.compare_phases(scores[0], other)))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps([vars(s) for s in scores], indent=1, default=str), encoding="utf-8")
