@@ -422,8 +422,8 @@ class MultiPolicy:
         last = sub.state.last_latency
         if last is not None and now - last > cfg.stale_timeout_s:
             stale = f"latency feedback {now - last:.1f} s old > {cfg.stale_timeout_s:g} s → safe level"
-        c = _AppCtx(name, sub.state.level, floor, target, (target or 0.0) * (1.0 - cfg.latency_margin),
-                    (target or 0.0) * (1.0 - cfg.latency_margin - cfg.up_hysteresis), stale=stale, notes=notes)
+        c = _AppCtx(name, sub.state.level, floor, target, cfg.plan_ms(target or 0.0), cfg.probe_ms(target or 0.0),
+                    stale=stale, notes=notes)
         if target is not None and not stale:
             c.violating = self._violates(name, target, now)
             if sub.replan and not c.violating:

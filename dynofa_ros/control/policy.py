@@ -238,6 +238,15 @@ class PolicyConfig:
     gpu_fraction: float = _tunable(0.7, 0.0, 1.0, "clock scaling: share of a level's latency that scales with "
                                                   "1/f_gpu")
 
+    def plan_ms(self, target: float) -> float:
+        """What a level's predicted tail must fit to be kept: ``target · (1 - latency_margin)``."""
+        return target * (1.0 - self.latency_margin)
+
+    def probe_ms(self, target: float) -> float:
+        """What a level's predicted tail must fit to be probed into: the plan less ``up_hysteresis``, so that a
+        level which only just fits is not entered on one decision's noise and left on the next."""
+        return target * (1.0 - self.latency_margin - self.up_hysteresis)
+
     def validate(self, num_levels: int | None = None) -> PolicyConfig:
         """Raise :class:`PolicyConfigError` naming the first broken rule; return self when fine."""
         for f in fields(self):
@@ -911,11 +920,19 @@ class JointPolicy(Policy):
         lvl = self.state.level
         if target is None or len(slow) < FIT_MIN:  # ``slow``: the running level's ratios of the slowdown
             return lvl
-        cfg = self.config
-        ratio = self.tails.tail(slow, 1.0 - cfg.miss_budget, self.spread()) or math.inf
-        limit = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
-        best = lvl
-        for lv in range(lvl + 1, len(self.levels)):
+        ratio = self.tails.tail(slow, 1.0 - self.config.miss_budget, self.spread()) or math.inf
+        return self.highest_probe(lvl, now, self.config.probe_ms(target), cpu, gpu, lambda _lv: ratio)
+
+    def highest_probe(self, level: int, now: float, limit: float, cpu: int | None, gpu: int | None,
+                      ratio_of: Callable[[int], float]) -> int:
+        """The most accurate level above ``level`` reached one level at a time while each is predicted (its tail
+        ratio ``ratio_of(level)``) within ``limit`` and none failed lately (:meth:`probe_allowed`); ``level``
+        itself when the next one is not. Why one at a time: a blocked level blocks the ones above it too (they
+        were blocked with it, :meth:`record_failure`), and a level that does not fit says the ones above it are
+        no safer."""
+        best = level
+        for lv in range(level + 1, len(self.levels)):
+            ratio = ratio_of(lv)
             if self.predict_ms(lv, cpu, gpu, ratio) > limit or not self.probe_allowed(lv, now, ratio):
                 break
             best = lv
@@ -1044,8 +1061,7 @@ class JointPolicy(Policy):
             reason = f"{prefix}: no latency target → most accurate level at the highest allowed clocks"
             return Decision(lvl, cap_c, cap_g, "; ".join([reason, *notes]), "no_target" if mode == "normal" else mode,
                             self.predict_ms(lvl, cap_c, cap_g))
-        budget = target * (1.0 - cfg.latency_margin)
-        up_budget = target * (1.0 - cfg.latency_margin - cfg.up_hysteresis)
+        budget, up_budget = cfg.plan_ms(target), cfg.probe_ms(target)
         period = self.frame_period_s()
         run = st.level
         if self._ran != run or cfg.accuracy_slack <= 0:  # a safety rule moved the level, or no slack: resync
@@ -1129,12 +1145,7 @@ class JointPolicy(Policy):
                 why = f"return: the slowdown that level {want} held until has ended ({ended})"
                 self.blocked_until[want] = -math.inf
             elif cur < top and quiet and settled:
-                up = cur
-                for lv in range(cur + 1, top + 1):
-                    ratio = self.tail_ratio(lv)
-                    if not fits(lv, limit) or not self.probe_allowed(lv, now, ratio):
-                        break
-                    up = lv
+                up = self.highest_probe(cur, now, limit, cap_c, cap_g, self.tail_ratio)
                 if up > cur:
                     want = up
                     why = (f"probe: level {up} predicted within {limit:.1f} ms after "
