@@ -159,8 +159,9 @@ def score(run: RunData, accuracies: Sequence[float | None] = (), accuracy_source
     for name, a, b in phases:
         sel = [f for (t, _), f in zip(run.latency_ms, flags, strict=True) if a <= t < b and f is not None]
         key = f"{name} ({a:.0f}-{b:.0f} s)"
-        phase_rates[key] = (sum(sel) / len(sel)) if sel else None
-        phase_counts[key] = (sum(sel), len(sel))
+        k, n = sum(sel), len(sel)
+        phase_counts[key] = (k, n)
+        phase_rates[key] = k / n if n else None
 
     def mhz(series: Series, scale: float) -> tuple[float, float] | None:
         if not series:
