@@ -370,7 +370,7 @@ class MultiPolicy:
             others = [n for n in violating if n != p.app]
             if others and cur[p.app] == p.to_level:
                 sub = self.subs[p.app]
-                sub.record_failure(p.to_level, now, sub.tail_ratio(p.to_level))
+                sub.record_failure(p.to_level, now)
                 want[p.app] = p.from_level
                 why[p.app].append(f"probe of level {p.to_level} reverted: {', '.join(others)} missed its deadline "
                                   f"while {p.app} ran it → level {p.from_level}")
@@ -494,7 +494,7 @@ class MultiPolicy:
                 if pick[n] < ctx[n].cur and n in violating and ctx[n].replanned:
                     why[n].append(f"level {pick[n]}, the most accurate predicted within it")  # no frame failed
                 elif pick[n] < ctx[n].cur and n in violating:
-                    self.subs[n].record_failure(ctx[n].cur, now, self.subs[n].tail_ratio(ctx[n].cur))
+                    self.subs[n].record_failure(ctx[n].cur, now)
                     why[n].append(f"level {ctx[n].cur} misses {ctx[n].target:g} ms more often than the "
                                   f"{cfg.miss_budget:.0%} budget → level {pick[n]}")
                 elif pick[n] < ctx[n].cur:
@@ -522,7 +522,7 @@ class MultiPolicy:
                 continue
             for m in managed:
                 if m in violating and pick[m] < ctx[m].cur:
-                    self.subs[m].record_failure(ctx[m].cur, now, self.subs[m].tail_ratio(ctx[m].cur))
+                    self.subs[m].record_failure(ctx[m].cur, now)
             for m in given_up:
                 why[m].append(f"no combination of levels meets every deadline: {m} (priority "
                               f"{self.apps[m].priority:g}) yields, fastest allowed level {ctx[m].floor}")
@@ -612,6 +612,7 @@ class MultiPolicy:
         for n in self.order:
             st = self.subs[n].state
             if levels[n] != st.level:
+                self.subs[n].entry_ratio = self.subs[n].tail_ratio(levels[n])  # before the reference moves to it
                 st.level, st.last_level_change = levels[n], now
                 self.level_history[n].append((now, levels[n]))
                 del self.level_history[n][:-64]

@@ -632,7 +632,7 @@ class JointPolicy(Policy):
         self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
         self.last_violation = -math.inf  # the newest violation that dropped the level: probes wait probe_quiet_s
         self.last_alarm = -math.inf      # the newest violation of the running level, dropped or not (at the floor)
-        self.entered_by_probe = False
+        self.entry_ratio: float | None = None  # the tail ratio the running level was predicted at when entered
         self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
         self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
         self._context: tuple[float | None, float | None] | None = None
@@ -955,9 +955,19 @@ class JointPolicy(Policy):
             return held[0]
         return None
 
-    def record_failure(self, level: int, now: float, ratio: float) -> None:
-        """``level`` could not hold the target: block probes into it (and above), longer after each failure."""
+    def record_failure(self, level: int, now: float) -> None:
+        """``level`` could not hold the target: block probes into it (and above), longer after each failure.
+
+        What is kept to lift the block early (:meth:`probe_allowed`) is the tail ratio the level was predicted at
+        when it was entered, not its own tail now: that one holds the very late frames that failed it, and any
+        later prediction from clean frames (a transfer from the level below) undercut it by more than
+        ``UNBLOCK_RATIO``, so a level that misses on an idle machine was retried as soon as the level below had
+        frames again, the block never reached its second doubling. Compared with the prediction it was entered
+        at, a block is lifted only when conditions are clearly better than when the level was tried.
+        """
         cfg = self.config
+        ratio = self.entry_ratio if level == self.state.level and self.entry_ratio is not None else (
+            self.tail_ratio(level))
         self.failures[level] += 1
         block = min(cfg.probe_quiet_s * 2 ** (self.failures[level] - 1), cfg.probe_backoff_max_s)
         for lv in range(level, len(self.levels)):
@@ -1110,7 +1120,7 @@ class JointPolicy(Policy):
                 stay = [v for t, v in self.loads if st.last_level_change <= t < now - RECENT_S]
                 self.load_before = min(stay) if stay else None
             if run > floor:
-                self.record_failure(run, now, self.tail_ratio(run))
+                self.record_failure(run, now)
             now_ratio = self.drop_ratio(now, target)
             below = [lv for lv in range(floor, run) if self.predict_ms(lv, cap_c, cap_g, now_ratio) <= budget]
             if below:
@@ -1128,8 +1138,11 @@ class JointPolicy(Policy):
             self.slowdown_ended = None
         else:
             want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
-            if run == top or now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
-                self.failures[run] = 0  # it held long enough: a later failure is a new story
+            if now - st.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s:
+                # it held long enough: a later failure is a new story. The most accurate level is no exception: it
+                # was (any decision at it that saw no violation cleared its count), and a top level that misses on
+                # an idle machine was retried every 8 s for ever, the limit cycle the backoff exists to stop
+                self.failures[run] = 0
             quiet = now - self.last_violation >= cfg.probe_quiet_s
             enough = self.frames_to_trust()
             n_run = self.tails.count(run)
@@ -1181,10 +1194,10 @@ class JointPolicy(Policy):
                 why += (f"; level {lvl} instead ({self.levels[want].accuracy or 0:.1f} → "
                         f"{self.levels[lvl].accuracy or 0:.1f} % within the {cfg.accuracy_slack:g}-point "
                         "accuracy slack, less energy per frame)")
-        if lvl != run:
-            self.entered_by_probe = lvl > run and lvl != floor
         self._ran = lvl
         ratio = ratio_of(lvl)
+        if lvl != run:
+            self.entry_ratio = ratio
         c, g = (pair[1], pair[2]) if pair is not None else (cap_c, cap_g)
         c, g = self._freq_dwell(inp, (c, g), cap_c, cap_g)
         pred = self.predict_ms(lvl, c, g, ratio)
