@@ -612,7 +612,7 @@ class MultiPolicy:
         for n in self.order:
             st = self.subs[n].state
             if levels[n] != st.level:
-                self.subs[n].entry_ratio = self.subs[n].tail_ratio(levels[n])  # before the reference moves to it
+                self.subs[n].entered = (levels[n], self.subs[n].tail_ratio(levels[n]))  # before the reference moves
                 st.level, st.last_level_change = levels[n], now
                 self.level_history[n].append((now, levels[n]))
                 del self.level_history[n][:-64]

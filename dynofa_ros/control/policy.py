@@ -632,7 +632,7 @@ class JointPolicy(Policy):
         self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
         self.last_violation = -math.inf  # the newest violation that dropped the level: probes wait probe_quiet_s
         self.last_alarm = -math.inf      # the newest violation of the running level, dropped or not (at the floor)
-        self.entry_ratio: float | None = None  # the tail ratio the running level was predicted at when entered
+        self.entered: tuple[int, float] | None = None  # (level, the tail ratio it was predicted at when entered)
         self.ceiling = n - 1       # the most accurate level the deadline logic allows (runs when no slack)
         self._ran: int | None = None  # level the last own decision chose (another rule may have moved it)
         self._context: tuple[float | None, float | None] | None = None
@@ -966,8 +966,8 @@ class JointPolicy(Policy):
         at, a block is lifted only when conditions are clearly better than when the level was tried.
         """
         cfg = self.config
-        ratio = self.entry_ratio if level == self.state.level and self.entry_ratio is not None else (
-            self.tail_ratio(level))
+        # a level entered by a safety rule (thermal, stale feedback) has no prediction of its own: its tail then
+        ratio = self.entered[1] if self.entered is not None and self.entered[0] == level else self.tail_ratio(level)
         self.failures[level] += 1
         block = min(cfg.probe_quiet_s * 2 ** (self.failures[level] - 1), cfg.probe_backoff_max_s)
         for lv in range(level, len(self.levels)):
@@ -1197,7 +1197,7 @@ class JointPolicy(Policy):
         self._ran = lvl
         ratio = ratio_of(lvl)
         if lvl != run:
-            self.entry_ratio = ratio
+            self.entered = (lvl, ratio)
         c, g = (pair[1], pair[2]) if pair is not None else (cap_c, cap_g)
         c, g = self._freq_dwell(inp, (c, g), cap_c, cap_g)
         pred = self.predict_ms(lvl, c, g, ratio)
