@@ -629,7 +629,7 @@ class JointPolicy(Policy):
                                    self.config.overhead_ms)
         self.failures = [0] * n                   # consecutive failed stays per level (probe backoff)
         self.blocked_until = [-math.inf] * n      # no probe into a level before this time
-        self.fail_ratio: list[float | None] = [None] * n  # tail ratio the level failed at
+        self.fail_ratio: list[float | None] = [None] * n  # tail ratio a failed stay was entered at (record_failure)
         self.last_violation = -math.inf  # the newest violation that dropped the level: probes wait probe_quiet_s
         self.last_alarm = -math.inf      # the newest violation of the running level, dropped or not (at the floor)
         self.entered: tuple[int, float] | None = None  # (level, the tail ratio it was predicted at when entered)
