@@ -328,6 +328,31 @@ def test_when_contention_begins_the_drop_goes_to_the_level_it_allows_not_to_the_
     assert sum(misses) / len(misses) <= 0.03
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_drop_that_went_too_far_climbs_back_to_the_levels_it_skipped_without_the_quiet_period(seed):
+    """Level 3 has just been entered (it never held) when contention (1.4x) begins with a stall (3.5x for 0.3 s,
+    as a CPU stalls when busy processes start): the drop is planned on the stall's frames and goes to level 0,
+    where under the steady contention level 2 holds. Levels 1 and 2 were skipped, never shown to fail: once
+    level 0's own frames are enough to trust, the climb to them starts without waiting ``probe_quiet_s`` (real
+    step and 640x480 runs, stop 40: level 5 -> 4 on the stall, 1.2 s later level 4 -> 0, then 8 s at level 0 where
+    level 3 held, about -0.85 points a run). Level 3, which failed, still waits its block."""
+    profile = [10.0, 12.0, 14.4, 17.3]
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(profile)]
+    target = 40.0  # p98 = 1.67 x median. x1.4: level 2 (≈ 34 ms) fits, level 3 (≈ 40) does not
+    quiet = 8.0
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03,
+                                                           probe_quiet_s=quiet))
+    frames, misses, changes, ups = run_plant(pol, profile, target, seconds=20.0, start_level=3, seed=seed,
+                                             slowdown=lambda t: 3.5 if t < 0.2 else 1.4)
+    dropped_to = min(frames[:20])
+    assert dropped_to < 2, changes                    # the stall's frames sent the drop too far
+    back = [t for t, lvl in ups if lvl == 2]
+    assert ups[0][0] < quiet - 2.0, ups               # the first move up well before the quiet period ends,
+    assert back and back[0] < quiet, ups              # and level 2 reached before it (no skip: 8.05 s, all seeds)
+    assert all(lvl <= 2 for lvl in frames[20:20 * 8])  # the level that failed waits its block
+    assert sum(misses[20:]) / len(misses[20:]) <= 0.03
+
+
 def test_in_every_gap_between_bursts_the_way_up_is_planned_from_the_frames_just_before():
     """Bursts of 2.5x contention, 3 s on, 3 s off. In the gaps the running level is as fast as it was before
     the first burst, so the 10th percentile of its whole window (idle and burst frames) is never undercut
