@@ -119,6 +119,27 @@ def test_a_tighter_target_is_planned_at_once_before_any_frame_misses_it():
     assert again.levels == d.levels, again.reasons
 
 
+def test_a_failure_is_forgotten_once_the_level_has_held_for_four_windows():
+    """As for one app: a level that failed, came back and then held for 4 windows starts its next failure from the
+    first block again. Before, the multi-app manager never cleared the count, so each later failure of the level
+    doubled its block up to ``probe_backoff_max_s``, however long it had held in between."""
+    pol = _pair()
+    targets = {"front": 40.0, "rear": 40.0}
+    prof = {n: [lv.latency_ms for lv in pol.subs[n].levels] for n in pol.order}
+    calm = {n: (lambda lv, n=n: prof[n][lv]) for n in pol.order}
+    hot = {"front": lambda lv: 1.5 * prof["front"][lv], "rear": lambda lv: 1.5 * prof["rear"][lv]}
+    _feed(pol, 0.0, 10.0, calm, targets)
+    _feed(pol, 10.0, 14.0, hot, targets)
+    failed = [(n, lv) for n in pol.order for lv, f in enumerate(pol.subs[n].failures) if f]
+    assert failed, "contention must fail a level, or the test proves nothing"
+    hold = 4 * pol.config.window_s
+    decisions = _feed(pol, 14.0, 14.0 + hold + 20.0, calm, targets)
+    assert pol.levels == {"front": 2, "rear": 2}, decisions[-1][1].reasons
+    since = max(pol.subs[n].state.last_level_change for n in pol.order)
+    assert decisions[-1][0] - since >= hold  # both have held 4 windows at the end
+    assert all(pol.subs[n].failures[lv] == 0 for n, lv in failed), [(n, pol.subs[n].failures) for n in pol.order]
+
+
 def test_when_no_combination_fits_the_lowest_priority_gives_its_deadline_up():
     pol = _pair()
     targets = {"front": 40.0, "rear": 6.0}  # rear cannot hold 6 ms next to front at any level

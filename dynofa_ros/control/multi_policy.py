@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from ..series import step_value
 from .platforms import DomainPower
 from .policy import (
+    HOLD_CONFIRM_WINDOWS,
     RECENT_S,
     Decision,
     DeviceReadings,
@@ -390,6 +391,12 @@ class MultiPolicy:
         for n in managed:
             if want[n] == cur[n] and not any(why[n]):
                 why[n].append(f"level {cur[n]} holds {ctx[n].target:g} ms within the {cfg.miss_budget:.0%} budget")
+            sub = self.subs[n]
+            if (want[n] == cur[n] and not ctx[n].violating
+                    and now - sub.state.last_level_change >= HOLD_CONFIRM_WINDOWS * cfg.window_s):
+                # it held long enough: a later failure is a new story, as for one app (JointPolicy). Without this a
+                # level's count only grew, and every later failure of it doubled the block, up to the cap
+                sub.failures[cur[n]] = 0
 
         c, g = self._clocks(ctx, want, cpus, gpus, cap_c, cap_g, now)
         preds: dict[str, float | None] = {}
@@ -568,9 +575,11 @@ class MultiPolicy:
             for lv in range(c.cur + 1, top + 1):
                 trial = dict(want)
                 trial[n] = lv
-                if not sub.probe_allowed(lv, now, sub.tail_ratio(lv)):
-                    break
+                # the fit first: probe_allowed lifts a block when conditions are clearly better, and a level that does
+                # not fit anyway must not lose its block on the way (the single-app order, JointPolicy.highest_probe)
                 if not self._fits_all(ctx, trial, [m for m in free], cap_c, cap_g, now, up=n):
+                    break
+                if not sub.probe_allowed(lv, now, sub.tail_ratio(lv)):
                     break
                 up = lv
             if up > c.cur:
