@@ -22,10 +22,12 @@ SIGMA = 0.25
 
 
 def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, seed=1, start_level=None,
-              slowdown=lambda t: 1.0, cpu_load=None, sigma=SIGMA):
+              slowdown=lambda t: 1.0, cpu_load=None, sigma=SIGMA, level_factor=lambda t, level: 1.0):
     """Returns (levels per frame, misses per frame, decision times at which the level changed, up-move times).
 
-    ``slowdown(t)``: contention, a factor on every level's latency at time t. ``cpu_load(t)``: the monitor's CPU
+    ``slowdown(t)``: contention, a factor on every level's latency at time t; ``level_factor(t, level)`` one more on
+    one level's (contention slows levels unequally: measured/profiled 1.34 at level 4, 1.06 at level 6, issue 16).
+    ``cpu_load(t)``: the monitor's CPU
     load reading (%) at time t, read at 2 Hz as monitor_node does; None: no monitor."""
     rng = random.Random(seed)
     if start_level is not None:
@@ -36,7 +38,7 @@ def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, s
     next_decision, next_load, load = 0.0, 0.0, None
     for i in range(int(seconds * fps)):
         t = i / fps
-        lat = true_ms[level] * slowdown(t) * math.exp(sigma * rng.gauss(0.0, 1.0))
+        lat = true_ms[level] * slowdown(t) * level_factor(t, level) * math.exp(sigma * rng.gauss(0.0, 1.0))
         pending.append(LatencySample(lat, level, t + lat / 1000.0))
         frames.append(level)
         misses.append(lat > target)
@@ -382,6 +384,71 @@ def test_a_drop_enters_a_level_on_the_same_bar_as_a_probe():
     marginal = [(f, s, d.level, round(d.predicted_latency_ms, 2)) for f, s, d in drops
                 if d.predicted_latency_ms > cfg.probe_ms(target)]
     assert not marginal, (cfg.probe_ms(target), marginal)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 8])
+def test_a_level_that_misses_more_often_than_the_budget_but_too_rarely_to_prove_it_is_left_once_its_window_shows_it(
+        seed):
+    """The top level misses 3 % of frames (its true p97 is the target), level 1 0.75 %, at 10 frames a second (a
+    640x480 camera's rate here). Two late frames in an 80-frame window are noise at a 2 % budget, and at 3 % the
+    binomial test proves a violation in about one window of fifteen: the level runs on (the demo, stops 40 and 41:
+    level 4 at 3.3-4.5 % for 11-22 s). Judged on its own tail once the stay fills the window, it is left within
+    the minute and the run's misses stay within the budget. In these seeds the previous policy ran level 2 for
+    78-100 % of the frames at 2.3-2.8 % misses."""
+    profile = [10.0, 11.5, 13.2]
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(profile)]
+    target = 13.2 * math.exp(SIGMA * NormalDist().inv_cdf(0.97))  # 21.1 ms: level 2 misses 3 %, level 1 0.75 %
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    decide, reasons = pol.decide, []
+
+    def recorded(inp):
+        d = decide(inp)
+        reasons.append(d.reason)
+        return d
+
+    pol.decide = recorded
+    frames, misses, changes, _ = run_plant(pol, profile, target, seconds=90.0, fps=10.0, start_level=2, seed=seed)
+    assert changes and changes[0] < 60.0, changes
+    assert any("its own tail over this stay" in r for r in reasons)  # the reason says which test ended it
+    assert frames.count(2) / len(frames) <= 0.5, changes  # no return to it on its own frames' evidence
+    assert sum(misses) / len(misses) <= 0.02
+    assert len(changes) / 1.5 <= 6.0, changes
+
+
+@pytest.mark.parametrize("seed", [2, 3, 5])
+def test_the_level_a_burst_drops_to_steps_down_once_its_record_of_bursts_misses_more_than_the_budget(seed):
+    """Bursts of 2.4x contention that slow level 2 a further 1.06x (contention slows levels unequally). Planned
+    from the top level's late frames, level 2 is predicted to fit (p98 ≈ 36.6 ms against a 36.8 ms bar); in a burst
+    it misses ~4 % of frames, 2-3 of a burst's 60: too few for the violation test in one stay, and the plan from
+    its own frames of the burst picks it again. Once its record of the bursts it held through (pooled) misses more
+    often than the budget, a burst's drop goes below it (real bursty rounds, stops 41 and 42: level 4 lost 1-3
+    frames in nearly every burst it ran, where the oracle ran level 3). The previous policy dropped to level 2 in
+    every burst of these seeds."""
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    bursts = [(8.0 + 6.0 * i, 11.0 + 6.0 * i) for i in range(8)]
+    decide, back_drops = pol.decide, []
+
+    def recorded(inp):
+        failing = pol.burst_record_fails(2)
+        d = decide(inp)
+        if "which is back" in d.reason:  # a burst's drop to the level that held through the last one
+            back_drops.append((inp.now, failing, d.level))
+        return d
+
+    def in_burst(t: float) -> bool:
+        return any(a <= t < b for a, b in bursts)
+
+    pol.decide = recorded
+    frames, _, _, _ = run_plant(pol, BURST_PROFILE, 40.0, seconds=bursts[-1][1] + 1.0, start_level=4, decide_hz=20.0,
+                                seed=seed, sigma=0.05, slowdown=lambda t: 2.4 if in_burst(t) else 1.0,
+                                level_factor=lambda t, level: 1.06 if level == 2 and in_burst(t) else 1.0)
+    after = [(t, lvl) for t, failing, lvl in back_drops if failing]
+    assert after, ("level 2's record must fail before a burst comes back, or the test proves nothing",
+                   pol.burst_record, back_drops)
+    assert all(lvl < 2 for _, lvl in after), back_drops
+    last = frames[int((bursts[-1][0] + 0.5) * 20):int(bursts[-1][1] * 20)]
+    assert 2 not in last, last
 
 
 def test_in_every_gap_between_bursts_the_way_up_is_planned_from_the_frames_just_before():
