@@ -56,6 +56,20 @@ def run_plant(policy, true_ms, target, seconds=120.0, fps=20.0, decide_hz=5.0, s
     return frames, misses, changes, ups
 
 
+def watch_decisions(policy, see, before=lambda: None) -> None:
+    """Every decision ``policy`` takes from here on also goes to ``see(inputs, decision, before())``, ``before``
+    read just before the decision is taken: what a test observes of the policy's own, unchanged ``decide``."""
+    decide = policy.decide
+
+    def watched(inp):
+        seen_before = before()
+        d = decide(inp)
+        see(inp, d, seen_before)
+        return d
+
+    policy.decide = watched
+
+
 def test_noise_wider_than_the_level_spacing_does_not_make_it_flap():
     # three levels 10 % apart; level 1's 98th percentile fits 19.7 ms, level 2 misses 2.6 % of frames:
     # the right answer is to stay at level 1, a mean-based controller sees level 2's mean (12.5 ms) fit easily
@@ -368,16 +382,12 @@ def test_a_drop_enters_a_level_on_the_same_bar_as_a_probe():
     drops = []
     for factor, seed in itertools.product((1.75, 1.8, 1.85, 1.9), (1, 2, 3)):
         pol = make_policy("joint", levels, config=cfg)
-        decide = pol.decide
 
-        def recorded(inp, decide=decide, pol=pol, run=(factor, seed)):
-            before = pol.state.level
-            d = decide(inp)
+        def see(inp, d, before, run=(factor, seed)):
             if 0 < d.level < before and "misses" in d.reason:  # a violation's drop to a level with a choice below it
                 drops.append((*run, d))
-            return d
 
-        pol.decide = recorded
+        watch_decisions(pol, see, before=lambda pol=pol: pol.state.level)
         run_plant(pol, profile, target, seconds=20.0, start_level=6, seed=seed,
                   slowdown=lambda t, f=factor: 1.0 if t < 10.0 else f)
     assert len(drops) >= 6, "the plant must make drops with a choice, or the test proves nothing"
@@ -399,14 +409,8 @@ def test_a_level_that_misses_more_often_than_the_budget_but_too_rarely_to_prove_
     levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(profile)]
     target = 13.2 * math.exp(SIGMA * NormalDist().inv_cdf(0.97))  # 21.1 ms: level 2 misses 3 %, level 1 0.75 %
     pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
-    decide, reasons = pol.decide, []
-
-    def recorded(inp):
-        d = decide(inp)
-        reasons.append(d.reason)
-        return d
-
-    pol.decide = recorded
+    reasons = []
+    watch_decisions(pol, lambda inp, d, _: reasons.append(d.reason))
     frames, misses, changes, _ = run_plant(pol, profile, target, seconds=90.0, fps=10.0, start_level=2, seed=seed)
     assert changes and changes[0] < 60.0, changes
     assert any("its own tail over this stay" in r for r in reasons)  # the reason says which test ended it
@@ -427,19 +431,16 @@ def test_the_level_a_burst_drops_to_steps_down_once_its_record_of_bursts_misses_
     levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
     pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
     bursts = [(8.0 + 6.0 * i, 11.0 + 6.0 * i) for i in range(8)]
-    decide, back_drops = pol.decide, []
+    back_drops = []
 
-    def recorded(inp):
-        failing = pol.burst_record_fails(2)
-        d = decide(inp)
+    def see(inp, d, failing):
         if "which is back" in d.reason:  # a burst's drop to the level that held through the last one
             back_drops.append((inp.now, failing, d.level))
-        return d
 
     def in_burst(t: float) -> bool:
         return any(a <= t < b for a, b in bursts)
 
-    pol.decide = recorded
+    watch_decisions(pol, see, before=lambda: pol.burst_record_fails(2))
     frames, _, _, _ = run_plant(pol, BURST_PROFILE, 40.0, seconds=bursts[-1][1] + 1.0, start_level=4, decide_hz=20.0,
                                 seed=seed, sigma=0.05, slowdown=lambda t: 2.4 if in_burst(t) else 1.0,
                                 level_factor=lambda t, level: 1.06 if level == 2 and in_burst(t) else 1.0)
