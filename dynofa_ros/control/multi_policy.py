@@ -56,9 +56,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from ..series import step_value
 from .platforms import DomainPower
 from .policy import (
+    CHANGE_RECENT,
     HOLD_CONFIRM_WINDOWS,
     RECENT_S,
     Decision,
@@ -89,6 +92,10 @@ BETA_RELIEF = 0.2
 MAX_COMBINATIONS = 20000
 #: Frame rate assumed for an app that has not reported yet (Hz).
 DEFAULT_RATE_HZ = 20.0
+#: A slowdown that drove the apps down has ended when the violator's newest frames are back within this factor of
+#: its frames before it (ratios to the profile, so the level they ran at does not matter; per-frame noise on a
+#: shared 2-core CPU is about ±10 % around the median, level-to-level profile errors about 5 %).
+RETURN_FACTOR = 1.1
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -225,6 +232,16 @@ class _AppCtx:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The combination of levels that held until a slowdown drove it down (:meth:`MultiPolicy._plan_return`)."""
+
+    levels: Mapping[str, int]
+    since: float                        # when the violation drove it down
+    before: Mapping[str, float]         # each violator's median ratio over its stay before the violation
+    targets: Mapping[str, float | None]
+
+
 class MultiPolicy:
     """Joint levels of several apps and shared clocks (module docstring); ``decide(MultiInputs)``."""
 
@@ -265,6 +282,8 @@ class MultiPolicy:
         self.evidence_since: dict[str, float] = dict.fromkeys(self.order, -math.inf)
         self.last_violation = -math.inf
         self.last_change = -math.inf
+        self.held: _Held | None = None        # what to return to when the slowdown ends (:meth:`_plan_return`)
+        self.returned_at = -math.inf          # the last return; a violation within a window of it failed it
 
     # -- configuration
     def reconfigure(self, config: PolicyConfig) -> None:
@@ -385,8 +404,11 @@ class MultiPolicy:
 
         free = [n for n in managed if want[n] == cur[n]]
         if violating:
+            held = self._held_before(ctx, violating, now)
             want, yielded = self._on_violation(ctx, violating, free, want, cap_c, cap_g, now, why)
-        elif self.probe is None and free:
+            if held is not None and any(want[n] < cur[n] for n in managed):
+                self.held = held
+        elif self.probe is None and free and not self._plan_return(ctx, managed, want, now, why):
             self._try_probe(ctx, free, want, cap_c, cap_g, now, why)
         for n in managed:
             if want[n] == cur[n] and not any(why[n]):
@@ -449,7 +471,7 @@ class MultiPolicy:
         probe, the misses measured under the combination before it are no evidence about the one now)."""
         sub = self.subs[name]
         since = self.evidence_since[name]
-        if since == -math.inf:
+        if since <= sub.state.last_level_change:  # the stay began since: its own frames only, as for one app
             return sub.violates(target, now)
         lat = sub.tails.latencies(sub.state.level, since)
         if not lat:
@@ -458,6 +480,74 @@ class MultiPolicy:
             if sub.misses_too_often(sub.tails.latencies(sub.state.level, s), target):
                 return True
         return one_frame_proves(lat, target)
+
+    def _held_before(self, ctx: Mapping[str, _AppCtx], violating: Sequence[str], now: float) -> _Held | None:
+        """The combination running now, to return to once this violation's slowdown ends, when every violator held its
+        target over its stay before the newest ``RECENT_S`` (a change of conditions, not a level that never held);
+        None otherwise, and while an earlier slowdown's combination is still the one to return to.
+
+        Not after a failed return (a violation within a window of it): then the frames that looked back to normal
+        were not (the relief of the apps that yielded, not the end of the slowdown), and probes take over."""
+        if self.held is not None and now - self.held.since <= self.config.window_s:
+            return None  # the slowdown goes on: the combination before it is still what held
+        if now - self.returned_at <= self.config.window_s:
+            self.held = None
+            return None
+        before: dict[str, float] = {}
+        for n in violating:
+            sub, c = self.subs[n], ctx[n]
+            if c.replanned or c.target is None or not sub.held_before_violation(c.target, now):
+                return None
+            stay = sub.tails.ratios(c.cur, sub.state.last_level_change, now - RECENT_S)
+            before[n] = float(np.median(stay))
+        return _Held(dict(self.levels), now, before, {n: ctx[n].target for n in self.order})
+
+    def _plan_return(self, ctx: Mapping[str, _AppCtx], managed: Sequence[str], want: dict[str, int], now: float,
+                     why: dict[str, list[str]]) -> bool:
+        """Back to the combination that held until a slowdown (``self.held``), at once, when every app that violated
+        then runs as fast as before it again: the median ratio of its newest ``CHANGE_RECENT`` frames (within
+        ``RECENT_S``) is within ``RETURN_FACTOR`` of its stay before the violation, less the relief the interference
+        model credits to the levels the others run now. True when it returned.
+
+        Why: that combination's frames before the slowdown are the evidence that it holds under the conditions
+        that are back, as for one app (:meth:`JointPolicy.plan_return`). Probing up instead waits ``probe_quiet_s``
+        and then moves one app one step at a time: after a half-second hiccup of a real AMD VM the coordinated
+        manager kept both apps at level 0 for 8-10 s and the rear app below its level for 17 s (stop 43), while two
+        independent managers had only the app that missed lose accuracy. A wrong return costs what a failed probe
+        costs, once: a violation within a window of it blocks the next return (:meth:`_held_before`)."""
+        held = self.held
+        if held is None:
+            return False
+        if now - held.since > self.config.window_s or any(ctx[n].target != held.targets.get(n) for n in self.order):
+            self.held = None  # too old to say what holds now, or the application changed what it needs
+            return False
+        if not any(want[n] < held.levels[n] for n in managed):
+            return False
+        ended = now
+        for n, before in held.before.items():
+            sub = self.subs[n]
+            lvl = sub.state.level
+            dq = sub.tails.samples[lvl]
+            first = dq[-CHANGE_RECENT].stamp if len(dq) >= CHANGE_RECENT else -math.inf
+            if now - first > RECENT_S or first < held.since:  # too few, too old, or from before the drop
+                return False
+            ended = min(ended, first)
+            recent = sub.tails.ratios(lvl)[-CHANGE_RECENT:]
+            relief, _ = self.interference.factor(n, self.others_demand(n, held.levels),
+                                                 self.others_demand(n, self.levels))
+            if float(np.median(recent)) > RETURN_FACTOR * before * relief:
+                return False
+        for n in managed:
+            back = max(want[n], min(held.levels[n], len(self.subs[n].levels) - 1))
+            if back > want[n]:
+                want[n] = back
+                self.subs[n].blocked_until[back] = -math.inf
+                why[n].append(f"return: level {back} held until the slowdown of {held.since:.1f} s, which has ended "
+                              f"({', '.join(held.before)} as fast as before it)")
+        for n in self.order:  # the slowdown's frames describe what has ended (as JointPolicy.detect_improvement)
+            self.subs[n].tails.forget_between(held.since - RECENT_S, ended)
+        self.held, self.returned_at = None, now
+        return True
 
     def _settled(self, name: str, now: float) -> bool:
         sub, cfg = self.subs[name], self.config

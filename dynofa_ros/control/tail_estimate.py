@@ -76,6 +76,15 @@ class TailEstimator:
                 dq.popleft()
                 self.version += 1
 
+    def forget_between(self, start: float, end: float) -> None:
+        """Drop every level's samples that arrived in [start, end): a slowdown that has ended, whose frames would
+        otherwise keep the levels that held before it looking slow for a whole window."""
+        for i, dq in enumerate(self.samples):
+            kept = [s for s in dq if not start <= s.stamp < end]
+            if len(kept) != len(dq):
+                self.samples[i] = deque(kept, maxlen=dq.maxlen)
+                self.version += 1
+
     def ratios(self, level: int, since: float = -math.inf, until: float = math.inf) -> list[float]:
         """Windowed ratios of one level that arrived in [since, until) (computed now, so a changed
         ``overhead_ms`` applies to old samples)."""
