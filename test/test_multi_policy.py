@@ -256,3 +256,23 @@ def test_no_return_while_the_slowdown_goes_on():
     assert any(d.levels != {"front": 2, "rear": 2} for _, d in during)
     assert not any("return:" in r for _, d in during for r in d.reasons.values()), [d.reason for _, d in during]
     assert during[-1][1].levels != {"front": 2, "rear": 2}
+
+
+def test_a_level_that_misses_on_its_own_tail_is_not_returned_to_at_once():
+    """Rear's level 2 meets 16 ms with every frame but three in a row (the edge of its target, no slowdown): the drop
+    to level 1 finds its frames as fast as before, which is no slowdown that ended. Returning there at once was a
+    limit cycle on a real AMD run (rear 6 → 5 → 6 every 10 s); the probe's quiet period and backoff decide."""
+    pol, prof, _ = _noisy_pair(0)
+    targets = {"front": 40.0, "rear": 16.0}
+    n = {"rear": 0}
+
+    def rear(lv: int) -> float:
+        n["rear"] += 1
+        return prof["rear"][lv] * (1.15 if 201 <= n["rear"] <= 203 else 1.0)  # 17.25 ms at level 2
+
+    lat = {"front": lambda lv: prof["front"][lv], "rear": rear}
+    before = _feed(pol, 0.0, 10.0, lat, targets)
+    assert pol.levels == {"front": 2, "rear": 2}, before[-1][1].reasons
+    after = _feed(pol, 10.0, 16.0, lat, targets)
+    assert any(d.levels["rear"] < 2 for _, d in after), "the three late frames must fail level 2"
+    assert not any("return:" in d.reasons["rear"] for _, d in after), [d.reasons["rear"] for _, d in after]

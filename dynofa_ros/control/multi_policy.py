@@ -96,6 +96,11 @@ DEFAULT_RATE_HZ = 20.0
 #: its frames before it (ratios to the profile, so the level they ran at does not matter; per-frame noise on a
 #: shared 2-core CPU is about ±10 % around the median, level-to-level profile errors about 5 %).
 RETURN_FACTOR = 1.1
+#: ... and a slowdown it was: the violator's frames at its new level ran at least this much slower than before the
+#: violation (medians), before its newest frames got back. A level at the edge of its target violates on its own
+#: tail, and the level below then runs as fast as before: returning at once to the level that only just held was a
+#: limit cycle (real AMD run, stop 44: rear 6 → 5 → 6 every 10 s).
+SLOWDOWN_FACTOR = 1.25
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -487,7 +492,8 @@ class MultiPolicy:
         None otherwise, and while an earlier slowdown's combination is still the one to return to.
 
         Not after a failed return (a violation within a window of it): then the frames that looked back to normal
-        were not (the relief of the apps that yielded, not the end of the slowdown), and probes take over."""
+        were not (the relief of the apps that yielded, not the end of the slowdown), and probes take over. Not when a
+        violator's level failed lately (:meth:`JointPolicy.record_failure`): its backoff decides."""
         if self.held is not None and now - self.held.since <= self.config.window_s:
             return None  # the slowdown goes on: the combination before it is still what held
         if now - self.returned_at <= self.config.window_s:
@@ -498,6 +504,8 @@ class MultiPolicy:
             sub, c = self.subs[n], ctx[n]
             if c.replanned or c.target is None or not sub.held_before_violation(c.target, now):
                 return None
+            if sub.failures[c.cur] > 0:  # it failed lately already: the backoff decides when to try it again
+                return None
             stay = sub.tails.ratios(c.cur, sub.state.last_level_change, now - RECENT_S)
             before[n] = float(np.median(stay))
         return _Held(dict(self.levels), now, before, {n: ctx[n].target for n in self.order})
@@ -505,9 +513,10 @@ class MultiPolicy:
     def _plan_return(self, ctx: Mapping[str, _AppCtx], managed: Sequence[str], want: dict[str, int], now: float,
                      why: dict[str, list[str]]) -> bool:
         """Back to the combination that held until a slowdown (``self.held``), at once, when every app that violated
-        then runs as fast as before it again: the median ratio of its newest ``CHANGE_RECENT`` frames (within
-        ``RECENT_S``) is within ``RETURN_FACTOR`` of its stay before the violation, less the relief the interference
-        model credits to the levels the others run now. True when it returned.
+        then ran slower after the drop (``SLOWDOWN_FACTOR``) and now runs as fast as before it again: the median ratio
+        of its newest ``CHANGE_RECENT`` frames (within ``RECENT_S``) is within ``RETURN_FACTOR`` of its stay before
+        the violation, less the relief the interference model credits to the levels the others run now. True when
+        it returned.
 
         Why: that combination's frames before the slowdown are the evidence that it holds under the conditions
         that are back, as for one app (:meth:`JointPolicy.plan_return`). Probing up instead waits ``probe_quiet_s``
@@ -533,8 +542,11 @@ class MultiPolicy:
                 return False
             ended = min(ended, first)
             recent = sub.tails.ratios(lvl)[-CHANGE_RECENT:]
+            slow = sub.tails.ratios(lvl, held.since, first)  # its frames of the slowdown, at the level dropped to
             relief, _ = self.interference.factor(n, self.others_demand(n, held.levels),
                                                  self.others_demand(n, self.levels))
+            if len(slow) < 2 or float(np.median(slow)) < SLOWDOWN_FACTOR * before * relief:
+                return False  # no slowdown seen after the drop: the level's own tail, or it ended before the drop
             if float(np.median(recent)) > RETURN_FACTOR * before * relief:
                 return False
         for n in managed:
