@@ -42,6 +42,12 @@ Over-subscription: the lower priority yields first
     every deadline, deadlines are given up in increasing priority: the apps that yield run their fastest
     allowed level (fewest misses), and the reason says which app yielded to which.
 
+Return after a slowdown
+    The combination that held until a violation is kept; once the violating app's frames, slower after the drop,
+    are as fast as before it again, every app goes back to it in one decision (:meth:`MultiPolicy._plan_return`),
+    as one app returns to the level that held (:meth:`JointPolicy.plan_return`). Otherwise the apps climb back by
+    probes, one app one level at a time after ``probe_quiet_s``.
+
 Shared rules (as the single-app policy): thermal hard limit → every app at level 0 and the lowest clocks;
 a stale device reading (load, temperature, battery) → every app at ``safe_level`` and maximum clocks; an
 app whose latency feedback went stale → that app at ``safe_level`` (the others keep being managed); battery
