@@ -434,7 +434,7 @@ def test_the_level_a_burst_drops_to_steps_down_once_its_record_of_bursts_misses_
     back_drops = []
 
     def see(inp, d, failing):
-        if "which is back" in d.reason:  # a burst's drop to the level that held through the last one
+        if "held through the last slowdown: it is back" in d.reason:  # a drop to the level that held
             back_drops.append((inp.now, failing, d.level))
 
     def in_burst(t: float) -> bool:

@@ -1198,7 +1198,14 @@ class JointPolicy(Policy):
             preds = {lv: self.predict_ms(lv, cap_c, cap_g, now_ratio) for lv in range(floor, run)}
             entry = up_budget if any(p <= up_budget for p in preds.values()) else budget
             below = [lv for lv, p in preds.items() if p <= entry]
-            if below:
+            fallback = self.slowdown_expected(now)
+            if below and fallback is not None and max(fallback, floor) < below[-1]:
+                # the reason names the level the decision goes to first, then what the newest frames alone planned
+                want = max(fallback, floor)
+                why = (f"level {run} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
+                       f"level {want}, which held through the last slowdown: it is back (the newest frames alone "
+                       f"predict level {below[-1]} within {entry:.1f} ms)")
+            elif below:
                 want = below[-1]
                 why = (f"level {run} misses {target:g} ms more often than the {cfg.miss_budget:.0%} budget → "
                        f"level {want}, the most accurate predicted within {entry:.1f} ms now")
@@ -1209,10 +1216,6 @@ class JointPolicy(Policy):
             if self.stay_evidence is not None:
                 late, frames = self.stay_evidence
                 why += f" (its own tail over this stay: {late} of {frames} frames late)"
-            fallback = self.slowdown_expected(now)
-            if fallback is not None and max(fallback, floor) < want:
-                want = max(fallback, floor)
-                why += f"; level {want} held through the last slowdown, which is back"
             self.slowdown_ended = None
         else:
             want, why = cur, (f"level {cur} holds {target:g} ms within the {cfg.miss_budget:.0%} miss budget")
