@@ -241,6 +241,8 @@ def test_after_a_hiccup_the_apps_return_to_the_levels_that_held(seed):
     assert back is not None and back <= 10.6 + 2.0, [(t, d.reason) for t, d in after]
     first = next(d for t, d in after if t == back)
     assert any("return: level 2 held until the slowdown" in r for r in first.reasons.values()), first.reasons
+    # the hiccup's frames are forgotten at the return: the level is predicted from its frames before it (48 ms else)
+    assert first.predicted_ms["front"] <= targets["front"], first.reasons["front"]
     assert all(d.levels == {"front": 2, "rear": 2} for t, d in after if t >= back), "the return must hold"
 
 

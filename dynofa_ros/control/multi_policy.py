@@ -538,7 +538,6 @@ class MultiPolicy:
             return False
         if not any(want[n] < held.levels[n] for n in managed):
             return False
-        ended = now
         for n, before in held.before.items():
             sub = self.subs[n]
             lvl = sub.state.level
@@ -546,7 +545,6 @@ class MultiPolicy:
             first = dq[-CHANGE_RECENT].stamp if len(dq) >= CHANGE_RECENT else -math.inf
             if now - first > RECENT_S or first < held.since:  # too few, too old, or from before the drop
                 return False
-            ended = min(ended, first)
             recent = sub.tails.ratios(lvl)[-CHANGE_RECENT:]
             slow = sub.tails.ratios(lvl, held.since, first)  # its frames of the slowdown, at the level dropped to
             relief, _ = self.interference.factor(n, self.others_demand(n, held.levels),
@@ -562,8 +560,10 @@ class MultiPolicy:
                 self.subs[n].blocked_until[back] = -math.inf
                 why[n].append(f"return: level {back} held until the slowdown of {held.since:.1f} s, which has ended "
                               f"({', '.join(held.before)} as fast as before it)")
-        for n in self.order:  # the slowdown's frames describe what has ended (as JointPolicy.detect_improvement)
-            self.subs[n].tails.forget_between(held.since - RECENT_S, ended)
+        for n in self.order:  # the slowdown's frames describe what has ended (as JointPolicy.detect_improvement), and
+            # the newest ones, which can still hold its last frames, were judged by this return: the levels returned
+            # to are predicted from their own frames before the slowdown
+            self.subs[n].tails.forget_between(held.since - RECENT_S, now + 1e-9)
         self.held, self.returned_at = None, now
         return True
 
