@@ -74,10 +74,10 @@ def _feed(pol: MultiPolicy, t0: float, t1: float, lat: dict[str, callable], targ
     return out
 
 
-def _pair():
+def _pair(probe_quiet_s: float = 2.0):
     high = AppSpec("front", (LevelSpec(70.0, 10.0), LevelSpec(75.0, 20.0), LevelSpec(80.0, 30.0)), priority=3.0)
     low = AppSpec("rear", (LevelSpec(60.0, 5.0), LevelSpec(65.0, 10.0), LevelSpec(70.0, 15.0)), priority=1.0)
-    return MultiPolicy([low, high], config=PolicyConfig(min_dwell_s=1.0, probe_quiet_s=2.0))
+    return MultiPolicy([low, high], config=PolicyConfig(min_dwell_s=1.0, probe_quiet_s=probe_quiet_s))
 
 
 def test_the_lower_priority_app_yields_first():
@@ -209,13 +209,15 @@ def test_apps_at_a_few_frames_a_second_still_probe_up():
     assert pol.levels == {"front": 2, "rear": 2}
 
 
-def _noisy_pair(seed: int) -> tuple[MultiPolicy, dict[str, list[float]], np.random.Generator]:
-    """The pair with the shipped quiet period (8 s), each frame ±10 % around its level's profile."""
-    high = AppSpec("front", (LevelSpec(70.0, 10.0), LevelSpec(75.0, 20.0), LevelSpec(80.0, 30.0)), priority=3.0)
-    low = AppSpec("rear", (LevelSpec(60.0, 5.0), LevelSpec(65.0, 10.0), LevelSpec(70.0, 15.0)), priority=1.0)
-    pol = MultiPolicy([low, high], config=PolicyConfig(min_dwell_s=1.0))
-    prof = {n: [lv.latency_ms for lv in pol.subs[n].levels] for n in pol.order}
-    return pol, prof, np.random.default_rng(seed)
+def _pair_with_profile() -> tuple[MultiPolicy, dict[str, list[float]]]:
+    """The pair with generic_cpu.yaml's quiet period (8 s), and its levels' profiled latencies."""
+    pol = _pair(probe_quiet_s=8.0)
+    return pol, {n: [lv.latency_ms for lv in pol.subs[n].levels] for n in pol.order}
+
+
+def _noisy(pol: MultiPolicy, prof: dict[str, list[float]], rng: np.random.Generator, factor: float = 1.0):
+    """Each app's frames ``factor`` times its level's profile, ±10 % per frame."""
+    return {n: (lambda lv, n=n: factor * prof[n][lv] * rng.uniform(0.9, 1.1)) for n in pol.order}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -224,17 +226,13 @@ def test_after_a_hiccup_the_apps_return_to_the_levels_that_held(seed):
     the apps down; once front's frames are as fast as before, both go back to the combination that held, at once,
     and hold there. Before, they climbed back by probes after the 8 s quiet period, one app one level at a time
     (real AMD run, stop 43: rear below its level for 17 s after a hiccup)."""
-    pol, prof, rng = _noisy_pair(seed)
+    pol, prof = _pair_with_profile()
+    rng = np.random.default_rng(seed)
     targets = {"front": 40.0, "rear": 40.0}
-
-    def plant(factor_at):
-        return {n: (lambda lv, n=n: prof[n][lv] * factor_at() * rng.uniform(0.9, 1.1)) for n in pol.order}
-
-    calm = plant(lambda: 1.0)
+    calm = _noisy(pol, prof, rng)
     _feed(pol, 0.0, 10.0, calm, targets)
     assert pol.levels == {"front": 2, "rear": 2}
-    hiccup = plant(lambda: 1.6)
-    down = _feed(pol, 10.0, 10.6, hiccup, targets)
+    down = _feed(pol, 10.0, 10.6, _noisy(pol, prof, rng, 1.6), targets)
     assert any(d.levels != {"front": 2, "rear": 2} for _, d in down), "the hiccup must drive an app down"
     after = _feed(pol, 10.6, 16.0, calm, targets)
     back = next((t for t, d in after if d.levels == {"front": 2, "rear": 2}), None)
@@ -249,12 +247,11 @@ def test_after_a_hiccup_the_apps_return_to_the_levels_that_held(seed):
 def test_no_return_while_the_slowdown_goes_on():
     """The same drop, but the slowdown stays (busy processes, not a hiccup): front's newest frames stay slower than
     before it, so the apps stay down; probes, not a return, bring them up after it ends."""
-    pol, prof, rng = _noisy_pair(0)
+    pol, prof = _pair_with_profile()
+    rng = np.random.default_rng(0)
     targets = {"front": 40.0, "rear": 40.0}
-    calm = {n: (lambda lv, n=n: prof[n][lv] * rng.uniform(0.9, 1.1)) for n in pol.order}
-    slow = {n: (lambda lv, n=n: 1.6 * prof[n][lv] * rng.uniform(0.9, 1.1)) for n in pol.order}
-    _feed(pol, 0.0, 10.0, calm, targets)
-    during = _feed(pol, 10.0, 16.0, slow, targets)
+    _feed(pol, 0.0, 10.0, _noisy(pol, prof, rng), targets)
+    during = _feed(pol, 10.0, 16.0, _noisy(pol, prof, rng, 1.6), targets)
     assert any(d.levels != {"front": 2, "rear": 2} for _, d in during)
     assert not any("return:" in r for _, d in during for r in d.reasons.values()), [d.reason for _, d in during]
     assert during[-1][1].levels != {"front": 2, "rear": 2}
@@ -264,7 +261,7 @@ def test_a_level_that_misses_on_its_own_tail_is_not_returned_to_at_once():
     """Rear's level 2 meets 16 ms with every frame but three in a row (the edge of its target, no slowdown): the drop
     to level 1 finds its frames as fast as before, which is no slowdown that ended. Returning there at once was a
     limit cycle on a real AMD run (rear 6 → 5 → 6 every 10 s); the probe's quiet period and backoff decide."""
-    pol, prof, _ = _noisy_pair(0)
+    pol, prof = _pair_with_profile()
     targets = {"front": 40.0, "rear": 16.0}
     n = {"rear": 0}
 

@@ -502,8 +502,7 @@ class MultiPolicy:
         violator's level failed lately (:meth:`JointPolicy.record_failure`): its backoff decides."""
         if self.held is not None and now - self.held.since <= self.config.window_s:
             return None  # the slowdown goes on: the combination before it is still what held
-        if now - self.returned_at <= self.config.window_s:
-            self.held = None
+        if now - self.returned_at <= self.config.window_s:  # (a return clears ``held``: nothing to clear here)
             return None
         before: dict[str, float] = {}
         for n in violating:
@@ -563,7 +562,7 @@ class MultiPolicy:
         for n in self.order:  # the slowdown's frames describe what has ended (as JointPolicy.detect_improvement), and
             # the newest ones, which can still hold its last frames, were judged by this return: the levels returned
             # to are predicted from their own frames before the slowdown
-            self.subs[n].tails.forget_between(held.since - RECENT_S, now + 1e-9)
+            self.subs[n].tails.forget_between(held.since - RECENT_S, math.inf)
         self.held, self.returned_at = None, now
         return True
 
