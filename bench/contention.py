@@ -82,10 +82,11 @@ from dynofa_ros.series import step_value  # noqa: E402
 FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
 STATS_TOPIC = "dynofa/inference_stats"
+LEVEL_PROFILE_TOPIC = "dynofa/level_profile_ms"
 #: A level qualifies for the oracle in a condition only with this many frames there (2 % of fewer is luck).
 ORACLE_MIN_FRAMES = 50
 RECORD_TOPICS = [STATS_TOPIC, "dynofa/classification", "dynofa/inference_latency_ms", "dynofa/active_level",
-                 "dynofa/target_latency_ms", "dynofa/subnet_cmd", "load/cpu"]
+                 "dynofa/target_latency_ms", "dynofa/subnet_cmd", "load/cpu", LEVEL_PROFILE_TOPIC]
 
 
 # ---------------------------------------------------------------------------------------------- patterns
@@ -168,6 +169,7 @@ class RunRecord:
     wall_s: float = 0.0
     fingerprint: str = ""   # dynofa_ros.sim.policy_fingerprint of the controller this column ran
     cpu_pct: dict[str, float] | None = None   # per process of the graph: % of one core while the bag played
+    level_profile_ms: list[float] | None = None  # perception's start-up timing of each level (dynofa/level_profile_ms)
 
 
 def cpu_seconds(procs: Sequence[Proc]) -> dict[str, float]:
@@ -198,15 +200,19 @@ def build_bag(p: Pattern, out: Path) -> Path:
     return bag
 
 
-def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], int | None]:
-    """(source topic, [(receive ns, frame stamp s, level, latency ms)], receive ns of the first target)."""
+def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], int | None, list[float] | None]:
+    """(source topic, [(receive ns, frame stamp s, level, latency ms)], receive ns of the first target,
+    perception's start-up level profile or None)."""
     from dynofa_ros.replay.bagio import read_messages
 
     stats, cls = [], []
     t_target = None
+    profile = None
     for topic, t_ns, msg in read_messages(bag):
         name = topic.lstrip("/")
-        if name == STATS_TOPIC:
+        if name == LEVEL_PROFILE_TOPIC:
+            profile = [round(float(x), 3) for x in msg.data]
+        elif name == STATS_TOPIC:
             d = list(msg.data)
             stats.append((t_ns, float(d[2]), int(d[0]), float(d[1])))
         elif name == "dynofa/classification":
@@ -215,8 +221,8 @@ def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], i
         elif name == "dynofa/target_latency_ms" and t_target is None:
             t_target = t_ns
     if stats:
-        return STATS_TOPIC, stats, t_target
-    return "dynofa/classification", cls, t_target
+        return STATS_TOPIC, stats, t_target, profile
+    return "dynofa/classification", cls, t_target, profile
 
 
 def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, exe_dir: str | None,
@@ -290,7 +296,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
     if rec.error:
         return rec
     try:
-        source, samples, t_target = read_samples(rec_bag)
+        source, samples, t_target, rec.level_profile_ms = read_samples(rec_bag)
     except Exception as exc:  # a bag the record tool could not close is reported, the bench goes on
         rec.error = f"{rec_bag}: {exc}"
         return rec

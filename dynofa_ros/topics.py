@@ -42,6 +42,9 @@ READY = "dynofa/ready"
 #: Latched std_msgs/UInt32: how many publishers perception sees on its camera topics (its own, reader-side
 #: discovery), so a player can wait until perception knows its publisher before sending the first frame.
 CAMERA_PUBLISHERS = "dynofa/camera_publishers"
+#: Latched std_msgs/Float64MultiArray: each level's median ``model_ms`` timed by perception at start-up on this
+#: machine (``perception/level_profile.py``); the manager plans the ratios between levels with it.
+LEVEL_PROFILE = "dynofa/level_profile_ms"
 SUBNET_CMD = "dynofa/subnet_cmd"
 CPU_FREQ_CMD = "dynofa/cpu_freq_cmd"
 GPU_FREQ_CMD = "dynofa/gpu_freq_cmd"
@@ -60,6 +63,7 @@ GRAPH_TOPICS: dict[str, str] = {
     INFERENCE_LATENCY: "std_msgs/msg/Float32",
     INFERENCE_STATS: "std_msgs/msg/Float64MultiArray",
     ACTIVE_LEVEL: "std_msgs/msg/UInt8",
+    LEVEL_PROFILE: "std_msgs/msg/Float64MultiArray",
     SUBNET_CMD: "std_msgs/msg/UInt8",
     CPU_FREQ_CMD: "std_msgs/msg/UInt32",
     GPU_FREQ_CMD: "std_msgs/msg/UInt64",

@@ -253,3 +253,40 @@ def test_a_missed_deadline_is_decided_on_when_it_arrives_not_at_the_next_tick(is
             inference_stats.to_msg(first, 3.0 * target_ms, 0.0, 0)), WAIT, 0.05), manager.output()
         assert diags.wait_until(lambda m: on_miss_count() >= 1, WAIT), manager.output()
         assert manager.wait_for_output("misses", WAIT), manager.output()
+
+
+def test_the_manager_plans_with_perceptions_start_up_level_profile_and_drops_a_bad_one(isolated_network, domain_id):
+    """``dynofa/level_profile_ms`` (latched, what perception times at start-up) reaches the manager, which plans
+    with it: here a machine three times slower than the Xavier NX profile, where the pure policy planning with
+    the file picks a level above 0 for the same target and the profile leaves only level 0 (no samples yet, so
+    the plan is the profile's). A profile of the wrong length is dropped with one line naming the topic."""
+    from std_msgs.msg import Float32, Float64MultiArray, UInt8
+
+    from dynofa_ros import topics
+    from dynofa_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    target_ms = 60.0
+    with_file = _policy().decide(PolicyInputs(now=1.0, target_latency_ms=target_ms))
+    slow = [3.0 * lv.latency_ms for lv in sim.reference_levels()]
+    pol = _policy()
+    pol.use_measured_profile(slow)
+    expected = pol.decide(PolicyInputs(now=1.0, target_latency_ms=target_ms))
+    assert with_file.level > expected.level == 0, (with_file, expected)  # the test can tell the two apart
+
+    manager = NodeProcess("manager_node", [a for k, v in MANAGER_PARAMS.items() for a in ("-p", f"{k}:={v}")],
+                          env=ros_env(domain_id), name="manager_node")
+    with manager, RosProbe(domain_id, "profile_probe") as probe:
+        level_cmd = probe.collect("dynofa/subnet_cmd", UInt8, LATCHED_QOS)
+        profile = probe.publisher(topics.LEVEL_PROFILE, Float64MultiArray, LATCHED_QOS)
+        target = probe.publisher(topics.TARGET_LATENCY, Float32, RELIABLE_QOS)
+        assert probe.wait_for_subscribers(profile, 1, WAIT), manager.output()
+        profile.publish(Float64MultiArray(data=slow[:3]))
+        assert manager.wait_for_output("3 values for a family of 6 levels: message dropped", WAIT), manager.output()
+        profile.publish(Float64MultiArray(data=slow))
+        assert manager.wait_for_output("planning with the level costs measured on this machine", WAIT), \
+            manager.output()
+        assert "(3.00x)" in manager.output()
+        assert probe.wait_for_subscribers(target, 1, WAIT), manager.output()
+        target.publish(Float32(data=target_ms))
+        assert level_cmd.wait_until(lambda ms: bool(ms) and ms[-1].data == expected.level, WAIT), \
+            ([m.data for m in level_cmd.snapshot()], manager.output())

@@ -255,3 +255,23 @@ def test_zero_and_future_stamps_warn_once_and_stay_out_of_the_age_statistics(tin
     ahead = [m for m in warnings if "ahead of this node's clock" in m]
     assert len(ahead) == 1 and "5000.0 ms in the future" in ahead[0], warnings
     assert pipeline.slots.stats()[0].age_ms_p50 == pytest.approx(500.0)
+
+
+def test_level_profile_times_every_level_on_the_real_model_and_leaves_the_running_level(tiny_model: Any) -> None:
+    """``perception/level_profile.py`` on the real DynamicOFA: one median per level, the larger level slower (the
+    Xavier NX family's level 5 takes 224 px frames, 1.6x level 0's pixels, through deeper and wider blocks: 1.5x
+    its latency on the Xavier GPU, more on a CPU; the rounds interleave the levels, so load on a shared machine
+    falls on both alike), and the model back at the level it ran."""
+    from dynofa_ros.perception import level_profile
+
+    tiny_model.switch(1)
+    ms = level_profile.measure(tiny_model, runs=8)
+    assert tiny_model.level == 1
+    assert len(ms) == 2 and all(v > 0 for v in ms)
+    assert ms[1] > ms[0], ms
+    assert level_profile.check(ms, 2) == ms
+    with pytest.raises(ValueError, match="3 values for a family of 2 levels"):
+        level_profile.check([1.0, 2.0, 3.0], 2)
+    with pytest.raises(ValueError, match="level 1: nan ms"):
+        level_profile.check([1.0, float("nan")], 2)
+    assert level_profile.describe([10.0, 30.0], [5.0, None]) == "L0 10.0 ms (2.00x), L1 30.0 ms"

@@ -147,6 +147,20 @@ def test_every_result_carries_a_published_frames_stamp_and_frame_id(graph: Graph
     assert all({"index", "name", "prob"} <= set(p) for p in first["top_k"])
 
 
+def test_the_start_up_level_profile_is_latched_one_median_per_level(graph: Graph) -> None:
+    """``dynofa/level_profile_ms`` reaches a subscriber that joins after start-up (a manager restarted on a
+    running robot): one positive value per level of the tiny family, the larger level slower (its 224 px
+    frames and deeper blocks cost 1.5x level 0 on the Xavier GPU, more on a CPU), and said in the log."""
+    from std_msgs.msg import Float64MultiArray
+
+    _, latched = _qos()
+    late = graph.probe.collect("dynofa/level_profile_ms", Float64MultiArray, latched)
+    assert late.wait_for(1, WAIT), graph.node.output()
+    values = list(late.snapshot()[-1].data)
+    assert len(values) == 2 and all(v > 0 for v in values) and values[1] > values[0], values
+    assert "level profile (20 frames per level" in graph.node.output()
+
+
 def test_subnet_cmd_changes_active_level_within_one_processed_frame(graph: Graph) -> None:
     _set_level(graph, 0)
     _good_frame_processed(graph, "warm0")

@@ -826,3 +826,51 @@ def test_frames_that_arrive_in_clumps_let_the_tail_be_trusted_once_the_window_ho
             t_decide += 0.2
     assert up_at is not None and up_at < 15.0, up_at
     assert level == 1
+
+
+def test_a_profile_measured_on_this_machine_takes_the_cold_starts_climb_to_the_top_in_one_probe():
+    """The family file's ratios between levels are another machine's. Here the small levels cost relatively more
+    (2.6x the file at level 0, 2.2x at level 6, as on the AMD VM: 1.34x at level 3, 1.26x at level 6): the
+    tail measured at level 0 and carried up through the file's ratios over-predicts level 6 by 18 %, so the
+    climb stops at level 5 and needs a second probe. With perception's start-up profile (this machine's median
+    per level) the same frames predict level 6 within its target at once: one probe, to the level that holds.
+
+    Why these numbers: at σ 0.25 the p98 is 1.67x the median; level 6 really reaches 37.4 x 1.67 = 62.5 ms
+    against the probe bar 72 x 0.92 = 66.2 ms (fits); carried from level 0 it reads 17 x 2.6 x 1.67 = 73.8 ms
+    (does not), level 5 65.1 ms (does)."""
+    file_ms = [5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0]
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate(file_ms)]
+    true_ms = [ms * (2.6 - 0.4 * i / 6) for i, ms in enumerate(file_ms)]
+    target = 72.0
+    cfg = PolicyConfig(measure_first=1, latency_margin=0.05, up_hysteresis=0.03, prior_log_spread=0.25)
+    ups = {}
+    for measured in (False, True):
+        moves = []
+        for seed in (1, 2, 3):
+            pol = make_policy("joint", levels, config=cfg)
+            if measured:
+                assert pol.use_measured_profile(true_ms) == pytest.approx(true_ms)
+            frames, misses, _, up = run_plant(pol, true_ms, target, seconds=40.0, seed=seed, start_level=0)
+            moves.append([lv for _, lv in up])
+            if measured:
+                assert frames[-1] == 6 and sum(misses) / len(misses) < 0.02, (seed, up)
+        ups[measured] = moves
+    # both first take the early probe a handful of frames allows (a level far inside the plan: level 1); then the
+    # file's ratios stop at level 5 and need one more probe, the measured ones go to level 6 at once
+    assert all(m[-1] == 6 and 5 not in m for m in ups[True]), ups
+    assert all(5 in m and len(m) > len(n) for m, n in zip(ups[False], ups[True], strict=True)), ups
+
+
+def test_a_measured_profile_keeps_every_level_at_least_as_costly_as_the_one_below_and_needs_every_level():
+    levels = [LevelSpec(70.0 + i, ms) for i, ms in enumerate([5.0, 7.0, 9.0])]
+    pol = make_policy("joint", levels)
+    # level 2 measured a little faster than level 1 (two close levels, noise): planned at level 1's cost
+    assert pol.use_measured_profile([10.0, 14.0, 13.5]) == [10.0, 14.0, 14.0]
+    assert [lv.latency_ms for lv in pol.levels] == [10.0, 14.0, 14.0]
+    assert pol.tails.profile_ms == [10.0, 14.0, 14.0]
+    with pytest.raises(ValueError, match="2 latencies for 3 levels"):
+        pol.use_measured_profile([10.0, 14.0])
+    # the paper's manager keeps the file's table, as published
+    step = make_policy("step", levels)
+    assert step.use_measured_profile([10.0, 14.0, 13.5]) is None
+    assert [lv.latency_ms for lv in step.levels] == [5.0, 7.0, 9.0]

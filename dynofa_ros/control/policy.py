@@ -404,6 +404,14 @@ class Policy:
         self.clock_scaling = replace(self.clock_scaling, cpu_fraction=config.cpu_fraction,
                                      gpu_fraction=config.gpu_fraction)
 
+    def use_measured_profile(self, latencies_ms: Sequence[float]) -> list[float] | None:
+        """Plan with level costs measured on this machine (the perception node's start-up profile) instead of
+        the family file's; the latencies used, or None where the policy plans with the file's table only.
+
+        ``step`` keeps the file's table: the Dynamic-OFA paper's manager scales one measured latency by the
+        offline profile, and the baseline stays as published."""
+        return None
+
     def predict_ms(self, level: int, cpu_khz: int | None, gpu_hz: int | None, slowdown: float | None = None) -> float:
         s = self.state.slowdown if slowdown is None else slowdown
         scale = self.clock_scaling.factor(cpu_khz, gpu_hz)
@@ -660,10 +668,30 @@ class JointPolicy(Policy):
         self.stay_evidence: tuple[int, int] | None = None  # (late, frames) when the stay's own tail failed it
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
+        self.measured_profile: list[float] | None = None  # level costs measured on this machine, once received
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)
         self.tails.window_s, self.tails.overhead_ms = config.window_s, config.overhead_ms
+
+    def use_measured_profile(self, latencies_ms: Sequence[float]) -> list[float] | None:
+        """Only the *ratios* between levels are taken from the profile: a level without fresh samples is
+        predicted from the level that ran last through them (:mod:`.tail_estimate`), and with the file's
+        ratios, off by 6-12 % on another CPU, the climb after a cold start stopped short one level at a time.
+        Samples stay as measured (they are stored in ms), so a profile arriving late re-reads them at once.
+        The start-up wait of ``measure_first`` is kept: the profile was timed on one synthetic frame at
+        whatever clocks ran at start-up, and the first camera frames say what a level costs now.
+
+        A level measured faster than the one below it (noise between two close levels) is planned at the
+        lower one's cost: the rules assume each level costs at least as much as the one below."""
+        if len(latencies_ms) != len(self.levels):
+            raise ValueError(f"{len(latencies_ms)} latencies for {len(self.levels)} levels")
+        used = [float(x) for x in np.maximum.accumulate(np.asarray(latencies_ms, dtype=float))]
+        self.levels = [replace(lv, latency_ms=ms) for lv, ms in zip(self.levels, used, strict=True)]
+        self.tails.profile_ms = list(used)
+        self.tails.version += 1  # every estimate computed with the old ratios is stale
+        self.measured_profile = used
+        return used
 
     # -- estimates
     def _observe(self, sample: LatencySample, clock_factor: float, inp: PolicyInputs) -> None:

@@ -35,6 +35,7 @@ from ..control.policy import (
     make_policy,
 )
 from ..inference import family as fm
+from ..perception import level_profile
 from ..problems import ConfigError
 from . import inference_stats as stats
 from .common import (
@@ -89,6 +90,9 @@ class ManagerNode(Node):
                 p(f.name, f.default, descriptor(text, int_range=rng))
             else:
                 p(f.name, float(f.default), descriptor(text, float_range=rng))
+        p("use_level_profile", True, descriptor("plan the ratios between levels with perception's start-up timing "
+                                                "(dynofa/level_profile_ms) once it arrives; false = the family "
+                                                "file's latencies only", read_only=True))
         p("apps", Parameter.Type.STRING_ARRAY,
           descriptor("several apps managed together (docs/manager.md): names, each its own namespace "
                      "(<app>/dynofa/...) and apps.<app>.* parameters; unset or [] = one app on dynofa/...",
@@ -134,6 +138,9 @@ class ManagerNode(Node):
             self.pub_level = self.create_publisher(UInt8, topics.SUBNET_CMD, LATCHED_QOS)
             subscribe(self, Float64MultiArray, topics.INFERENCE_STATS, self._on_stats, STATS_QOS)
             subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
+            subscribe(self, Float64MultiArray, topics.LEVEL_PROFILE,
+                      lambda m: self._on_level_profile(self.policy, topics.LEVEL_PROFILE, self.family, m),
+                      LATCHED_QOS)
             subscribe(self, Float32, topics.TARGET_LATENCY, self._on_target, RELIABLE_QOS)
             subscribe(self, Float32, topics.MIN_ACCURACY, self._on_min_accuracy, RELIABLE_QOS)
         else:
@@ -259,6 +266,9 @@ class ManagerNode(Node):
                       lambda m, n=n, num=num: self._on_app_stats(n, num, m), STATS_QOS)
             subscribe(self, UInt8, f"{n}/{topics.ACTIVE_LEVEL}",
                       lambda m, n=n, num=num: self._on_app_active(n, num, m), LATCHED_QOS)
+            subscribe(self, Float64MultiArray, f"{n}/{topics.LEVEL_PROFILE}",
+                      lambda m, n=n: self._on_level_profile(self.multi.subs[n], f"{n}/{topics.LEVEL_PROFILE}",
+                                                            self.app_family[n], m), LATCHED_QOS)
             subscribe(self, Float32, f"{n}/{topics.TARGET_LATENCY}", lambda m, n=n: self._on_app_target(n, m),
                       RELIABLE_QOS)
             subscribe(self, Float32, f"{n}/{topics.MIN_ACCURACY}", lambda m, n=n: self._on_app_floor(n, m),
@@ -401,6 +411,24 @@ class ManagerNode(Node):
         if self.policy.decides_on_miss and self.target and s.latency_ms > self.target:  # single-app path
             self.decisions_on_miss += 1
             self._tick()  # a drop is due now, not at the next tick: one more frame would start at this level
+
+    def _on_level_profile(self, policy: Any, topic: str, family: fm.SubnetFamily, msg: Float64MultiArray) -> None:
+        """Perception's start-up timing of every level (latched: it also reaches a manager started later)."""
+        if not self.get_parameter("use_level_profile").value:
+            return self.get_logger().info(f"{topic} received, not used (parameter use_level_profile is false): "
+                                          f"planning with {family.source_path}")
+        try:
+            measured = level_profile.check(msg.data, len(policy.levels))
+        except ValueError as exc:
+            return self.bad.drop(topic, str(exc))
+        file_ms = [lv.latency_ms for lv in policy.levels] if policy.measured_profile is None else None
+        used = policy.use_measured_profile(measured)
+        if used is None:
+            return self.get_logger().info(f"{topic} received, not used: policy {policy.name} plans with the family "
+                                          "file's latencies, as published")
+        self.get_logger().info(f"planning with the level costs measured on this machine ({topic}): "
+                               + level_profile.describe(used, file_ms or [None] * len(used))
+                               + (" (ratio to the family file)" if file_ms else ""))
 
     def _on_active_level(self, msg: UInt8) -> None:
         if msg.data >= len(self.levels):

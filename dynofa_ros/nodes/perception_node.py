@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from std_msgs.msg import Bool, Float32, Float64MultiArray, String, UInt8, UInt32
 
 from .. import paths, topics
 from ..inference.backends import BACKENDS, DEVICES
+from ..perception import level_profile
 from ..perception.pipeline import (
     PerceptionConfig,
     Pipeline,
@@ -59,6 +61,7 @@ class PerceptionRuntime:
         self._subs: list[Any] = []
         self._timer: Any = None
         self._graph_timer: Any = None
+        self.level_profile_ms: list[float] = []  # each level's median model_ms at start-up (profile_runs)
         self._declare(read_only=not settable_when_unconfigured)
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -94,6 +97,10 @@ class PerceptionRuntime:
                                                            read_only=ro, int_range=(10, 100000)))
         decl("diagnostics_period_s", d.diagnostics_period_s, descriptor(
             "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
+        decl("profile_runs", d.profile_runs, descriptor(
+            "Frames timed per level at start-up, published latched on dynofa/level_profile_ms for the manager to "
+            "plan the ratios between levels with (about 1 s on a CPU); 0 = no profile", read_only=ro,
+            int_range=(0, 1000)))
         decl("bundle", d.bundle, descriptor(
             "Exported bundle directory (dynofa-export); when set, family_file and weights_path are not used and "
             "every level runs on ONNX Runtime without torch", read_only=ro))
@@ -137,6 +144,13 @@ class PerceptionRuntime:
     def _build(self, cfg: PerceptionConfig, family: Any) -> PipelineModel:
         self.log.info(f"preparing {len(family)} levels of family {family.name!r} on device {cfg.device!r}")
         model = build_model(cfg, family)
+        if cfg.profile_runs:  # before "ready": frames are taken once this returns
+            t0 = time.monotonic()
+            self.level_profile_ms = level_profile.measure(model, cfg.profile_runs)
+            self.log.info(f"level profile ({cfg.profile_runs} frames per level, {time.monotonic() - t0:.1f} s): "
+                          + level_profile.describe(self.level_profile_ms,
+                                                   [lv.latency(family.reference_profile or "") for lv in family])
+                          + " (ratio to the family file)")
         self.log.info(f"ready: {model.num_levels} levels, backend {model.backend_label()}, weights "
                       f"{model.weights_label()}, level {model.level}, accuracy {model.accuracy_label()}, "
                       f"prepared in {getattr(model, 'prepare_s', 0.0):.1f} s")
@@ -155,6 +169,7 @@ class PerceptionRuntime:
             "level": node.create_publisher(UInt8, topics.ACTIVE_LEVEL, LATCHED_QOS),
             # Latched readiness (replay --wait-ready): true once the model is prepared and frames are taken.
             "ready": node.create_publisher(Bool, topics.READY, LATCHED_QOS),
+            "level_profile": node.create_publisher(Float64MultiArray, topics.LEVEL_PROFILE, LATCHED_QOS),
             "camera_publishers": node.create_publisher(UInt32, topics.CAMERA_PUBLISHERS, LATCHED_QOS),
             "diagnostics": node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS),
         }
@@ -241,6 +256,8 @@ class PerceptionRuntime:
         # The pipeline announces the level first when both the model and the sink exist: ready from here on.
         if not getattr(self, "_ready_sent", False):
             self._ready_sent = True
+            if self.level_profile_ms:  # before ready and before any sample: the manager plans the first with it
+                self._pubs["level_profile"].publish(Float64MultiArray(data=self.level_profile_ms))
             self._pubs["ready"].publish(Bool(data=True))
         self._pubs["level"].publish(UInt8(data=int(level)))
 

@@ -464,13 +464,17 @@ class LearnedPlant:
     switch_factor: float = DEFAULT_SWITCH_FACTOR
     block: float = 20.0                           # mean length of a replayed run of consecutive frames
     frame_delivery: float = 1.0                   # share of camera frames that reach the node
+    #: perception's start-up timing of each level (``dynofa/level_profile_ms``) as the graph measured it; None:
+    #: the recorded graph had none, and the policy plans with the family file's ratios only
+    level_profile_ms: list[float] | None = None
 
     @classmethod
     def from_json(cls, d: dict, block: float = 20.0) -> LearnedPlant:
         seqs = {int(b): {int(lv): np.asarray(v, dtype=float) for lv, v in cells.items() if len(v)}
                 for b, cells in d["busy"].items()}
+        profile = d.get("level_profile_ms")
         return cls(seqs, int(d["num_levels"]), float(d.get("switch_factor", DEFAULT_SWITCH_FACTOR)), block,
-                   float(d.get("frame_delivery", 1.0)))
+                   float(d.get("frame_delivery", 1.0)), [float(x) for x in profile] if profile else None)
 
     @classmethod
     def lognormal(cls, profile_ms: Sequence[float], sigma: float, slowdown: dict[int, float],
@@ -689,7 +693,8 @@ def policy_fingerprint(name: str) -> str:
     Why behaviour and not source: a refactor, a comment or a feature the bench never exercises (clocks, which
     this machine has none of; ``accuracy_slack`` at its default 0) must not orphan a 30-minute recording,
     while any change in the levels chosen must. The workload is fixed and synthetic (log-normal latencies
-    around 1.8x the bench family's profile, as the bench machines run it, at the bench's 20 fps: so the cold
+    around 1.8x the bench family's profile, each level a few % off, as the bench machines run it, with the graph's
+    start-up profile of them, at the bench's 20 fps: so the cold
     start waits for measured frames as on the machine; 0→2→0→1→2→0 busy processes, target steps 30→18→30 ms,
     two seeds), run with the bench's family and params (``config/generic_cpu.yaml``); the hash covers every
     frame's level.
@@ -702,8 +707,11 @@ def _behaviour_hash(name: str) -> str:
     import hashlib
 
     levels = bench_levels()
-    machine = [1.8 * lv.latency_ms for lv in levels]
+    # the machine's levels cost 1.8x the profile, not all alike (as measured on the bench machines: 1.24-1.34x
+    # on one CPU), and perception's start-up profile says so: a change in how that profile is used shows here
+    machine = [1.8 * (1.0 + 0.04 * ((3 * i) % 5 - 2)) * lv.latency_ms for i, lv in enumerate(levels)]
     plant = LearnedPlant.lognormal(machine, 0.25, {0: 1.0, 1: 1.6, 2: 2.6}, n=600, switch_factor=1.14)
+    plant.level_profile_ms = machine
     scn = GraphScenario("fingerprint", 90.0, 20.0, ((0.0, 0), (20.0, 2), (40.0, 0), (50.0, 1), (60.0, 2), (75.0, 0)),
                         ((0.0, 30.0), (30.0, 18.0), (45.0, 30.0)))
     h = hashlib.sha256()
@@ -802,6 +810,13 @@ def extract_realism_data(runs_json: dict, cap: int = 900, switch_default: float 
         plant_d["switch_factor"] = round(float(np.median(ratios)), 3) if len(ratios) >= 5 else switch_default
         plant_d["switches_seen"] = len(ratios)
         plant_d["frame_delivery"] = _frame_delivery(runs_json, patterns, cam)
+        # what perception measured at start-up in the managed runs (the same machine: the median of each level)
+        profiles = [run["level_profile_ms"] for pname, cols in by_pattern for col, run in cols.items()
+                    if col in ("joint", "step") and run.get("ok") and run.get("level_profile_ms")
+                    and f"{patterns[pname]['width']}x{patterns[pname]['height']}" == cam
+                    and len(run["level_profile_ms"]) == num_levels]
+        if profiles:
+            plant_d["level_profile_ms"] = [round(float(x), 3) for x in np.median(np.asarray(profiles), axis=0)]
     for pname, cols in runs_json["runs"].items():
         p = patterns[pname]
         real = {}
@@ -857,6 +872,8 @@ def simulate_controller(scn: GraphScenario, plant: LearnedPlant, controller: str
             continue
         cfg, rate = bench_policy_config()
         pol = make_policy(controller, levels, config=cfg)
+        if plant.level_profile_ms is not None:  # the graph's start-up profile (ManagerNode._on_level_profile)
+            pol.use_measured_profile(plant.level_profile_ms)
         runs.append(simulate_graph(scn, plant, pol, decision_rate_hz=rate, seed=s, tagging=tagging))
     return runs
 

@@ -86,6 +86,7 @@ class PerceptionConfig:
     timing_window: int = 300
     diagnostics_period_s: float = 1.0
     bundle: str = ""  # an exported bundle directory (dynofa-export): family and models from it, no torch needed
+    profile_runs: int = 20  # frames timed per level at start-up (perception/level_profile.py); 0 = none
 
     def check(self) -> None:
         """Cross-field and value checks that a ParameterDescriptor cannot express."""
