@@ -290,3 +290,28 @@ def test_the_manager_plans_with_perceptions_start_up_level_profile_and_drops_a_b
         target.publish(Float32(data=target_ms))
         assert level_cmd.wait_until(lambda ms: bool(ms) and ms[-1].data == expected.level, WAIT), \
             ([m.data for m in level_cmd.snapshot()], manager.output())
+
+
+def test_a_step_manager_says_it_keeps_the_file_when_a_level_profile_arrives_and_goes_on(isolated_network, domain_id):
+    """The paper's ``step`` plans with the family file (``use_measured_profile`` returns None); the profile's
+    callback once read an attribute only ``joint`` had and killed a step manager at start-up (the bench's step
+    columns, stop 45)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Float64MultiArray
+
+    from dynofa_ros import topics
+    from dynofa_ros.nodes.common import LATCHED_QOS
+
+    params = {**MANAGER_PARAMS, "policy": "step"}
+    manager = NodeProcess("manager_node", [a for k, v in params.items() for a in ("-p", f"{k}:={v}")],
+                          env=ros_env(domain_id), name="manager_node")
+    with manager, RosProbe(domain_id, "step_profile_probe") as probe:
+        diags = probe.collect("/diagnostics", DiagnosticArray, 50)
+        profile = probe.publisher(topics.LEVEL_PROFILE, Float64MultiArray, LATCHED_QOS)
+        assert probe.wait_for_subscribers(profile, 1, WAIT), manager.output()
+        profile.publish(Float64MultiArray(data=[3.0 * lv.latency_ms for lv in sim.reference_levels()]))
+        assert manager.wait_for_output("not used: policy step plans with the family file's latencies", WAIT), \
+            manager.output()
+        n = len(diags.snapshot())
+        assert diags.wait_until(lambda ms: len(ms) >= n + 2, WAIT), manager.output()  # it goes on deciding
+        assert manager.alive(), manager.output()

@@ -872,5 +872,5 @@ def test_a_measured_profile_keeps_every_level_at_least_as_costly_as_the_one_belo
         pol.use_measured_profile([10.0, 14.0])
     # the paper's manager keeps the file's table, as published
     step = make_policy("step", levels)
-    assert step.use_measured_profile([10.0, 14.0, 13.5]) is None
+    assert step.use_measured_profile([10.0, 14.0, 13.5]) is None and step.measured_profile is None
     assert [lv.latency_ms for lv in step.levels] == [5.0, 7.0, 9.0]

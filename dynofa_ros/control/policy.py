@@ -373,6 +373,8 @@ class Policy:
     #: ... and when the application changes its target: the new target is known before any frame misses it
     #: (feed-forward). ``step`` decides on its period only.
     decides_on_target = False
+    #: level costs measured on this machine that the policy plans with (:meth:`use_measured_profile`); None: the file's
+    measured_profile: list[float] | None = None
 
     def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
                  gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
@@ -668,7 +670,6 @@ class JointPolicy(Policy):
         self.stay_evidence: tuple[int, int] | None = None  # (late, frames) when the stay's own tail failed it
         self._memo: dict[tuple[object, ...], float] = {}  # estimates of the current samples (:meth:`_memoised`)
         self._memo_version = -1
-        self.measured_profile: list[float] | None = None  # level costs measured on this machine, once received
 
     def reconfigure(self, config: PolicyConfig) -> None:
         super().reconfigure(config)

@@ -61,7 +61,7 @@ class PerceptionRuntime:
         self._subs: list[Any] = []
         self._timer: Any = None
         self._graph_timer: Any = None
-        self.level_profile_ms: list[float] = []  # each level's median model_ms at start-up (profile_runs)
+        self.level_profile_ms: list[float] = []  # each level's lower-quartile model_ms at start-up (profile_runs)
         self._declare(read_only=not settable_when_unconfigured)
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -99,7 +99,7 @@ class PerceptionRuntime:
             "Seconds between /diagnostics messages", read_only=ro, float_range=(0.05, 60.0)))
         decl("profile_runs", d.profile_runs, descriptor(
             "Frames timed per level at start-up, published latched on dynofa/level_profile_ms for the manager to "
-            "plan the ratios between levels with (about 1 s on a CPU); 0 = no profile", read_only=ro,
+            "plan the ratios between levels with (a few seconds on a CPU); 0 = no profile", read_only=ro,
             int_range=(0, 1000)))
         decl("bundle", d.bundle, descriptor(
             "Exported bundle directory (dynofa-export); when set, family_file and weights_path are not used and "
