@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineModel
 
 #: The synthetic frame timed: the size of a VGA camera, so that preprocessing (crop and resize to the level's
 #: resolution) costs what a camera frame costs. Its pixels are noise, not zeros: a constant image could take
@@ -40,19 +43,7 @@ MIN_ROUNDS = 5
 KEPT_PERCENTILE = 25.0
 
 
-class ProfiledModel(Protocol):
-    @property
-    def num_levels(self) -> int: ...
-
-    @property
-    def level(self) -> int: ...
-
-    def switch(self, level: int) -> None: ...
-
-    def infer(self, frame: np.ndarray) -> Any: ...
-
-
-def measure(model: ProfiledModel, runs: int, frame_shape: Sequence[int] = FRAME_SHAPE,
+def measure(model: PipelineModel, runs: int, frame_shape: Sequence[int] = FRAME_SHAPE,
             seed: int = 0) -> list[float]:
     """Lower quartile of ``total_ms`` over about ``runs`` timed frames per level (at least ``MIN_ROUNDS *
     PER_ROUND``); the model is left at the level it was at."""
