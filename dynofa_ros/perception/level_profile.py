@@ -5,7 +5,7 @@ families: one board at one clock), and the ratios between levels differ by machi
 levels measured 1.24-1.34x the file, level 3 more than level 6, so a latency tail measured at one level and
 carried to another through the file's ratios mispredicted it by 6-12 %, and the manager's climb after a cold
 start stopped one or two levels short: four switches where one does (docs/manager.md, "A family profiled on
-this machine"). Timing every level for about a second when the node starts, on the path a frame takes
+this machine"). Timing every level for a few seconds when the node starts, on the path a frame takes
 (preprocess, network, postprocess: the ``model_ms`` the manager receives), gives it this machine's ratios on
 any machine, without a profiling step before deployment.
 
