@@ -74,6 +74,7 @@ from devtools.processes import (  # noqa: E402
     use_large_frame_transport,
 )
 from dynofa_ros import launch_config as lc  # noqa: E402
+from dynofa_ros import topics  # noqa: E402
 from dynofa_ros.inference import family as fm  # noqa: E402
 from dynofa_ros.offline.sim import policy_fingerprint  # noqa: E402
 from dynofa_ros.replay import scenario as scn  # noqa: E402
@@ -82,7 +83,7 @@ from dynofa_ros.series import step_value  # noqa: E402
 FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
 STATS_TOPIC = "dynofa/inference_stats"
-LEVEL_PROFILE_TOPIC = "dynofa/level_profile_ms"
+LEVEL_PROFILE_TOPIC = topics.LEVEL_PROFILE
 #: A level qualifies for the oracle in a condition only with this many frames there (2 % of fewer is luck).
 ORACLE_MIN_FRAMES = 50
 RECORD_TOPICS = [STATS_TOPIC, "dynofa/classification", "dynofa/inference_latency_ms", "dynofa/active_level",

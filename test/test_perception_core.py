@@ -269,9 +269,14 @@ def test_level_profile_times_every_level_on_the_real_model_and_leaves_the_runnin
     assert tiny_model.level == 1
     assert len(ms) == 2 and all(v > 0 for v in ms)
     assert ms[1] > ms[0], ms
-    assert level_profile.check(ms, 2) == ms
+    # what the manager accepts of it (the message check lives beside the stats message's, nodes/inference_stats)
+    from std_msgs.msg import Float64MultiArray
+
+    from dynofa_ros.nodes.inference_stats import level_profile_from_msg
+
+    assert level_profile_from_msg(Float64MultiArray(data=ms), 2) == ms
     with pytest.raises(ValueError, match="3 values for a family of 2 levels"):
-        level_profile.check([1.0, 2.0, 3.0], 2)
+        level_profile_from_msg(Float64MultiArray(data=[1.0, 2.0, 3.0]), 2)
     with pytest.raises(ValueError, match="level 1: nan ms"):
-        level_profile.check([1.0, float("nan")], 2)
+        level_profile_from_msg(Float64MultiArray(data=[1.0, float("nan")]), 2)
     assert level_profile.describe([10.0, 30.0], [5.0, None]) == "L0 10.0 ms (2.00x), L1 30.0 ms"

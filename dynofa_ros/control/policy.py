@@ -689,8 +689,7 @@ class JointPolicy(Policy):
             raise ValueError(f"{len(latencies_ms)} latencies for {len(self.levels)} levels")
         used = [float(x) for x in np.maximum.accumulate(np.asarray(latencies_ms, dtype=float))]
         self.levels = [replace(lv, latency_ms=ms) for lv, ms in zip(self.levels, used, strict=True)]
-        self.tails.profile_ms = list(used)
-        self.tails.version += 1  # every estimate computed with the old ratios is stale
+        self.tails.set_profile(used)
         self.measured_profile = used
         return used
 

@@ -53,6 +53,11 @@ class TailEstimator:
         self.last_stamp: float | None = None
         self.version = 0  # changes whenever a level's samples change: estimates computed before are stale
 
+    def set_profile(self, profile_ms: Sequence[float]) -> None:
+        """Read every sample against new per-level costs (they are stored in ms): estimates made before are stale."""
+        self.profile_ms = list(profile_ms)
+        self.version += 1
+
     def base_ms(self, level: int) -> float:
         return self.profile_ms[level] + self.overhead_ms
 

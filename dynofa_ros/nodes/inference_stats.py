@@ -7,6 +7,9 @@ names written into ``layout.dim[0].label`` so that ``ros2 topic echo`` shows wha
 
     data = [level, latency_ms, frame_stamp_s, stream]
 
+It also checks ``dynofa/level_profile_ms`` (one latency per level, perception's start-up timing), whose values
+are latencies under the same bound.
+
 Why one message rather than ``dynofa/inference_latency_ms`` + ``dynofa/active_level``: two topics have
 no ordering between them, so a manager that pairs each latency with the last level it heard attributes
 the first samples after a switch to the wrong level (a switch 1 → 6 read as a 2× slowdown of level 1).
@@ -50,3 +53,15 @@ def from_msg(msg: Float64MultiArray, num_levels: int) -> InferenceStats:
     stamp = data[2] if len(data) > 2 and math.isfinite(data[2]) else 0.0
     stream = int(data[3]) if len(data) > 3 and math.isfinite(data[3]) and data[3] >= 0 else 0
     return InferenceStats(int(level), float(latency), float(stamp), stream)
+
+
+def level_profile_from_msg(msg: Float64MultiArray, num_levels: int) -> list[float]:
+    """``dynofa/level_profile_ms`` (one latency per level, perception's start-up timing); ValueError saying why it
+    cannot be used (the caller drops it). Each value is bounded as a sample's latency is above."""
+    out = [float(v) for v in msg.data]
+    if len(out) != num_levels:
+        raise ValueError(f"{len(out)} values for a family of {num_levels} levels")
+    bad = [i for i, v in enumerate(out) if not (math.isfinite(v) and 0.0 < v <= MAX_LATENCY_MS)]
+    if bad:
+        raise ValueError(f"level {bad[0]}: {out[bad[0]]!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
+    return out

@@ -418,7 +418,7 @@ class ManagerNode(Node):
             return self.get_logger().info(f"{topic} received, not used (parameter use_level_profile is false): "
                                           f"planning with {family.source_path}")
         try:
-            measured = level_profile.check(msg.data, len(policy.levels))
+            measured = stats.level_profile_from_msg(msg, len(policy.levels))
         except ValueError as exc:
             return self.bad.drop(topic, str(exc))
         file_ms = [lv.latency_ms for lv in policy.levels] if policy.measured_profile is None else None

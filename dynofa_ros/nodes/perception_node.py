@@ -148,8 +148,7 @@ class PerceptionRuntime:
             t0 = time.monotonic()
             self.level_profile_ms = level_profile.measure(model, cfg.profile_runs)
             self.log.info(f"level profile ({cfg.profile_runs} frames per level, {time.monotonic() - t0:.1f} s): "
-                          + level_profile.describe(self.level_profile_ms,
-                                                   [lv.latency(family.reference_profile or "") for lv in family])
+                          + level_profile.describe(self.level_profile_ms, family.latencies())
                           + " (ratio to the family file)")
         self.log.info(f"ready: {model.num_levels} levels, backend {model.backend_label()}, weights "
                       f"{model.weights_label()}, level {model.level}, accuracy {model.accuracy_label()}, "

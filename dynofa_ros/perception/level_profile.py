@@ -62,17 +62,6 @@ def measure(model: PipelineModel, runs: int, frame_shape: Sequence[int] = FRAME_
     return [float(np.percentile(t, KEPT_PERCENTILE)) for t in times]
 
 
-def check(values: Sequence[float], num_levels: int) -> list[float]:
-    """The profile in a message, or ValueError saying why it cannot be used (the manager drops it)."""
-    out = [float(v) for v in values]
-    if len(out) != num_levels:
-        raise ValueError(f"{len(out)} values for a family of {num_levels} levels")
-    bad = [i for i, v in enumerate(out) if not (math.isfinite(v) and 0.0 < v <= 60000.0)]
-    if bad:
-        raise ValueError(f"level {bad[0]}: {out[bad[0]]!r} ms is not in (0, 60000] ms")
-    return out
-
-
 def describe(values: Sequence[float], reference: Sequence[float | None]) -> str:
     """One log line: each level's measured ms and its ratio to the family file's."""
     parts = []
