@@ -46,6 +46,10 @@ CAMERA_PUBLISHERS = "dynofa/camera_publishers"
 #: machine (``perception/level_profile.py``); the manager plans the ratios between levels with it.
 LEVEL_PROFILE = "dynofa/level_profile_ms"
 SUBNET_CMD = "dynofa/subnet_cmd"
+#: Latched std_msgs/Float64MultiArray ``[from_level, limit_ms, to_level]`` (empty: none), manager → perception: a
+#: frame at ``from_level`` slower than ``limit_ms`` switches perception to ``to_level`` at once, one-shot
+#: (``control.policy.OverrunFallback``; layout in ``nodes/inference_stats.py``).
+OVERRUN_FALLBACK = "dynofa/overrun_fallback"
 CPU_FREQ_CMD = "dynofa/cpu_freq_cmd"
 GPU_FREQ_CMD = "dynofa/gpu_freq_cmd"
 TARGET_LATENCY = "dynofa/target_latency_ms"
@@ -65,6 +69,7 @@ GRAPH_TOPICS: dict[str, str] = {
     ACTIVE_LEVEL: "std_msgs/msg/UInt8",
     LEVEL_PROFILE: "std_msgs/msg/Float64MultiArray",
     SUBNET_CMD: "std_msgs/msg/UInt8",
+    OVERRUN_FALLBACK: "std_msgs/msg/Float64MultiArray",
     CPU_FREQ_CMD: "std_msgs/msg/UInt32",
     GPU_FREQ_CMD: "std_msgs/msg/UInt64",
     TARGET_LATENCY: "std_msgs/msg/Float32",

@@ -280,3 +280,40 @@ def test_level_profile_times_every_level_on_the_real_model_and_leaves_the_runnin
     with pytest.raises(ValueError, match="level 1: nan ms"):
         level_profile_from_msg(Float64MultiArray(data=[1.0, float("nan")]), 2)
     assert level_profile.describe([10.0, 30.0], [5.0, None]) == "L0 10.0 ms (2.00x), L1 30.0 ms"
+
+
+def test_a_frame_slower_than_the_overrun_fallbacks_limit_switches_the_level_before_the_next_frame_once(
+        tiny_model: Any) -> None:
+    """The manager's standing instruction (``set_overrun_fallback``): a frame at ``from_level`` slower than the
+    limit switches to ``to_level`` at once, announced on the level topic before the next frame; used once. A
+    frame of another level, or one within the limit, changes nothing. The real model (a limit of 0.001 ms: every
+    frame of level 1 is over it)."""
+    logs: list[tuple[str, str]] = []
+    tiny_model.switch(1)
+    pipeline = Pipeline([""], 2, logger=lambda sev, msg: logs.append((sev, msg)))
+    sink = Sink()
+    pipeline.set_sink(sink)
+    pipeline.start(lambda: tiny_model)
+
+    def run_frame(name: str) -> int:
+        n = len(sink.results)
+        pipeline.submit(0, _image(name), 0)
+        assert _until(lambda: len(sink.results) > n)
+        return sink.results[-1][1]["level"]
+
+    try:
+        pipeline.set_overrun_fallback((1, 60000.0, 0))  # no frame takes a minute
+        assert run_frame("within") == 1 and tiny_model.level == 1
+        pipeline.set_overrun_fallback((0, 0.001, 0))     # ... and this one covers another level (not a move)
+        assert run_frame("other level") == 1 and tiny_model.level == 1
+        pipeline.set_overrun_fallback((1, 0.001, 0))
+        assert run_frame("late") == 1
+        assert tiny_model.level == 0 and sink.levels[-1] == 0, "switched and announced before the next frame"
+        assert run_frame("next") == 0
+        assert pipeline.request_level(1)[0]
+        assert run_frame("late again") == 1 and tiny_model.level == 1, "used once: the next late frame stays"
+    finally:
+        assert pipeline.stop()
+    said = [msg for sev, msg in logs if "overrun fallback" in msg]
+    assert len(said) == 1 and "level 0 from the next frame on" in said[0], said
+    assert dict(pipeline.diagnostics()[2])["overrun_fallbacks"] == "1"

@@ -874,3 +874,57 @@ def test_a_measured_profile_keeps_every_level_at_least_as_costly_as_the_one_belo
     step = make_policy("step", levels)
     assert step.use_measured_profile([10.0, 14.0, 13.5]) is None and step.measured_profile is None
     assert [lv.latency_ms for lv in step.levels] == [5.0, 7.0, 9.0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_overrun_fallback_names_the_drop_the_policy_then_makes_on_one_late_frame_and_only_that(seed):
+    """``policy.overrun`` tells perception, in advance, what to do after a late frame (``OverrunFallback``): a
+    frame at ``from_level`` slower than ``limit_ms`` → ``to_level`` at once. It must never send perception where
+    the policy would not go: every time a frame it covers arrives, the policy's own decision on that frame goes to
+    ``to_level`` or below. And it is only issued where that decision is known from one frame: never before a
+    slowdown has ended (the first burst needs two late frames, and where they send the manager is planned from
+    them). Bursts as in :func:`run_bursts`, a decision per frame."""
+    levels = [LevelSpec(70.0 + 2 * i, ms) for i, ms in enumerate(BURST_PROFILE)]
+    pol = make_policy("joint", levels, config=PolicyConfig(latency_margin=0.05, up_hysteresis=0.03))
+    covered, issued = [], []
+
+    def see(inp, d, before):
+        if before is not None and any(s.level == before.from_level and s.latency_ms > before.limit_ms
+                                      for s in inp.latencies):
+            covered.append((inp.now, before, d.level))
+        if pol.overrun is not None:
+            issued.append((inp.now, pol.overrun))
+
+    watch_decisions(pol, see, before=lambda: pol.overrun)
+    run_plant(pol, BURST_PROFILE, 40.0, seconds=32.0, start_level=4, decide_hz=20.0, seed=seed,
+              slowdown=lambda t: 2.2 if any(a <= t < b for a, b in BURSTS) else 1.0)
+    assert len(covered) >= len(BURSTS) - 1, ("every burst after the first starts with a covered late frame", covered)
+    assert all(level <= fb.to_level for _, fb, level in covered), covered
+    assert all(fb.to_level < fb.from_level and fb.limit_ms == 40.0 for _, fb in issued), issued
+    assert min(t for t, _ in issued) > BURSTS[0][1], "issued before any slowdown ended"
+
+
+def test_perception_following_the_overrun_fallback_saves_the_frame_after_each_bursts_first_late_one():
+    """The simulated graph, bursts of 2.6x contention every 3 s: the frame after a burst's first late frame
+    starts before the manager's drop can arrive (``CMD_DELAY_S``), and without the instruction it runs at the
+    level that just missed. With it, perception drops by itself, so fewer frames miss, at no more switches."""
+    from dynofa_ros.offline import sim
+
+    levels = sim.bench_levels()
+    machine = [1.8 * lv.latency_ms for lv in levels]
+    plant = sim.LearnedPlant.lognormal(machine, 0.12, {0: 1.0, 2: 2.6}, n=600, switch_factor=1.14)
+    plant.level_profile_ms = machine
+    busy = ((0.0, 0), *[(8.0 + 3.0 * i, 2 * ((i + 1) % 2)) for i in range(10)])
+    scn = sim.GraphScenario("bursts", 40.0, 20.0, busy, ((0.0, 30.0),))
+    cfg, rate = sim.bench_policy_config()
+    late, switches = {}, {}
+    for follow in (False, True):
+        runs = []
+        for seed in range(4):
+            pol = make_policy("joint", levels, config=cfg)
+            pol.use_measured_profile(machine)
+            runs.append(sim.simulate_graph(scn, plant, pol, decision_rate_hz=rate, seed=seed, overrun_fallback=follow))
+        late[follow] = sum(int((r.latency_ms > r.target_ms).sum()) for r in runs)
+        switches[follow] = sum(r.switches for r in runs)
+    assert late[True] < late[False], late
+    assert switches[True] <= switches[False] + 4, switches   # at most one more switch per run

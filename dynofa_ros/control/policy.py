@@ -186,6 +186,25 @@ class Decision:
     slowdown: float = 1.0
 
 
+@dataclass(frozen=True)
+class OverrunFallback:
+    """A standing instruction for perception: a frame at ``from_level`` that takes longer than ``limit_ms``
+    switches it to ``to_level`` at once, before the manager has heard of that frame (``dynofa/overrun_fallback``).
+
+    Why: the frame after a late one starts as soon as the late one ends, while the manager's drop needs a round
+    trip (sample → decision → command: 4-11 ms on a 2-core machine under contention). At 20 fps the next frame
+    then ran at the level that had just missed: every burst of contention cost two late frames where the
+    decision was already known to be a drop (real bursty run, stop 45: 12 of 16 late frames were such pairs).
+    Only issued where the policy's own rule drops on a single late frame to ``to_level`` or below (a slowdown
+    that just ended is expected back, :meth:`JointPolicy.slowdown_expected`), so perception never moves where
+    the manager would not. One-shot: perception forgets it once used; the manager issues the next one.
+    """
+
+    from_level: int
+    limit_ms: float
+    to_level: int
+
+
 # ---------------------------------------------------------------------------------------------- config
 def _tunable(default: float, lo: float, hi: float, description: str) -> Any:
     """A PolicyConfig field with its allowed range and description attached once: ``validate`` checks the range
@@ -375,6 +394,8 @@ class Policy:
     decides_on_target = False
     #: level costs measured on this machine that the policy plans with (:meth:`use_measured_profile`); None: the file's
     measured_profile: list[float] | None = None
+    #: what perception may do on its own after the newest decision (:class:`OverrunFallback`); None: nothing
+    overrun: OverrunFallback | None = None
 
     def __init__(self, levels: Sequence[LevelSpec], cpu_freqs_khz: Sequence[int] = (),
                  gpu_freqs_hz: Sequence[int] = (), config: PolicyConfig | None = None,
@@ -529,6 +550,7 @@ class Policy:
     def decide(self, inp: PolicyInputs) -> Decision:
         """One decision; rules in the priority order of the module docstring."""
         self.ingest(inp)
+        self.overrun = None  # set again only by a policy's own rule (a safety rule leaves perception alone)
         cfg, st = self.config, self.state
         temps = self._temps(inp)
         hottest = max(temps, key=lambda nr: nr[1].value) if temps else None
@@ -978,6 +1000,21 @@ class JointPolicy(Policy):
         back = self.slowdown_ended
         return back[0] if back is not None and now - back[1] <= self.config.window_s else None
 
+    def overrun_fallback(self, now: float, level: int, target: float, floor: int) -> OverrunFallback | None:
+        """What perception may do alone while ``level`` runs (:class:`OverrunFallback`): when a slowdown that just
+        ended is expected back (:meth:`slowdown_expected`) and ``level`` has the frames :meth:`violates` needs
+        to act on one late frame, its next late frame drops it to the level that held through the slowdown (the
+        accuracy floor at least), the same frame this policy will then decide on; None otherwise.
+
+        Why only then: that is the one case where the decision on a late frame is known before the frame. Its
+        drop goes to that level or lower (lower when the newest frames plan lower), never higher, so perception
+        and manager do not pull two ways. At other times a late frame needs more evidence (a second one, a count
+        against the budget) and a reflex on one frame would move where this policy would not."""
+        to = self.slowdown_expected(now)
+        if to is None or max(to, floor) >= level or self.tails.count(level) < MIN_OWN_SAMPLES:
+            return None
+        return OverrunFallback(level, target, max(to, floor))
+
     def burst_level(self, now: float, target: float | None, cpu: int | None, gpu: int | None,
                     slow: Sequence[float]) -> int:
         """The level to drop to when the slowdown that just ended comes back (:meth:`slowdown_expected`): the running
@@ -1329,6 +1366,7 @@ class JointPolicy(Policy):
         pred = self.predict_ms(lvl, c, g, ratio)
         if infeasible:
             mode = "infeasible"
+        self.overrun = self.overrun_fallback(now, lvl, target, floor)
         reason = f"{prefix}: {why}; {_fmt_f(c, g)}, predicted p{100 * (1 - cfg.miss_budget):g} {pred:.1f} ms"
         return Decision(lvl, c, g, "; ".join([reason, *notes]), mode, pred)
 

@@ -8,7 +8,8 @@ names written into ``layout.dim[0].label`` so that ``ros2 topic echo`` shows wha
     data = [level, latency_ms, frame_stamp_s, stream]
 
 It also checks ``dynofa/level_profile_ms`` (one latency per level, perception's start-up timing), whose values
-are latencies under the same bound.
+are latencies under the same bound, and carries ``dynofa/overrun_fallback``, the manager's standing instruction
+to perception (``data = [from_level, limit_ms, to_level]``, empty: none; ``control.policy.OverrunFallback``).
 
 Why one message rather than ``dynofa/inference_latency_ms`` + ``dynofa/active_level``: two topics have
 no ordering between them, so a manager that pairs each latency with the last level it heard attributes
@@ -65,3 +66,33 @@ def level_profile_from_msg(msg: Float64MultiArray, num_levels: int) -> list[floa
     if bad:
         raise ValueError(f"level {bad[0]}: {out[bad[0]]!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
     return out
+
+
+OVERRUN_FIELDS = ("from_level", "limit_ms", "to_level")
+
+
+def overrun_to_msg(fallback: tuple[int, float, int] | None) -> Float64MultiArray:
+    """``dynofa/overrun_fallback``: ``(from_level, limit_ms, to_level)``, or None for "no instruction" (empty)."""
+    msg = Float64MultiArray(data=[] if fallback is None else [float(v) for v in fallback])
+    msg.layout.dim = [MultiArrayDimension(label=",".join(OVERRUN_FIELDS), size=len(msg.data), stride=len(msg.data))]
+    return msg
+
+
+def overrun_from_msg(msg: Float64MultiArray, num_levels: int) -> tuple[int, float, int] | None:
+    """The instruction in ``msg`` (None: there is none); ValueError saying why it cannot be followed. It must
+    move down: ``to_level`` below ``from_level``, both levels of the family, the limit a latency as above."""
+    data = [float(v) for v in msg.data]
+    if not data:
+        return None
+    if len(data) != len(OVERRUN_FIELDS):
+        raise ValueError(f"expected {len(OVERRUN_FIELDS)} values [{', '.join(OVERRUN_FIELDS)}] or none, got "
+                         f"{len(data)}")
+    src, limit, dst = data
+    for name, lv in (("from_level", src), ("to_level", dst)):
+        if not math.isfinite(lv) or lv != int(lv) or not 0 <= lv < num_levels:
+            raise ValueError(f"{name} {lv!r} is not a level of the family (0..{num_levels - 1})")
+    if not math.isfinite(limit) or not 0.0 < limit <= MAX_LATENCY_MS:
+        raise ValueError(f"limit {limit!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
+    if dst >= src:
+        raise ValueError(f"to_level {int(dst)} is not below from_level {int(src)} (a fallback only moves down)")
+    return int(src), float(limit), int(dst)

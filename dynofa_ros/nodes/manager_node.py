@@ -27,6 +27,7 @@ from ..control.platforms import BOARDS, GENERIC_BOARD, DomainPower, frequency_ta
 from ..control.policy import (
     POLICIES,
     LatencySample,
+    OverrunFallback,
     PolicyConfig,
     PolicyConfigError,
     PolicyInputs,
@@ -57,6 +58,8 @@ from .common import (
 )
 
 MAX_TARGET_MS = 10000.0
+#: ``_overrun_sent`` once perception followed the instruction it names (used up: the next one is issued anyway)
+USED = "used"
 #: An app name becomes a namespace: a ROS name token.
 APP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -93,6 +96,11 @@ class ManagerNode(Node):
         p("use_level_profile", True, descriptor("plan the ratios between levels with perception's start-up timing "
                                                 "(dynofa/level_profile_ms) once it arrives; false = the family "
                                                 "file's latencies only", read_only=True))
+        p("overrun_fallback", True, descriptor(
+            "issue dynofa/overrun_fallback: where the policy's drop on one late frame is known in advance (a "
+            "burst of contention that just ended is expected back), perception makes it itself, from the next "
+            "frame, before this node's command arrives; false = perception only follows dynofa/subnet_cmd",
+            read_only=True))
         p("apps", Parameter.Type.STRING_ARRAY,
           descriptor("several apps managed together (docs/manager.md): names, each its own namespace "
                      "(<app>/dynofa/...) and apps.<app>.* parameters; unset or [] = one app on dynofa/...",
@@ -124,18 +132,26 @@ class ManagerNode(Node):
         self.min_accuracy: float | None = self.get_parameter("min_accuracy").value or None
         self.samples: list[LatencySample] = []
         self.decisions_on_miss = 0  # decisions made when a missed deadline arrived (between timer ticks)
+        self.overruns_followed = 0  # times perception reported following the overrun fallback
         self.active_level: int | None = None
         self.readings: dict[str, Reading | None] = dict.fromkeys(
             ("cpu_load", "gpu_load", "cpu_temp_c", "gpu_temp_c", "battery_soc"))
         self.last = None
         self._published: dict[str, int | None] = {"level": None, "cpu": None, "gpu": None}
+        #: the overrun fallback last issued as (from_level, limit_ms, to_level), None for "none"; USED once perception
+        #: followed it, so that the next one is issued even if it repeats it
+        self._overrun_sent: tuple[int, float, int] | str | None = USED
         self._last_diag = -math.inf
 
         self.pub_cpu = self.create_publisher(UInt32, topics.CPU_FREQ_CMD, LATCHED_QOS)
         self.pub_gpu = self.create_publisher(UInt64, topics.GPU_FREQ_CMD, LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
+        self.pub_overrun = None
         if self.multi is None:
             self.pub_level = self.create_publisher(UInt8, topics.SUBNET_CMD, LATCHED_QOS)
+            if self.get_parameter("overrun_fallback").value:
+                self.pub_overrun = self.create_publisher(Float64MultiArray, topics.OVERRUN_FALLBACK, LATCHED_QOS)
+                self._publish_overrun(None)  # clears what a previous manager may have left latched in perception
             subscribe(self, Float64MultiArray, topics.INFERENCE_STATS, self._on_stats, STATS_QOS)
             subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
             subscribe(self, Float64MultiArray, topics.LEVEL_PROFILE,
@@ -435,6 +451,12 @@ class ManagerNode(Node):
             return self.bad.drop(topics.ACTIVE_LEVEL, f"level {msg.data} is unknown (family has levels "
                                                         f"0..{len(self.levels) - 1})")
         self.active_level = int(msg.data)
+        sent = self._overrun_sent
+        if isinstance(sent, tuple) and msg.data == sent[2] and msg.data != self._published["level"]:
+            # perception followed the overrun fallback: the instruction is used up, and the level it left is no
+            # longer what runs, so the next decision commands its level again even where it is unchanged
+            self._published["level"], self._overrun_sent = None, USED
+            self.overruns_followed += 1
 
     def _on_target(self, msg: Float32) -> None:
         why = check_number(msg.data, 0.0, MAX_TARGET_MS, "latency target", "ms")
@@ -477,6 +499,13 @@ class ManagerNode(Node):
         self.readings[key] = Reading(float(msg.data), self._now())
 
     # ------------------------------------------------------------------ decisions
+    def _publish_overrun(self, fallback: OverrunFallback | None) -> None:
+        """Issue the policy's overrun fallback when it differs from the last one issued (latched topic)."""
+        key = None if fallback is None else (fallback.from_level, round(fallback.limit_ms, 3), fallback.to_level)
+        if self.pub_overrun is not None and key != self._overrun_sent:
+            self.pub_overrun.publish(stats.overrun_to_msg(key))
+            self._overrun_sent = key
+
     def _publish_clocks(self, cpu_freq_khz: int | None, gpu_freq_hz: int | None) -> None:
         """Publish a clock command only when it differs from the last one sent (the topic is latched, so a
         repeat carries nothing); ``None`` leaves that clock alone. One path for the single- and multi-app tick."""
@@ -501,6 +530,7 @@ class ManagerNode(Node):
         if self._published["level"] != d.level:
             self.pub_level.publish(UInt8(data=d.level))
             self._published["level"] = d.level
+        self._publish_overrun(self.policy.overrun)
         self._publish_clocks(d.cpu_freq_khz, d.gpu_freq_hz)
         if changed:
             self.get_logger().info(f"level {d.level}, {d.reason}")
@@ -514,7 +544,10 @@ class ManagerNode(Node):
                 "slowdown": f"{d.slowdown:.3f}", "target_latency_ms": self.target or 0.0,
                 "target_source": self.target_source, "min_accuracy": self.min_accuracy or 0.0,
                 "active_level": "" if self.active_level is None else self.active_level,
-                "bad_inputs_dropped": self.bad.total, "decisions_on_miss": self.decisions_on_miss}))
+                "bad_inputs_dropped": self.bad.total, "decisions_on_miss": self.decisions_on_miss,
+                "overrun_fallback": "none" if not isinstance(self._overrun_sent, tuple) else
+                "level {} slower than {:g} ms → level {}".format(*self._overrun_sent),
+                "overrun_fallbacks_followed": self.overruns_followed}))
 
 
 def main() -> int:

@@ -38,8 +38,9 @@ from ..perception.pipeline import (
 )
 from ..problems import ConfigError
 from ..topics import camera_topic
-from .common import IMAGE_QOS, LATCHED_QOS, RELIABLE_QOS, STATS_QOS, descriptor, subscribe
+from .common import IMAGE_QOS, LATCHED_QOS, RELIABLE_QOS, STATS_QOS, BadInput, descriptor, subscribe
 from .common import run as run_node
+from .inference_stats import overrun_from_msg
 from .inference_stats import to_msg as inference_stats
 
 LIVE_PARAMETERS = ("top_k", "max_image_pixels")
@@ -62,6 +63,7 @@ class PerceptionRuntime:
         self._timer: Any = None
         self._graph_timer: Any = None
         self.level_profile_ms: list[float] = []  # each level's lower-quartile model_ms at start-up (profile_runs)
+        self.bad = BadInput(node)
         self._declare(read_only=not settable_when_unconfigured)
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -178,6 +180,7 @@ class PerceptionRuntime:
                 self._subscribe(CompressedImage, camera_topic(cam, topics.IMAGE_COMPRESSED), self._frame_callback(i),
                                 IMAGE_QOS)
         self._subscribe(UInt8, topics.SUBNET_CMD, self._on_subnet_cmd, LATCHED_QOS)
+        self._subscribe(Float64MultiArray, topics.OVERRUN_FALLBACK, self._on_overrun_fallback, LATCHED_QOS)
         self._timer = node.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         self._camera_publishers: int | None = None
         self._graph_timer = node.create_timer(CAMERA_PUBLISHERS_POLL_S, self._publish_camera_publishers)
@@ -243,6 +246,16 @@ class PerceptionRuntime:
         accepted, text = self.pipeline.request_level(int(msg.data))
         if text:  # "" while invalid commands are throttled
             self._log("info" if accepted else "warning", text)
+
+    def _on_overrun_fallback(self, msg: Float64MultiArray) -> None:
+        if self.pipeline is None:
+            return
+        try:
+            fallback = overrun_from_msg(msg, self.pipeline.num_levels)
+        except ValueError as exc:
+            self.pipeline.set_overrun_fallback(None)  # an instruction that cannot be followed replaces the old one
+            return self.bad.drop(topics.OVERRUN_FALLBACK, str(exc))
+        self.pipeline.set_overrun_fallback(fallback)
 
     # ------------------------------------------------------------------ sink (called on the worker thread)
     def publish_result(self, stream: int, classification: str, model_ms: float, level: int,

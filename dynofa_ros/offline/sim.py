@@ -48,6 +48,7 @@ from ..control.platforms import XAVIER_NX, Board
 from ..control.policy import (
     LatencySample,
     LevelSpec,
+    OverrunFallback,
     Policy,
     PolicyConfig,
     PolicyInputs,
@@ -537,6 +538,7 @@ class GraphRun:
     target_ms: np.ndarray    # at the frame's stamp
     dropped: int
     duration_s: float
+    overruns: int = 0        # frames after which perception followed the manager's overrun fallback
 
     @property
     def miss_rate(self) -> float:
@@ -577,12 +579,15 @@ def bench_policy_config(params_path: str | Path = BENCH_PARAMS) -> tuple[PolicyC
 def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | None = None, *,
                    fixed_level: int = 0, initial_level: int = 0, decision_rate_hz: float = 5.0, seed: int = 0,
                    tagging: str = "true", msg_delay_s: float = 0.001, cmd_delay_s: float = CMD_DELAY_S,
-                   cores: int = 2, lead_s: float = 3.0) -> GraphRun:
+                   cores: int = 2, lead_s: float = 3.0, overrun_fallback: bool = True) -> GraphRun:
     """Replay ``scn`` through the perception → manager loop of the real graph (see the block comment above).
 
     ``policy`` None: perception alone at ``fixed_level``. Deterministic for a given seed. The manager runs
     ``lead_s`` before the first frame with no target and no samples, as in the bench and the demo (the graph
     starts, then the camera and the application's target): what it commands then is what the first frames run.
+    ``overrun_fallback``: the manager issues the policy's :class:`~dynofa_ros.control.policy.OverrunFallback`
+    (it reaches perception ``cmd_delay_s`` later, as a command does) and perception follows it at the end of the
+    frame that overran, one-shot (the manager's parameter of the same name).
     """
     if tagging not in ("true", "active_level"):
         raise ValueError(f"tagging {tagging!r}; allowed: 'true', 'active_level'")
@@ -605,6 +610,12 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
     urgent: list[float] = []                        # delivery times of missed deadlines (decided at once)
     if policy is not None and policy.decides_on_target:  # and of target changes (ManagerNode._on_target)
         urgent = sorted(t + msg_delay_s for t, _ in scn.targets)
+    issued: list[tuple[float, OverrunFallback | None]] = []  # (held by perception from, instruction)
+    sent: OverrunFallback | str | None = "used"  # what the manager issued last (ManagerNode._overrun_sent)
+    followed: list[tuple[float, int]] = []  # (the manager hears it, level) of each instruction perception followed
+    used_at = -math.inf                     # perception forgets the instruction it followed
+    published: int | None = None            # the level the manager commanded last (ManagerNode._published)
+    followed_all: list[float] = []          # every frame end at which perception followed one
 
     def manager_until(t: float) -> None:
         nonlocal next_tick, next_load, load
@@ -624,16 +635,39 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             next_tick += tick_period
 
     def decide(now: float) -> None:
-        nonlocal heard_level
+        nonlocal heard_level, sent, published
         got = [s for d, s in inbox if d <= now]
         del inbox[:len(got)]
         for pub, lv in ends:
             if pub <= now:
                 heard_level = lv
+        while followed and followed[0][0] <= now:  # ManagerNode._on_active_level: the instruction is used up
+            followed.pop(0)
+            sent, published = "used", None
         d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now) if now >= 0 else None,
                                        latencies=tuple(got), active_level=heard_level, cpu_load=load))
-        if d.level != commanded[-1][1]:
-            commanded.append((now + cmd_delay_s, d.level))
+        if d.level != published:  # what the manager last sent, not what perception runs: a decision processed
+            bisect.insort(commanded, (now + cmd_delay_s, d.level))  # here after a frame may predate its end
+            published = d.level
+        fb = policy.overrun if overrun_fallback else None
+        if fb != sent:
+            issued.append((now + cmd_delay_s, fb))
+            sent = fb
+
+    def follow_overrun(level: int, lat: float, end: float) -> None:
+        """Pipeline._catch_overrun at the end of a frame: the instruction perception holds, if unused."""
+        nonlocal used_at
+        held = next(((when, fb) for when, fb in reversed(issued) if when <= end), None)
+        if held is None or held[1] is None or held[0] <= used_at:
+            return
+        fb = held[1]
+        in_force = next(lv for when, lv in reversed(commanded) if when <= end)
+        if level != fb.from_level or lat <= fb.limit_ms or in_force != fb.from_level:
+            return
+        used_at = end
+        bisect.insort(commanded, (end, fb.to_level))
+        followed.append((end + 2 * msg_delay_s, fb.to_level))
+        followed_all.append(end)
 
     # frames lost before the node (plant.frame_delivery < 1: large frames on a loaded machine)
     keep = np.random.default_rng(seed + 7919).random(n_frames) < plant.frame_delivery
@@ -663,6 +697,8 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         target = scn.target_at(end)
         if policy is not None and policy.decides_on_miss and target and lat > target:
             bisect.insort(urgent, end + msg_delay_s)
+        if policy is not None:
+            follow_overrun(level, lat, end)
         ends.append((end + 2 * msg_delay_s, level))
         del ends[:-8]
         out_t.append(end + msg_delay_s)
@@ -671,7 +707,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         out_tgt.append(scn.target_at(j * period))
         prev_level, t_free, k = level, end, j + 1
     return GraphRun(scn.name, np.asarray(out_t), np.asarray(out_lvl, dtype=int), np.asarray(out_lat),
-                    np.asarray(out_tgt), dropped, scn.duration_s)
+                    np.asarray(out_tgt), dropped, scn.duration_s, len(followed_all))
 
 
 # ---------------------------------------------------------------------------------------------- extraction
@@ -697,7 +733,8 @@ def policy_fingerprint(name: str) -> str:
     start-up profile of them, at the bench's 20 fps: so the cold
     start waits for measured frames as on the machine; 0→2→0→1→2→0 busy processes, target steps 30→18→30 ms,
     two seeds), run with the bench's family and params (``config/generic_cpu.yaml``); the hash covers every
-    frame's level.
+    frame's level. A controller that issues overrun fallbacks (``joint``) is also run on bursts of 3 s on, 3 s
+    off, where perception follows them, and those frames' levels are hashed too.
     """
     return _behaviour_hash(name) + f":{name}"
 
@@ -717,6 +754,15 @@ def _behaviour_hash(name: str) -> str:
     h = hashlib.sha256()
     for run in simulate_controller(scn, plant, name, seeds=(0, 1), levels=levels):
         h.update(np.asarray(run.level, dtype=np.int16).tobytes())
+    # bursts 3 s on, 3 s off: what perception does on the manager's overrun fallback (the scenario above has no
+    # burst within a window of the end of another). Hashed only for a controller that issues one, so that a
+    # recording of one that does not (step) keeps its fingerprint
+    bursts = GraphScenario("fingerprint_bursts", 30.0, 20.0, ((0.0, 0), *((6.0 + 3.0 * i, 2 * (1 - i % 2))
+                                                                          for i in range(7))), ((0.0, 30.0),))
+    runs = simulate_controller(bursts, plant, name, seeds=(0, 1), levels=levels)
+    if any(run.overruns for run in runs):
+        for run in runs:
+            h.update(np.asarray(run.level, dtype=np.int16).tobytes())
     return h.hexdigest()[:16]
 
 

@@ -327,6 +327,8 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._done_times: deque[float] = deque(maxlen=window)
         self.load_error: str | None = None
+        self._overrun: tuple[int, float, int] | None = None  # the manager's (from_level, limit_ms, to_level)
+        self.overruns_caught = 0  # frames after which that instruction switched the level
 
     # ------------------------------------------------------------------ lifecycle of the worker
     def start(self, loader: Callable[[], PipelineModel] | None = None,
@@ -397,6 +399,28 @@ class Pipeline:
             self.model.switch(level)
         return True, f"level command {level}: takes effect at the next frame"
 
+    def set_overrun_fallback(self, fallback: tuple[int, float, int] | None) -> None:
+        """The manager's standing instruction (``dynofa/overrun_fallback``, checked by the node): after a frame at
+        ``from_level`` that took longer than ``limit_ms``, switch to ``to_level`` before the next frame, once.
+        None clears it. Why here and not only in the manager: the next frame starts as soon as the late one
+        ends, before the manager's drop can arrive (``control.policy.OverrunFallback``)."""
+        with self._state_lock:
+            self._overrun = fallback
+
+    def _catch_overrun(self, level: int, model_ms: float) -> int | None:
+        """Follow the standing instruction after a frame at ``level`` that took ``model_ms``: the level switched
+        to, or None. Not when a newer level command is already waiting (the manager has moved on)."""
+        with self._state_lock:
+            fb, model = self._overrun, self.model
+            if fb is None or model is None or level != fb[0] or model_ms <= fb[1] or model.level != fb[0]:
+                return None
+            self._overrun = None  # one-shot: the manager issues the next one after its own decision
+            model.switch(fb[2])
+        self.overruns_caught += 1
+        self._log("info", f"frame at level {level} took {model_ms:.1f} ms > {fb[1]:.1f} ms: level {fb[2]} from the "
+                          "next frame on (the manager's overrun fallback, before its own command)")
+        return fb[2]
+
     # ------------------------------------------------------------------ the worker
     def _run(self, loader: Callable[[], PipelineModel] | None, on_fatal: Callable[[str], None] | None) -> None:
         if loader is not None:
@@ -457,9 +481,11 @@ class Pipeline:
                                    self.streams[frame.stream], result, model.random_weights)
         sink.publish_result(frame.stream, text, result.total_ms, result.level,
                             header.stamp.sec + header.stamp.nanosec * 1e-9)
-        if result.level != self._published_level:
-            self._published_level = result.level
-            sink.publish_level(result.level)
+        level = self._catch_overrun(result.level, result.total_ms)
+        level = result.level if level is None else level
+        if level != self._published_level:
+            self._published_level = level
+            sink.publish_level(level)
         published = time.monotonic()
         now = self.now_ns()
         stamp = stamp_ns(header)
@@ -527,7 +553,8 @@ class Pipeline:
                 else (0, f"running level {level}")
         values += [("fps", f"{self.fps():.2f}"), ("dropped_frames", str(dropped)),
                    ("rejected_frames", str(rejected)),
-                   ("processed_frames", str(sum(s.processed for s in streams)))]
+                   ("processed_frames", str(sum(s.processed for s in streams))),
+                   ("overrun_fallbacks", str(self.overruns_caught))]
         for stage, (p50, p90) in self.timing.percentiles().items():
             values += [(f"{stage}_ms_p50", f"{p50:.2f}"), (f"{stage}_ms_p90", f"{p90:.2f}")]
         for s in streams:
