@@ -35,6 +35,15 @@ class InferenceStats:
     stream: int
 
 
+def _check_level(name: str, value: float, num_levels: int) -> None:
+    if not math.isfinite(value) or value != int(value) or not 0 <= value < num_levels:
+        raise ValueError(f"{name} {value!r} is not a level of the family (0..{num_levels - 1})")
+
+
+def _is_latency(ms: float) -> bool:
+    return math.isfinite(ms) and 0.0 < ms <= MAX_LATENCY_MS
+
+
 def to_msg(level: int, latency_ms: float, frame_stamp_s: float, stream: int) -> Float64MultiArray:
     msg = Float64MultiArray(data=[float(level), float(latency_ms), float(frame_stamp_s), float(stream)])
     msg.layout.dim = [MultiArrayDimension(label=",".join(FIELDS), size=len(FIELDS), stride=len(FIELDS))]
@@ -47,9 +56,8 @@ def from_msg(msg: Float64MultiArray, num_levels: int) -> InferenceStats:
     if len(data) < 2:
         raise ValueError(f"expected {len(FIELDS)} values [{', '.join(FIELDS)}], got {len(data)}")
     level, latency = data[0], data[1]
-    if not math.isfinite(level) or level != int(level) or not 0 <= level < num_levels:
-        raise ValueError(f"level {level!r} is not a level of the family (0..{num_levels - 1})")
-    if not math.isfinite(latency) or not 0.0 < latency <= MAX_LATENCY_MS:
+    _check_level("level", level, num_levels)
+    if not _is_latency(latency):
         raise ValueError(f"latency {latency!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
     stamp = data[2] if len(data) > 2 and math.isfinite(data[2]) else 0.0
     stream = int(data[3]) if len(data) > 3 and math.isfinite(data[3]) and data[3] >= 0 else 0
@@ -62,7 +70,7 @@ def level_profile_from_msg(msg: Float64MultiArray, num_levels: int) -> list[floa
     out = [float(v) for v in msg.data]
     if len(out) != num_levels:
         raise ValueError(f"{len(out)} values for a family of {num_levels} levels")
-    bad = [i for i, v in enumerate(out) if not (math.isfinite(v) and 0.0 < v <= MAX_LATENCY_MS)]
+    bad = [i for i, v in enumerate(out) if not _is_latency(v)]
     if bad:
         raise ValueError(f"level {bad[0]}: {out[bad[0]]!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
     return out
@@ -88,10 +96,9 @@ def overrun_from_msg(msg: Float64MultiArray, num_levels: int) -> tuple[int, floa
         raise ValueError(f"expected {len(OVERRUN_FIELDS)} values [{', '.join(OVERRUN_FIELDS)}] or none, got "
                          f"{len(data)}")
     src, limit, dst = data
-    for name, lv in (("from_level", src), ("to_level", dst)):
-        if not math.isfinite(lv) or lv != int(lv) or not 0 <= lv < num_levels:
-            raise ValueError(f"{name} {lv!r} is not a level of the family (0..{num_levels - 1})")
-    if not math.isfinite(limit) or not 0.0 < limit <= MAX_LATENCY_MS:
+    _check_level("from_level", src, num_levels)
+    _check_level("to_level", dst, num_levels)
+    if not _is_latency(limit):
         raise ValueError(f"limit {limit!r} ms is not in (0, {MAX_LATENCY_MS:g}] ms")
     if dst >= src:
         raise ValueError(f"to_level {int(dst)} is not below from_level {int(src)} (a fallback only moves down)")

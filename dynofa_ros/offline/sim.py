@@ -612,10 +612,10 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         urgent = sorted(t + msg_delay_s for t, _ in scn.targets)
     issued: list[tuple[float, OverrunFallback | None]] = []  # (held by perception from, instruction)
     sent: OverrunFallback | str | None = "used"  # what the manager issued last (ManagerNode._overrun_sent)
-    followed: list[tuple[float, int]] = []  # (the manager hears it, level) of each instruction perception followed
+    followed: list[float] = []              # every frame end after which perception followed one
+    heard = 0                               # how many of them the manager has heard of (dynofa/active_level)
     used_at = -math.inf                     # perception forgets the instruction it followed
     published: int | None = None            # the level the manager commanded last (ManagerNode._published)
-    followed_all: list[float] = []          # every frame end at which perception followed one
 
     def manager_until(t: float) -> None:
         nonlocal next_tick, next_load, load
@@ -635,14 +635,14 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             next_tick += tick_period
 
     def decide(now: float) -> None:
-        nonlocal heard_level, sent, published
+        nonlocal heard_level, sent, published, heard
         got = [s for d, s in inbox if d <= now]
         del inbox[:len(got)]
         for pub, lv in ends:
             if pub <= now:
                 heard_level = lv
-        while followed and followed[0][0] <= now:  # ManagerNode._on_active_level: the instruction is used up
-            followed.pop(0)
+        while heard < len(followed) and followed[heard] + 2 * msg_delay_s <= now:  # ManagerNode._on_active_level:
+            heard += 1                                                            # the instruction is used up
             sent, published = "used", None
         d = policy.decide(PolicyInputs(now=now, target_latency_ms=scn.target_at(now) if now >= 0 else None,
                                        latencies=tuple(got), active_level=heard_level, cpu_load=load))
@@ -666,8 +666,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
             return
         used_at = end
         bisect.insort(commanded, (end, fb.to_level))
-        followed.append((end + 2 * msg_delay_s, fb.to_level))
-        followed_all.append(end)
+        followed.append(end)
 
     # frames lost before the node (plant.frame_delivery < 1: large frames on a loaded machine)
     keep = np.random.default_rng(seed + 7919).random(n_frames) < plant.frame_delivery
@@ -707,7 +706,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         out_tgt.append(scn.target_at(j * period))
         prev_level, t_free, k = level, end, j + 1
     return GraphRun(scn.name, np.asarray(out_t), np.asarray(out_lvl, dtype=int), np.asarray(out_lat),
-                    np.asarray(out_tgt), dropped, scn.duration_s, len(followed_all))
+                    np.asarray(out_tgt), dropped, scn.duration_s, len(followed))
 
 
 # ---------------------------------------------------------------------------------------------- extraction
