@@ -20,7 +20,9 @@ over the rounds follows the per-round ones):
 
 * ``joint`` / ``step``: perception + manager (``policy`` overridden), perception starting at level 0;
 * ``L0`` … ``L6``: perception alone at ``initial_level=N`` (no manager): the baseline without a runtime
-  manager, and the oracle's raw material;
+  manager, and the oracle's raw material; with ``--fixed-managed``, beside a ``joint`` manager that hears every
+  sample and decides but whose commands perception does not hear (its command topics remapped away), so that
+  the oracle pays what a manager costs the shared cores, as the managed columns do;
 * ``oracle`` (computed, not run): per *condition* of the pattern (number of busy processes × latency target;
   for step/ramp/target steps a condition is a phase, for bursty the on and off states), the most accurate
   fixed level whose own miss rate under that condition stays within ``--miss-budget`` (2 %), chosen in
@@ -171,6 +173,7 @@ class RunRecord:
     fingerprint: str = ""   # dynofa_ros.sim.policy_fingerprint of the controller this column ran
     cpu_pct: dict[str, float] | None = None   # per process of the graph: % of one core while the bag played
     level_profile_ms: list[float] | None = None  # perception's start-up timing of each level (dynofa/level_profile_ms)
+    with_manager: bool = False   # a fixed column run beside a manager whose commands perception did not hear
 
 
 def cpu_seconds(procs: Sequence[Proc]) -> dict[str, float]:
@@ -228,25 +231,38 @@ def read_samples(bag: Path) -> tuple[str, list[tuple[int, float, int, float]], i
 
 def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, exe_dir: str | None,
                manager_overrides: dict[str, Any], perception_overrides: dict[str, Any],
-               family: Path = FAMILY, tag: str = "") -> RunRecord:
+               family: Path = FAMILY, tag: str = "", fixed_managed: bool = False) -> RunRecord:
     """One replay of the pattern's bag through the graph with real busy processes on its schedule (``tag``: a
-    suffix for its log folder and recorded bag, e.g. ``_r2`` for a second round)."""
+    suffix for its log folder and recorded bag, e.g. ``_r2`` for a second round).
+
+    ``fixed_managed``: a fixed level runs beside a ``joint`` manager that hears every sample and decides as in
+    the managed columns, while perception's level command and overrun fallback topics are remapped to where
+    the manager does not publish: the level stays fixed, and the column pays what a manager costs the cores
+    it shares with the inference (its wakeups on every sample), as the managed columns do."""
     label = f"{p.name}_{column}{tag}"
     log_dir = out / "logs" / label
     rec_bag = out / f"bag_{label}"
     if rec_bag.exists():
         shutil.rmtree(rec_bag)
     managed = column in MANAGED_COLUMNS
-    args = lc.LaunchArgs(platform="generic_cpu", use_manager=managed, use_dvfs=False, use_monitor=True, dry_run=True,
-                         family_file=_shown(family))
+    with_manager = fixed_managed and not managed
+    args = lc.LaunchArgs(platform="generic_cpu", use_manager=managed or with_manager, use_dvfs=False,
+                         use_monitor=True, dry_run=True, family_file=_shown(family))
     overrides: dict[str, dict[str, Any]] = {"perception_node": dict(perception_overrides)}
     if managed:
         overrides["manager_node"] = {**manager_overrides, "policy": column}
         overrides["perception_node"].setdefault("initial_level", 0)
     else:
         overrides["perception_node"]["initial_level"] = int(column[1:])
-    rec = RunRecord(p.name, column, ok=False, loadavg_before=os.getloadavg(), fingerprint=policy_fingerprint(column))
+    if with_manager:
+        overrides["manager_node"] = {**manager_overrides, "policy": "joint"}
+    rec = RunRecord(p.name, column, ok=False, loadavg_before=os.getloadavg(), fingerprint=policy_fingerprint(column),
+                    with_manager=with_manager)
     graph = Graph(args, domain_id=domain_id, log_dir=log_dir, exe_dir=exe_dir, overrides=overrides)
+    if with_manager:
+        unheard = tuple((t, f"{t}_unheard") for t in (topics.SUBNET_CMD, topics.OVERRUN_FALLBACK))
+        graph.specs = [replace(s, remaps=s.remaps + unheard) if s.name == "perception_node" else s
+                       for s in graph.specs]
     workers: list[Proc] = []
     record = replay = None
     changes: list[tuple[int, int]] = []   # (wall ns, busy processes)
@@ -262,7 +278,7 @@ def run_column(p: Pattern, column: str, bag: Path, out: Path, domain_id: int, ex
         if not record.wait_for_output("record: subscribed dynofa/inference_latency_ms", 60):
             raise RuntimeError(f"record did not subscribe; see {record.log_path}")
         record.wait_for_output(f"record: subscribed {STATS_TOPIC}", 5)  # absent on an older perception node
-        listeners = 2 if managed else 1
+        listeners = 2 if managed or with_manager else 1
         waits = ["image_raw:1", f"dynofa/target_latency_ms:{listeners}"]
         replay = Proc("replay", [find_executable("dynofa-replay", exe_dir), str(bag),
                                  *[f"--wait-for={w}" for w in waits]],
@@ -764,6 +780,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="every latency target × this (the targets were chosen for this 2-core CPU)")
     ap.add_argument("--manager-param", action="append", default=[], metavar="NAME=VALUE",
                     help="manager_node parameter override (repeatable), e.g. min_dwell_s=2.0")
+    ap.add_argument("--fixed-managed", action="store_true",
+                    help="run the fixed columns beside a joint manager whose commands perception does not hear "
+                         "(remapped): the level stays fixed and the column pays the manager's CPU and wakeups, as "
+                         "the managed columns do, so the oracle is chosen from what a managed robot could run")
     ap.add_argument("--sim-data", default=None, help="also write the realism extract (JSON) here")
     ap.add_argument("--from-runs", default=None,
                     help="rescore an earlier runs.json instead of running; several, comma-separated, pool their "
@@ -875,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench [{p.name} / {col}{tag}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, "
                           f"load {os.getloadavg()[0]:.2f}", flush=True)
                     rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception, family,
-                                     tag)
+                                     tag, args.fixed_managed)
                     k += 1
                     into[col] = rec
                     if not rec.ok:
@@ -927,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "contention.json").write_text(json.dumps({
         "accuracy_source": acc_source, "miss_budget": args.miss_budget, "settle_s": args.settle_s,
         "duration_scale": args.duration_scale, "bench_time_s": total, "loadavg_before": load0, "loadavg_after": load1,
-        "manager_overrides": manager, "perception_overrides": perception,
+        "manager_overrides": manager, "perception_overrides": perception, "fixed_managed": args.fixed_managed,
         "results": {k: [asdict(s) for s in v] for k, v in results.items()}, "oracle": oracles,
         "rounds": 1 + len(more), "pooled": pooled,
         "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),   # the profile the graphs ran with

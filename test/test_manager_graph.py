@@ -213,10 +213,13 @@ def test_manager_dvfs_monitor_graph(isolated_network, domain_id, tmp_path):
         assert monitor.stop() == 0, monitor.output()
 
 
-def test_a_missed_deadline_is_decided_on_when_it_arrives_not_at_the_next_tick(isolated_network, domain_id):
-    """joint decides when a sample that missed the target arrives (``decides_on_miss``). The timer here ticks once
-    in 2 s (the slowest allowed) and the test's wait ends at the first drop: the diagnostics' count of decisions
-    made on a miss proves which path dropped, whatever the machine's speed."""
+@pytest.mark.parametrize("samples_thread", [True, False])
+def test_a_missed_deadline_is_decided_on_when_it_arrives_not_at_the_next_tick(isolated_network, domain_id,
+                                                                             samples_thread):
+    """joint decides when a sample that missed the target arrives (``decides_on_miss``), whether the samples are
+    taken on their own thread (which wakes the node's through a guard condition) or on the node's executor. The
+    timer here ticks once in 2 s (the slowest allowed) and the test's wait ends at the first drop: the
+    diagnostics' count of decisions made on a miss proves which path dropped, whatever the machine's speed."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, UInt8
@@ -226,7 +229,8 @@ def test_a_missed_deadline_is_decided_on_when_it_arrives_not_at_the_next_tick(is
     from dynofa_ros.nodes.common import STATS_QOS
 
     target_ms = 100.0
-    params = {**MANAGER_PARAMS, "decision_rate_hz": 0.5, "target_latency_ms": target_ms}
+    params = {**MANAGER_PARAMS, "decision_rate_hz": 0.5, "target_latency_ms": target_ms,
+              "samples_thread": str(samples_thread).lower()}
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     manager = NodeProcess("manager_node", [a for k, v in params.items() for a in ("-p", f"{k}:={v}")],
                           env=ros_env(domain_id), name="manager_node")

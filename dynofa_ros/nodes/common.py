@@ -13,6 +13,7 @@ import math
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,8 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import parameter_dict_from_yaml_file
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
@@ -93,15 +95,16 @@ class BadInput:
 
 
 def subscribe(node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile, *,
-              report_lost: bool = False) -> Any:
+              report_lost: bool = False, log: Any = None) -> Any:
     """A subscription that turns "no data" into a log line (STYLE.md #15).
 
     An incompatible publisher gets one warning naming the topic, the policy and the fix; with
     ``report_lost``, messages lost in transport are logged too (where the middleware offers that event).
+    ``log``: the logger to warn on (default: the node's).
     """
     requested = f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}"
     holder: dict[str, str] = {"topic": topic}
-    log = node.get_logger()
+    log = log or node.get_logger()
 
     def on_incompatible(event: Any) -> None:
         if event.total_count_change > 0:
@@ -121,6 +124,52 @@ def subscribe(node: Node, msg_type: Any, topic: str, callback: Callable[[Any], N
         sub = node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
     holder["topic"] = sub.topic_name
     return sub
+
+
+class SideSubscriptions:
+    """Subscriptions whose messages do not wake the node's executor: a node of their own, spun by a second
+    executor on a thread of its own.
+
+    Why: rclpy's executor rebuilds its wait set from every entity of a node on each wake (the manager has ~50:
+    ten subscriptions, the parameter and type-description services, a timer, a QoS event handler per endpoint)
+    and each callback wakes it twice more (its guard condition), ~2 ms of CPU per message on the 2-core VM
+    (``bench/manager_cost.py``). A topic with one message per camera frame then takes 5-10 % of a core from the
+    cores the inference runs on. The wait set here holds a handful of entities. Its callbacks run on that
+    thread: keep them to parsing and queueing, and hand work to the node's thread (a guard condition).
+    Topic names are resolved by the owner's namespace and remaps, so the topics are the ones the owner would
+    have subscribed to; the helper node is hidden (``_`` prefix), takes no command-line arguments and has no
+    parameters or rosout of its own.
+    """
+
+    def __init__(self, owner: Node, suffix: str) -> None:
+        self._owner = owner
+        self.node = rclpy.create_node(f"_{owner.get_name()}_{suffix}", namespace=owner.get_namespace(),
+                                      context=owner.context, use_global_arguments=False,
+                                      start_parameter_services=False, enable_rosout=False)
+        self._executor = SingleThreadedExecutor(context=owner.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name=f"{owner.get_name()}_{suffix}", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass
+        except Exception:  # the context shut down under a wait: the owner is ending; anything else is a bug
+            if self._owner.context.ok():
+                raise
+
+    def subscribe(self, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
+        resolve = getattr(self._owner, "resolve_topic_name", None)  # rclpy >= Humble; else expanded, not remapped
+        name = resolve(topic) if resolve else expand_topic_name(topic, self._owner.get_name(),
+                                                                 self._owner.get_namespace())
+        return subscribe(self.node, msg_type, name, callback, qos, log=self._owner.get_logger())
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=2.0)
+        self._thread.join(2.0)
+        self.node.destroy_node()
 
 
 def diagnostics(node: Node, name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticArray:

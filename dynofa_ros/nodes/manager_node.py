@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections import deque
 from dataclasses import fields
 from typing import Any
 
@@ -47,6 +48,7 @@ from .common import (
     SENSOR_QOS,
     STATS_QOS,
     BadInput,
+    SideSubscriptions,
     check_number,
     command_line_parameters,
     descriptor,
@@ -101,6 +103,10 @@ class ManagerNode(Node):
             "burst of contention that just ended is expected back), perception makes it itself, from the next "
             "frame, before this node's command arrives; false = perception only follows dynofa/subnet_cmd",
             read_only=True))
+        p("samples_thread", True, descriptor(
+            "take dynofa/inference_stats (one message per frame) on a thread of its own, so that a sample does "
+            "not wake this node's executor (~2 ms of CPU each on a 2-core VM: bench/manager_cost.py); false = on "
+            "the node's executor, as before", read_only=True))
         p("apps", Parameter.Type.STRING_ARRAY,
           descriptor("several apps managed together (docs/manager.md): names, each its own namespace "
                      "(<app>/dynofa/...) and apps.<app>.* parameters; unset or [] = one app on dynofa/...",
@@ -147,12 +153,18 @@ class ManagerNode(Node):
         self.pub_gpu = self.create_publisher(UInt64, topics.GPU_FREQ_CMD, LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         self.pub_overrun = None
+        # latency samples arrive once per frame: served off the node's executor (SideSubscriptions says why),
+        # queued here as (app or "", sample or None, why it was dropped or None) for this node's thread, which a
+        # late frame (or a bad message) wakes through the guard condition
+        self._inbox: deque[tuple[str, LatencySample | None, str | None]] = deque()
+        self._wake = self.create_guard_condition(self._on_wake)
+        self.side = SideSubscriptions(self, "samples") if self.get_parameter("samples_thread").value else None
         if self.multi is None:
             self.pub_level = self.create_publisher(UInt8, topics.SUBNET_CMD, LATCHED_QOS)
             if self.get_parameter("overrun_fallback").value:
                 self.pub_overrun = self.create_publisher(Float64MultiArray, topics.OVERRUN_FALLBACK, LATCHED_QOS)
                 self._publish_overrun(None)  # clears what a previous manager may have left latched in perception
-            subscribe(self, Float64MultiArray, topics.INFERENCE_STATS, self._on_stats, STATS_QOS)
+            self._subscribe_samples(topics.INFERENCE_STATS, self._on_stats)
             subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
             subscribe(self, Float64MultiArray, topics.LEVEL_PROFILE,
                       lambda m: self._on_level_profile(self.policy, topics.LEVEL_PROFILE, self.family, m),
@@ -278,8 +290,8 @@ class ManagerNode(Node):
         for n in self.multi.order:
             self.app_pub[n] = self.create_publisher(UInt8, f"{n}/{topics.SUBNET_CMD}", LATCHED_QOS)
             num = len(self.multi.subs[n].levels)
-            subscribe(self, Float64MultiArray, f"{n}/{topics.INFERENCE_STATS}",
-                      lambda m, n=n, num=num: self._on_app_stats(n, num, m), STATS_QOS)
+            self._subscribe_samples(f"{n}/{topics.INFERENCE_STATS}",
+                                    lambda m, n=n, num=num: self._on_app_stats(n, num, m))
             subscribe(self, UInt8, f"{n}/{topics.ACTIVE_LEVEL}",
                       lambda m, n=n, num=num: self._on_app_active(n, num, m), LATCHED_QOS)
             subscribe(self, Float64MultiArray, f"{n}/{topics.LEVEL_PROFILE}",
@@ -290,13 +302,20 @@ class ManagerNode(Node):
             subscribe(self, Float32, f"{n}/{topics.MIN_ACCURACY}", lambda m, n=n: self._on_app_floor(n, m),
                       RELIABLE_QOS)
 
+    def _subscribe_samples(self, topic: str, callback: Any) -> None:
+        if self.side is not None:
+            self.side.subscribe(Float64MultiArray, topic, callback, STATS_QOS)
+        else:
+            subscribe(self, Float64MultiArray, topic, callback, STATS_QOS)
+
     def _on_app_stats(self, name: str, num_levels: int, msg: Float64MultiArray) -> None:
+        """(the samples thread) An app's sample, queued for the next decision."""
         try:
             s = stats.from_msg(msg, num_levels)
         except ValueError as exc:
-            return self.bad.drop(f"{name}/{topics.INFERENCE_STATS}", str(exc))
-        self.app_samples[name].append(LatencySample(s.latency_ms, s.level, self._now()))
-        del self.app_samples[name][:-500]
+            self._inbox.append((name, None, str(exc)))
+            return self._wake.trigger()
+        self._inbox.append((name, LatencySample(s.latency_ms, s.level, self._now()), None))
 
     def _on_app_active(self, name: str, num_levels: int, msg: UInt8) -> None:
         if msg.data >= num_levels:
@@ -417,16 +436,45 @@ class ManagerNode(Node):
         return self.get_clock().now().nanoseconds / 1e9
 
     def _on_stats(self, msg: Float64MultiArray) -> None:
-        """A latency sample with the level that produced it (never paired with a level heard elsewhere)."""
+        """(the samples thread) A latency sample with the level that produced it (never paired with a level heard
+        elsewhere), queued for the next decision; a late one wakes this node's thread to decide now."""
         try:
             s = stats.from_msg(msg, len(self.levels))
         except ValueError as exc:
-            return self.bad.drop(topics.INFERENCE_STATS, str(exc))
-        self.samples.append(LatencySample(s.latency_ms, s.level, self._now()))
-        del self.samples[:-500]
-        if self.policy.decides_on_miss and self.target and s.latency_ms > self.target:  # single-app path
+            self._inbox.append(("", None, str(exc)))
+            return self._wake.trigger()
+        self._inbox.append(("", LatencySample(s.latency_ms, s.level, self._now()), None))
+        target = self.target
+        if self.policy.decides_on_miss and target and s.latency_ms > target:
+            self._wake.trigger()
+
+    def _drain(self) -> bool:
+        """Move the queued samples to the next decision's inputs and log the dropped ones (this node's thread);
+        True if one of them missed the target of a policy that decides on a miss."""
+        late = False
+        while self._inbox:
+            app, sample, why = self._inbox.popleft()
+            if sample is None:
+                self.bad.drop(f"{app}/{topics.INFERENCE_STATS}" if app else topics.INFERENCE_STATS, why or "")
+            elif app:
+                self.app_samples[app].append(sample)
+                del self.app_samples[app][:-500]
+            else:
+                self.samples.append(sample)
+                del self.samples[:-500]
+                late = late or bool(self.policy.decides_on_miss and self.target and sample.latency_ms > self.target)
+        return late
+
+    def _on_wake(self) -> None:
+        if self._drain() and self.multi is None:
             self.decisions_on_miss += 1
             self._tick()  # a drop is due now, not at the next tick: one more frame would start at this level
+
+    def destroy_node(self) -> None:
+        side = getattr(self, "side", None)  # rclpy may destroy a node whose __init__ failed before it was made
+        if side is not None:
+            side.close()
+        super().destroy_node()
 
     def _on_level_profile(self, policy: Any, topic: str, family: fm.SubnetFamily, msg: Float64MultiArray) -> None:
         """Perception's start-up timing of every level (latched: it also reaches a manager started later)."""
@@ -517,6 +565,7 @@ class ManagerNode(Node):
             self._published["gpu"] = gpu_freq_hz
 
     def _tick(self) -> None:
+        self._drain()
         if self.multi is not None:
             return self._tick_multi()
         now = self._now()
