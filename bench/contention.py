@@ -84,7 +84,7 @@ from dynofa_ros.series import step_value  # noqa: E402
 
 FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
-STATS_TOPIC = "dynofa/inference_stats"
+STATS_TOPIC = topics.INFERENCE_STATS
 LEVEL_PROFILE_TOPIC = topics.LEVEL_PROFILE
 #: A level qualifies for the oracle in a condition only with this many frames there (2 % of fewer is luck).
 ORACLE_MIN_FRAMES = 50

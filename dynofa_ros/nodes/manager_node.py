@@ -164,7 +164,7 @@ class ManagerNode(Node):
             if self.get_parameter("overrun_fallback").value:
                 self.pub_overrun = self.create_publisher(Float64MultiArray, topics.OVERRUN_FALLBACK, LATCHED_QOS)
                 self._publish_overrun(None)  # clears what a previous manager may have left latched in perception
-            self._subscribe_samples(topics.INFERENCE_STATS, self._on_stats)
+            self._subscribe_samples(topics.INFERENCE_STATS, lambda m: self._queue_sample("", len(self.levels), m))
             subscribe(self, UInt8, topics.ACTIVE_LEVEL, self._on_active_level, LATCHED_QOS)
             subscribe(self, Float64MultiArray, topics.LEVEL_PROFILE,
                       lambda m: self._on_level_profile(self.policy, topics.LEVEL_PROFILE, self.family, m),
@@ -291,7 +291,7 @@ class ManagerNode(Node):
             self.app_pub[n] = self.create_publisher(UInt8, f"{n}/{topics.SUBNET_CMD}", LATCHED_QOS)
             num = len(self.multi.subs[n].levels)
             self._subscribe_samples(f"{n}/{topics.INFERENCE_STATS}",
-                                    lambda m, n=n, num=num: self._on_app_stats(n, num, m))
+                                    lambda m, n=n, num=num: self._queue_sample(n, num, m))
             subscribe(self, UInt8, f"{n}/{topics.ACTIVE_LEVEL}",
                       lambda m, n=n, num=num: self._on_app_active(n, num, m), LATCHED_QOS)
             subscribe(self, Float64MultiArray, f"{n}/{topics.LEVEL_PROFILE}",
@@ -307,15 +307,6 @@ class ManagerNode(Node):
             self.side.subscribe(Float64MultiArray, topic, callback, STATS_QOS)
         else:
             subscribe(self, Float64MultiArray, topic, callback, STATS_QOS)
-
-    def _on_app_stats(self, name: str, num_levels: int, msg: Float64MultiArray) -> None:
-        """(the samples thread) An app's sample, queued for the next decision."""
-        try:
-            s = stats.from_msg(msg, num_levels)
-        except ValueError as exc:
-            self._inbox.append((name, None, str(exc)))
-            return self._wake.trigger()
-        self._inbox.append((name, LatencySample(s.latency_ms, s.level, self._now()), None))
 
     def _on_app_active(self, name: str, num_levels: int, msg: UInt8) -> None:
         if msg.data >= num_levels:
@@ -435,34 +426,38 @@ class ManagerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
 
-    def _on_stats(self, msg: Float64MultiArray) -> None:
+    def _queue_sample(self, app: str, num_levels: int, msg: Float64MultiArray) -> None:
         """(the samples thread) A latency sample with the level that produced it (never paired with a level heard
-        elsewhere), queued for the next decision; a late one wakes this node's thread to decide now."""
+        elsewhere), queued for the next decision (``app``: "" for the single app); a late one of the single app,
+        or a bad one, wakes this node's thread to decide (or log) now."""
         try:
-            s = stats.from_msg(msg, len(self.levels))
+            s = stats.from_msg(msg, num_levels)
         except ValueError as exc:
-            self._inbox.append(("", None, str(exc)))
+            self._inbox.append((app, None, str(exc)))
             return self._wake.trigger()
-        self._inbox.append(("", LatencySample(s.latency_ms, s.level, self._now()), None))
-        target = self.target
-        if self.policy.decides_on_miss and target and s.latency_ms > target:
+        sample = LatencySample(s.latency_ms, s.level, self._now())
+        self._inbox.append((app, sample, None))
+        if not app and self._decides_on(sample):
             self._wake.trigger()
+
+    def _decides_on(self, sample: LatencySample) -> bool:
+        """The sample missed the target of a single-app policy that decides on a miss (``decides_on_miss``)."""
+        target = self.target
+        return bool(self.policy.decides_on_miss and target and sample.latency_ms > target)
 
     def _drain(self) -> bool:
         """Move the queued samples to the next decision's inputs and log the dropped ones (this node's thread);
-        True if one of them missed the target of a policy that decides on a miss."""
+        True if one of them is to be decided on now (:meth:`_decides_on`)."""
         late = False
         while self._inbox:
             app, sample, why = self._inbox.popleft()
             if sample is None:
                 self.bad.drop(f"{app}/{topics.INFERENCE_STATS}" if app else topics.INFERENCE_STATS, why or "")
-            elif app:
-                self.app_samples[app].append(sample)
-                del self.app_samples[app][:-500]
-            else:
-                self.samples.append(sample)
-                del self.samples[:-500]
-                late = late or bool(self.policy.decides_on_miss and self.target and sample.latency_ms > self.target)
+                continue
+            into = self.app_samples[app] if app else self.samples
+            into.append(sample)
+            del into[:-500]
+            late = late or (not app and self._decides_on(sample))
         return late
 
     def _on_wake(self) -> None:

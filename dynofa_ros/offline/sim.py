@@ -621,7 +621,7 @@ def simulate_graph(scn: GraphScenario, plant: LearnedPlant, policy: Policy | Non
         nonlocal next_tick, next_load, load
         while policy is not None and min(next_tick, next_load, urgent[0] if urgent else math.inf) <= t:
             if urgent and urgent[0] <= min(next_tick, next_load):
-                decide(urgent.pop(0))  # a miss reached the manager: it decides at once (ManagerNode._on_stats)
+                decide(urgent.pop(0))  # a miss reached the manager: it decides at once (ManagerNode._queue_sample)
                 continue
             if next_load <= next_tick:
                 w0 = next_load - 0.5
