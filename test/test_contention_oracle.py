@@ -271,3 +271,44 @@ def test_the_cold_starts_climb_ends_at_the_first_switch_down_or_the_first_change
     rec = contention.RunRecord("targets", "joint", True, t_s=t, frame_t_s=t, level=[0] * 100, latency_ms=[9.0] * 100,
                                busy_changes=[(0.0, 0)])
     assert int(np.sum(contention.first_phase(rec, pattern))) == 40
+
+
+def test_the_must_show_sets_apart_the_conditions_beyond_the_floor_and_judges_the_rest(contention):
+    """A phase whose target no fixed level keeps (level 0 itself late) fails any controller that only chooses
+    levels: the verdict names it, with level 0's miss rate beside the column's, and gives the column's miss rate
+    over the phases where some level kept the budget, so neither hides the other."""
+    pattern = contention.Pattern("steps", 30.0, ((0.0, 0),), ((0.0, 30.0), (15.0, 18.0)))
+    runs = _runs(contention, pattern, {}, seed=7)    # every fixed frame 20 ms: all late at 18 ms, none at 30 ms
+    t = runs["L0"].t_s
+    n_first = sum(1 for x in t if x < 15.0)
+    n_second = len(t) - n_first
+    # joint: 3 late frames of the 30 ms phase (40 ms), and 30 of the 18 ms phase (20 ms; the rest 15 ms)
+    lat = [40.0 if i < 3 else 20.0 for i in range(n_first)] + [20.0 if i < 30 else 15.0 for i in range(n_second)]
+    runs["joint"] = contention.RunRecord("steps", "joint", True, t_s=t, frame_t_s=t, level=[0] * len(t),
+                                         latency_ms=lat, busy_changes=[(0.0, 0)])
+    scores, choice = contention.score_pattern(pattern, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
+    assert not choice["busy=0 target=18ms"]["within_budget"]
+    assert choice["busy=0 target=30ms"]["within_budget"]
+    v = contention.joint_verdict(pattern, [runs], scores, choice)
+    assert v.miss_rate == pytest.approx(33 / len(t))
+    assert set(v.infeasible) == {"busy=0 target=18ms"}
+    joint_there, floor_there = v.infeasible["busy=0 target=18ms"]
+    assert joint_there == pytest.approx(30 / n_second)
+    assert floor_there == pytest.approx(1.0)
+    assert v.feasible_miss_rate == pytest.approx(3 / n_first)
+    # the oracle is level 2 at 30 ms and level 0 at 18 ms; joint ran level 0 throughout
+    oracle = next(s for s in scores if s.column == "oracle")
+    assert v.accuracy_gap == pytest.approx(70.0 - oracle.accuracy)
+    text = "\n".join(v.lines())
+    assert v.miss_rate > 0.05 and "required < 5: NO" in text   # 33 of 600 frames
+    assert f"busy=0 target=18ms: {100 * joint_there:.2f} % vs level 0's 100.00 %" in text
+    # where every condition was feasible nothing is set apart, and the verdict says nothing about a floor
+    flat = contention.Pattern("flat", 30.0, ((0.0, 0),), ((0.0, 30.0),))
+    runs = _runs(contention, flat, {}, seed=8)
+    runs["joint"] = contention.RunRecord("flat", "joint", True, t_s=runs["L0"].t_s, frame_t_s=runs["L0"].t_s,
+                                         level=[1] * len(runs["L0"].t_s), latency_ms=[20.0] * len(runs["L0"].t_s),
+                                         busy_changes=[(0.0, 0)])
+    scores, choice = contention.score_pattern(flat, runs, [70.0, 72.0, 74.0], 0.02, 3.0)
+    v = contention.joint_verdict(flat, [runs], scores, choice)
+    assert v.infeasible == {} and v.feasible_miss_rate == 0.0
+    assert "beyond the floor" not in "\n".join(v.lines())
