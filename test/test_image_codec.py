@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dynofa_ros.inference.preprocess import CROP_FRACTION, IMAGENET_STD, preprocess
 from dynofa_ros.perception.image_codec import (
     ImageError,
     compressed_size,
@@ -22,6 +23,7 @@ from dynofa_ros.perception.image_codec import (
     decode_image,
     decode_message,
     encode_image,
+    reduction_factor,
 )
 
 
@@ -376,3 +378,145 @@ def test_unreadable_header_refused_before_decoding(data: bytes, words: str) -> N
     with pytest.raises(ImageError) as err:
         decode_compressed("jpeg", data)
     assert words in str(err.value) and "not decoded" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------- compressed: decoded at the network's size
+def _smooth(h: int, w: int) -> np.ndarray:
+    """A camera-like RGB frame without fine detail: ramps plus a few sine periods across the frame.
+
+    The pattern is defined on the unit square, so the gradient (intensity levels per pixel) falls as the frame
+    grows: about 1-2 levels per pixel at 640x480, used by the tolerance below.
+    """
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = x / w, y / h
+    r = 40 + 150 * u + 40 * np.sin(2 * np.pi * (1.5 * u + 0.5 * v))
+    g = 60 + 120 * v + 40 * np.cos(2 * np.pi * 2 * u) * np.sin(2 * np.pi * v)
+    b = 200 - 100 * u * v + 30 * np.sin(2 * np.pi * 3 * v)
+    return np.clip(np.dstack([r, g, b]) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return enc.tobytes()
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@pytest.mark.parametrize("h, w, min_side, factor", [
+    (480, 640, 160, 2),    # 240*0.875 = 210 >= 160; 120*0.875 = 105 < 160
+    (480, 640, 210, 2),    # exactly 210: still fits
+    (480, 640, 224, 1),    # 240*0.875 = 210 < 224: full size
+    (720, 1280, 160, 2),   # 180*0.875 = 157.5 → 158 < 160: not 1/4
+    (720, 1280, 224, 2),
+    (1080, 1920, 224, 4),  # 270*0.875 = 236
+    (1080, 1920, 100, 8),  # 135*0.875 = 118
+    (721, 1283, 100, 4),   # odd sizes: libjpeg rounds up, 181x321 (91*0.875 = 80 < 100 at 1/8)
+    (7, 9, 1, 8),          # a frame smaller than one block: 1x2 at 1/8
+])
+def test_jpeg_is_decoded_at_the_largest_reduction_that_keeps_the_crop(h: int, w: int, min_side: int,
+                                                                     factor: int) -> None:
+    """libjpeg's reduced output is ceil(h/f) x ceil(w/f), checked on real decodes including odd sizes."""
+    assert reduction_factor(h, w, min_side) == factor
+    data = _jpeg(_smooth(h, w))
+    out = decode_compressed("jpeg", data, min_side=min_side)
+    assert out.shape == (_ceil_div(h, factor), _ceil_div(w, factor), 3) and out.dtype == np.uint8
+    assert round(min(out.shape[:2]) * CROP_FRACTION) >= min_side or factor == 1
+    if factor == 1:
+        np.testing.assert_array_equal(out, decode_compressed("jpeg", data))
+
+
+# Tolerance for the tensors of a reduced and a full decode of the same smooth JPEG, derived rather than tuned.
+# Both are area-like low-pass downsamples of the same decoded signal (libjpeg's scaled IDCT averages each f x f
+# block from its low-frequency coefficients; INTER_AREA averages the crop into the output grid), so for a smooth
+# image they differ mainly where their sample grids do not coincide. The reduced grid is offset from the full one
+# by at most 2f full-resolution pixels per axis: the crop box rounded on the reduced frame (top, left and side
+# each within f/2 + 1/2 of f times the full box's after integer division and round()), ceil(h/f)*f - h <= f - 1,
+# and reduced pixel centres at f*k + (f-1)/2; they add to about 1.7f. A smooth image changes by |dI/dx| + |dI/dy|
+# per pixel of diagonal shift, so each output value moves by at most 2f * (|dI/dx| + |dI/dy|) levels; averaged over
+# the output (the gradient of this image varies slowly, so its mean over the frame stands for the crop's), the
+# mean absolute difference is at most 2f * mean(|dI/dx| + |dI/dy|) levels. JPEG quantisation noise (quality 90: a
+# couple of levels per pixel) is averaged over >= 2x2 pixels by both and is mostly common to both (same
+# coefficients): 1 level covers it. The tensor is (level / 255 - mean) / std, so a level is at most
+# 1 / (255 * min(std)) in tensor units. Measured here: mean differences of 0.002-0.008 against bounds of
+# 0.045-0.064, while red and blue swapped give about 0.8 and the frame shifted by a tenth of the crop about 0.4.
+def _mean_abs_bound(rgb: np.ndarray, factor: int) -> float:
+    img = rgb.astype(np.float32)
+    slope = np.abs(np.diff(img, axis=1))[:-1].mean() + np.abs(np.diff(img, axis=0))[:, :-1].mean()
+    return float((2 * factor * slope + 1.0) / (255.0 * IMAGENET_STD.min()))
+
+
+@pytest.mark.parametrize("h, w", [(480, 640), (720, 1280)])
+@pytest.mark.parametrize("resolution", [160, 224])
+def test_reduced_decode_gives_the_network_nearly_the_same_tensor(h: int, w: int, resolution: int) -> None:
+    rgb = _smooth(h, w)
+    data = _jpeg(rgb)
+    factor = reduction_factor(h, w, resolution)
+    full = preprocess(decode_compressed("jpeg", data), resolution)
+    reduced = preprocess(decode_compressed("jpeg", data, min_side=resolution), resolution)
+    bound = _mean_abs_bound(rgb, factor)
+    assert bound < 0.1, "the bound must be able to catch a real error (see the comment above)"
+    diff = np.abs(full - reduced)
+    assert float(diff.mean()) < bound, (float(diff.mean()), bound)
+    if factor == 1:
+        np.testing.assert_array_equal(full, reduced)
+    # the check is not vacuous: the same tensor from red and blue swapped is far outside it
+    swapped = preprocess(decode_compressed("jpeg", data, min_side=resolution)[:, :, ::-1].copy(), resolution)
+    assert float(np.abs(full - swapped).mean()) > 2 * bound
+
+
+def test_png_and_no_min_side_decode_exactly_as_before() -> None:
+    """Only an 8-bit DCT JPEG, told from its bytes, is reduced; PNG (8 and 16 bits) and ``min_side=None`` are not."""
+    rgb = _smooth(480, 640)
+    _, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(decode_compressed("png", png.tobytes(), min_side=16), rgb)
+    np.testing.assert_array_equal(decode_compressed("jpeg", png.tobytes(), min_side=16), rgb)  # format text lies
+    deep = (rgb.astype(np.uint16) * 257)[:, :, ::-1]
+    _, png16 = cv2.imencode(".png", deep)
+    np.testing.assert_array_equal(decode_compressed("png", png16.tobytes(), min_side=16), rgb)
+    data = _jpeg(rgb)
+    before = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decode_compressed("jpeg", data), before)
+    np.testing.assert_array_equal(decode_compressed("jpeg", data, min_side=None), before)
+    msg = SimpleNamespace(format="png", data=data)  # a JPEG behind a wrong format string is still a JPEG
+    assert decode_message(msg, min_side=160).shape == (240, 320, 3)
+    assert decode_message(msg).shape == (480, 640, 3)
+    raw = SimpleNamespace(**encode_image(rgb, "bgr8"))
+    np.testing.assert_array_equal(decode_message(raw, min_side=160), rgb)  # raw frames are never resized
+
+
+def test_reduced_grey_jpeg_comes_back_rgb() -> None:
+    grey = cv2.cvtColor(_smooth(480, 640), cv2.COLOR_RGB2GRAY)
+    _, enc = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    out = decode_compressed("jpeg", enc.tobytes(), min_side=160)
+    assert out.shape == (240, 320, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 1])
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])
+    full = decode_compressed("jpeg", enc.tobytes())
+    assert full.shape == (480, 640, 3)
+    halved = cv2.resize(full, (320, 240), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(halved.astype(np.float32) - out).mean()) < 2.0  # the same picture, 2x2-averaged
+
+
+def test_reduced_decode_still_ignores_exif_orientation() -> None:
+    plain = _jpeg(_smooth(480, 640))
+    rotated = plain[:2] + _exif_orientation_segment(6) + plain[2:]
+    out = decode_compressed("jpeg", rotated, min_side=160)
+    assert out.shape == (240, 320, 3)
+    np.testing.assert_array_equal(out, decode_compressed("jpeg", plain, min_side=160))
+
+
+def test_corrupt_or_huge_jpeg_with_min_side_fails_with_the_same_line() -> None:
+    data = _jpeg(_smooth(480, 640))
+    scan = data.index(b"\xff\xda")
+    cases = [data[:len(data) // 2], data[:-2], data[:scan + 14] + bytes(range(256)) * 20, bomb_ff01(),
+             bytes(data[:2]) + bytes(100)]
+    for bad in cases:
+        messages = []
+        for min_side in (None, 160):
+            with pytest.raises(ImageError) as err:
+                decode_compressed("jpeg", bad, min_side=min_side)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1] and "\n" not in messages[0], messages

@@ -266,6 +266,16 @@ class DynamicOFA:
         return self._active if pending is None else pending
 
     @property
+    def resolution(self) -> int:
+        """Input side (pixels) of the level the next ``infer`` will run.
+
+        The perception worker decodes compressed frames no larger than this needs (``image_codec``'s
+        ``min_side``), so it asks before ``infer``; a switch in between only changes the size ``preprocess``
+        resizes to.
+        """
+        return int(self._levels[self.level].resolution)
+
+    @property
     def random_weights(self) -> bool:
         return self.weights is None
 

@@ -14,6 +14,21 @@ branch), so a robot that switches to cv_bridge sees the same pixels:
 - compressed frames are decoded like ``cv::imdecode(…, IMREAD_UNCHANGED)``: EXIF orientation is
   ignored (the frame is not rotated), grey and alpha are converted afterwards.
 
+Decoding at the size the network needs (``min_side``): the network sees a centre square of 160-224 px,
+while cameras send 1280x720 or 1920x1080 JPEGs whose full-size decode is the dearest step of a frame
+on an embedded CPU. libjpeg can scale the inverse DCT and decode at 1/2, 1/4 or 1/8 of the size: each
+8x8 block becomes 4x4, 2x2 or 1x1 pixels from its low-frequency coefficients, an area-like low-pass
+downsample done inside the decoder at a fraction of the work. With ``min_side``, an 8-bit DCT JPEG
+(told from its frame header, not from the ``format`` text) is decoded with the largest factor whose
+output, ``ceil(h/f) x ceil(w/f)``, still has a centre crop (``preprocess.CROP_FRACTION``) of at least
+``min_side`` pixels, so the resize in ``preprocess`` stays a downscale, never an upscale, and the tensor
+differs from the full decode's only by the two low-pass filters. PNG, 12-bit or lossless JPEG, and
+``min_side=None`` decode at full size exactly as above; EXIF orientation is still ignored. The frame
+returned is then smaller than the header's size: use it for the network, not for geometry. Measured
+(``bench/decode_size.py``, one x86 core, decode + preprocess): 0.42x the full-size time at 1920x1080 (1/4),
+0.58x at 1280x720 and 0.66x at 640x480 for 160 px (1/2); entropy decoding, which no scaling avoids,
+and the resize in preprocess remain.
+
 Why views: rclpy hands ``data`` over as a buffer; ``np.frombuffer`` over it and a strided view that
 skips row padding cost nothing, and a single ``cv2.cvtColor`` does any colour conversion
 (rclpy#763: per-element Python costs ~30× more). ``rgb8`` without padding is returned as a view of
@@ -40,6 +55,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from ..inference.preprocess import CROP_FRACTION
 
 #: Default pixel limit: 8K UHD (7680×4320 = 33.2 Mpx) passes, a 8000×8000 (64 Mpx) frame does not.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -183,20 +200,40 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 MAX_JPEG_SEGMENTS = 10_000
 
 
+#: DCT-based start-of-frame markers that libjpeg decodes with a scaled IDCT (baseline, extended,
+#: progressive; Huffman or arithmetic). Lossless (C3, CB) has no DCT; hierarchical ones it does not decode.
+_DCT_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
+#: Reduced-size decodes, largest reduction first: (factor, cv2 flag). IGNORE_ORIENTATION: the REDUCED
+#: flags alone would apply EXIF rotation, which ``IMREAD_UNCHANGED`` (cv_bridge's flag) does not.
+_REDUCED_FLAGS: dict[int, int] = {
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+}
+
+
 class HeaderError(ImageError):
     """The dimensions of a compressed frame cannot be read from its header: it is not decoded."""
 
 
-def _png_size(buf: np.ndarray) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Header:
+    height: int
+    width: int
+    scalable: bool  # an 8-bit DCT JPEG: libjpeg can decode it at 1/2, 1/4, 1/8 of the size
+
+
+def _png_header(buf: np.ndarray) -> _Header:
     head = bytes(buf[:24])
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise HeaderError("PNG without an IHDR chunk first: dimensions unreadable, not decoded")
     width, height = struct.unpack(">II", head[16:24])
-    return height, width
+    return _Header(height, width, scalable=False)
 
 
-def _jpeg_size(buf: np.ndarray) -> tuple[int, int]:
-    """(height, width) of the first start-of-frame segment, walking every segment before it.
+def _jpeg_header(buf: np.ndarray) -> _Header:
+    """Size (and whether libjpeg can scale it) from the first start-of-frame segment, walking every segment
+    before it.
 
     The walk follows ITU T.81: fill bytes, standalone markers (TEM, RSTn) and length-prefixed segments of
     any size, through the whole buffer (APP segments may add up to far more than 64 KB). It stops with
@@ -230,41 +267,71 @@ def _jpeg_size(buf: np.ndarray) -> tuple[int, int]:
         if marker in _SOF_MARKERS:
             if length < 8:
                 raise HeaderError(f"JPEG frame header at byte {i} is too short ({length} bytes), not decoded")
+            precision = int(buf[i + 4])
             height = (int(buf[i + 5]) << 8) | int(buf[i + 6])
             width = (int(buf[i + 7]) << 8) | int(buf[i + 8])
-            return height, width
+            return _Header(height, width, scalable=marker in _DCT_SOF_MARKERS and precision == 8)
         i += 2 + length
     raise HeaderError(f"JPEG has more than {MAX_JPEG_SEGMENTS} segments before its frame header, not decoded")
 
 
-def compressed_size(data: Any) -> tuple[int, int]:
-    """(height, width) read from a PNG or JPEG header without decoding; HeaderError when unreadable."""
-    buf = _buffer(data)
+def _header(buf: np.ndarray) -> _Header:
     if bytes(buf[:8]) == _PNG_SIGNATURE:
-        return _png_size(buf)
+        return _png_header(buf)
     if bytes(buf[:2]) == b"\xff\xd8":
-        return _jpeg_size(buf)
+        return _jpeg_header(buf)
     raise HeaderError(f"not JPEG or PNG (starts with {bytes(buf[:8]).hex()}): dimensions unreadable, not decoded")
 
 
-def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def compressed_size(data: Any) -> tuple[int, int]:
+    """(height, width) read from a PNG or JPEG header without decoding; HeaderError when unreadable."""
+    header = _header(_buffer(data))
+    return header.height, header.width
+
+
+def reduction_factor(height: int, width: int, min_side: int) -> int:
+    """The largest libjpeg scale-down (8, 4, 2; 1 when none fits) that still leaves ``min_side`` pixels.
+
+    libjpeg's output at 1/f is ``ceil(h/f) x ceil(w/f)`` (``jpeg_calc_output_dimensions``); the factor is
+    kept only when the centre crop that ``preprocess`` takes of that output is at least ``min_side``, so
+    the network input is still made by shrinking, never by enlarging.
+    """
+    for f in _REDUCED_FLAGS:
+        if round(min(-(-height // f), -(-width // f)) * CROP_FRACTION) >= min_side:
+            return f
+    return 1
+
+
+def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      min_side: int | None = None) -> np.ndarray:
     """The fields of a sensor_msgs/CompressedImage (JPEG or PNG) → HxWx3 RGB uint8.
 
     The size is read from the header first and checked against ``max_pixels``; a frame whose size
     cannot be read is refused, so nothing larger than ``max_pixels`` is ever allocated by the decoder.
     Decoding follows cv_bridge (``IMREAD_UNCHANGED``: no EXIF rotation), then grey / BGR / BGRA → RGB
     and 16-bit PNG scaled to 8 bits like raw 16-bit frames.
+
+    ``min_side``: the side of the square the consumer will resize the centre crop to (the network's
+    resolution). An 8-bit DCT JPEG is then decoded by libjpeg at 1/2, 1/4 or 1/8 of its size when the
+    centre crop of the smaller frame still has ``min_side`` pixels (:func:`reduction_factor`): entropy
+    decoding still reads every coefficient, but the inverse DCT, chroma upsampling and colour conversion
+    run on 1/f² of the pixels, and the frame returned is smaller than its header says. Anything else, or
+    no factor that fits, decodes at full size exactly as without ``min_side``.
     """
     buf = _buffer(data)
     if buf.size == 0:
         raise ImageError(f"empty compressed image (format {_quote(str(fmt))})")
     try:
-        height, width = compressed_size(buf)
+        header = _header(buf)
     except HeaderError as exc:
         raise HeaderError(f"compressed image (format {_quote(str(fmt))}, {buf.size} bytes): {exc}") from None
+    height, width = header.height, header.width
     _check_pixels(height, width, max_pixels)
+    factor = reduction_factor(height, width, min_side) if min_side is not None and header.scalable else 1
+    flag = _REDUCED_FLAGS.get(factor, cv2.IMREAD_UNCHANGED)
+    expected = (-(-height // factor), -(-width // factor))  # libjpeg's scaled size; (height, width) at 1
     try:
-        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(buf, flag)
     except cv2.error as exc:
         decoded = None
         detail = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else "cv2.error"
@@ -272,9 +339,10 @@ def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXE
         detail = "corrupted or not JPEG/PNG"
     if decoded is None or decoded.size == 0:
         raise ImageError(f"cannot decode compressed image (format {_quote(str(fmt))}, {buf.size} bytes): {detail}")
-    if decoded.shape[:2] != (height, width):
+    if decoded.shape[:2] != expected:
+        scaled = f" (at 1/{factor}: {expected[1]}x{expected[0]})" if factor > 1 else ""
         raise ImageError(f"compressed image decoded to {decoded.shape[1]}x{decoded.shape[0]}, its header says "
-                         f"{width}x{height}: refused")
+                         f"{width}x{height}{scaled}: refused")
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]
     code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels)
     if code is None:
@@ -287,12 +355,15 @@ def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXE
     return rgb
 
 
-def decode_message(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """An Image or CompressedImage message (anything with their fields) → HxWx3 RGB uint8."""
+def decode_message(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """An Image or CompressedImage message (anything with their fields) → HxWx3 RGB uint8.
+
+    ``min_side`` is passed to :func:`decode_compressed` (raw frames cost no decode and are returned whole).
+    """
     if hasattr(msg, "encoding"):
         return decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data,
                             max_pixels=max_pixels)
-    return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
+    return decode_compressed(msg.format, msg.data, max_pixels=max_pixels, min_side=min_side)
 
 
 # ---------------------------------------------------------------------- encoding (tests, benchmarks, tools)

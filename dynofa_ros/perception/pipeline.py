@@ -277,6 +277,9 @@ class PipelineModel(Protocol):
     def level(self) -> int: ...
 
     @property
+    def resolution(self) -> int: ...  # input side of ``level``: compressed frames are decoded down to it
+
+    @property
     def random_weights(self) -> bool: ...
 
     def switch(self, level: int) -> None: ...
@@ -460,15 +463,20 @@ class Pipeline:
 
         taken = time.monotonic()
         msg = frame.payload
+        model = self.model
+        # A JPEG is decoded at 1/2, 1/4 or 1/8 scale when the network's square still fits in it (libjpeg's
+        # DCT scaling, image_codec). Read before infer: should the level switch in between, preprocess still
+        # resizes the crop to the new level's side, at worst a mild upscale for that one frame (a crop of at
+        # least 160 px resized to 224). getattr: a model without ``resolution`` gets full-size frames.
+        min_side = getattr(model, "resolution", None)
         try:
-            rgb = decode_message(msg, max_pixels=self.max_pixels)
+            rgb = decode_message(msg, max_pixels=self.max_pixels, min_side=min_side)
         except ImageError as exc:
             self.slots.mark_rejected(frame.stream)
             kind = "compressed" if hasattr(msg, "format") else "raw"
             self._warn(frame.stream, "warning", f"{kind} frame dropped: {exc}")
             return
         decoded = time.monotonic()
-        model = self.model
         try:
             result = model.infer(rgb)
         except FrameError as exc:
