@@ -86,6 +86,9 @@ FAMILY = REPO / "config/families/generic_cpu.json"
 START_NS = scn.DEFAULT_START_NS
 STATS_TOPIC = topics.INFERENCE_STATS
 LEVEL_PROFILE_TOPIC = topics.LEVEL_PROFILE
+#: DDS domains of the columns: DOMAIN_SPAN consecutive ids from a base (drawn from DOMAIN_MIN up, away from the
+#: defaults other tools use), all within Fast DDS' 0..DOMAIN_MAX.
+DOMAIN_MIN, DOMAIN_MAX, DOMAIN_SPAN = 101, 232, 50
 #: A level qualifies for the oracle in a condition only with this many frames there (2 % of fewer is luck).
 ORACLE_MIN_FRAMES = 50
 RECORD_TOPICS = [STATS_TOPIC, "dynofa/classification", "dynofa/inference_latency_ms", "dynofa/active_level",
@@ -955,7 +958,16 @@ def main(argv: list[str] | None = None) -> int:
         if not network_is_isolated():
             print("contention: warning: not in a loopback-only network namespace (. scripts/isolated.sh; "
                   "run_isolated ...); discovery is limited to localhost", file=sys.stderr)
-        domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(101, 200)
+        # every column runs on its own domain, base + (column index mod DOMAIN_SPAN): Fast DDS computes its ports from
+        # the domain and refuses ids above 232 ("Calculated port number is too high"), so the base stays ≤ 232 − span
+        # (a base drawn up to 200 failed the last 10 columns of stop 48's set: perception never came up)
+        last_base = DOMAIN_MAX - DOMAIN_SPAN + 1
+        domain = args.domain_id if args.domain_id is not None else \
+            random.Random(os.getpid()).randint(DOMAIN_MIN, last_base)
+        if not 0 <= domain <= last_base:
+            print(f"contention: --domain-id {domain}: allowed 0..{last_base} (each column takes one of the next "
+                  f"{DOMAIN_SPAN} ids; Fast DDS refuses ids above {DOMAIN_MAX})", file=sys.stderr)
+            return 2
         if args.rmw_profile:
             use_large_frame_transport(out)   # sets FASTDDS_DEFAULT_PROFILES_FILE unless the caller set one
             print(f"bench: Fast DDS profile {os.environ['FASTDDS_DEFAULT_PROFILES_FILE']} (large frames: 640x480 "
@@ -978,8 +990,8 @@ def main(argv: list[str] | None = None) -> int:
                 for col in round_order(cols, r):
                     print(f"bench [{p.name} / {col}{tag}]: {p.duration_s:.0f} s, busy schedule {p.schedule()}, "
                           f"load {os.getloadavg()[0]:.2f}", flush=True)
-                    rec = run_column(p, col, bag, out, domain + k % 50, args.exe_dir, manager, perception, family,
-                                     tag, args.fixed_managed)
+                    rec = run_column(p, col, bag, out, domain + k % DOMAIN_SPAN, args.exe_dir, manager, perception,
+                                     family, tag, args.fixed_managed)
                     k += 1
                     into[col] = rec
                     if not rec.ok:
