@@ -481,6 +481,11 @@ def _per_condition(p: Pattern, runs: dict[str, RunRecord]) -> dict[str, Conditio
     return dict(sorted(out.items(), key=lambda kv: int(kv[0][1:])))
 
 
+def condition_label(busy: int, target: float) -> str:
+    """A condition's name in the oracle's choice and the verdict: ``busy=2 target=30ms``."""
+    return f"busy={busy} target={target:g}ms"
+
+
 def _oracle(name: str, per_cond: dict[str, Conditions], accuracy: Sequence[float], budget: float,
             again: dict[str, Conditions] | None) -> tuple[ColumnScore, dict[str, Any]]:
     """Per condition, the most accurate fixed level within ``budget`` (in ``again`` too, where given), scored on
@@ -499,7 +504,7 @@ def _oracle(name: str, per_cond: dict[str, Conditions], accuracy: Sequence[float
     for key in keys:
         ok = [c for c in fixed if key in per_cond[c] and within(per_cond, c, key) and within(again, c, key)]
         chosen = ok[-1] if ok else next(c for c in fixed if key in per_cond[c])
-        choice[f"busy={key[0]} target={key[1]:g}ms"] = {
+        choice[condition_label(*key)] = {
             "level": chosen, "miss_rate": float(np.mean(per_cond[chosen][key][0] > per_cond[chosen][key][2])),
             "within_budget": bool(ok)}
         parts.append(per_cond[chosen][key])
@@ -571,7 +576,7 @@ def verdict(p: Pattern, rounds: Sequence[dict[str, RunRecord]], score: ColumnSco
                 continue
             busy, target, _ = conditions(rec, p)
             miss = np.asarray(rec.latency_ms) > target
-            names = np.array([f"busy={b} target={g:g}ms" for b, g in zip(busy, target, strict=True)])
+            names = np.array([condition_label(b, g) for b, g in zip(busy, target, strict=True)])
             for k in beyond:
                 m = names == k
                 tally[k][0] += int(np.sum(miss[m]))

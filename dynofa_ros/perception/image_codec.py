@@ -289,6 +289,11 @@ def compressed_size(data: Any) -> tuple[int, int]:
     return header.height, header.width
 
 
+def _scaled_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """libjpeg's output size at 1/``factor`` (``jpeg_calc_output_dimensions`` rounds up)."""
+    return -(-height // factor), -(-width // factor)
+
+
 def reduction_factor(height: int, width: int, min_side: int) -> int:
     """The largest libjpeg scale-down (8, 4, 2; 1 when none fits) that still leaves ``min_side`` pixels.
 
@@ -297,7 +302,7 @@ def reduction_factor(height: int, width: int, min_side: int) -> int:
     the network input is still made by shrinking, never by enlarging.
     """
     for f in _REDUCED_FLAGS:
-        if round(min(-(-height // f), -(-width // f)) * CROP_FRACTION) >= min_side:
+        if round(min(_scaled_size(height, width, f)) * CROP_FRACTION) >= min_side:
             return f
     return 1
 
@@ -329,7 +334,7 @@ def decode_compressed(fmt: str, data: Any, *, max_pixels: int = DEFAULT_MAX_PIXE
     _check_pixels(height, width, max_pixels)
     factor = reduction_factor(height, width, min_side) if min_side is not None and header.scalable else 1
     flag = _REDUCED_FLAGS.get(factor, cv2.IMREAD_UNCHANGED)
-    expected = (-(-height // factor), -(-width // factor))  # libjpeg's scaled size; (height, width) at 1
+    expected = _scaled_size(height, width, factor)  # (height, width) at 1
     try:
         decoded = cv2.imdecode(buf, flag)
     except cv2.error as exc:

@@ -467,8 +467,8 @@ class Pipeline:
         # A JPEG is decoded at 1/2, 1/4 or 1/8 scale when the network's square still fits in it (libjpeg's
         # DCT scaling, image_codec). Read before infer: should the level switch in between, preprocess still
         # resizes the crop to the new level's side, at worst a mild upscale for that one frame (a crop of at
-        # least 160 px resized to 224). getattr: a model without ``resolution`` gets full-size frames.
-        min_side = getattr(model, "resolution", None)
+        # least 160 px resized to 224)
+        min_side = model.resolution
         try:
             rgb = decode_message(msg, max_pixels=self.max_pixels, min_side=min_side)
         except ImageError as exc:
