@@ -466,11 +466,13 @@ def score_pattern(p: Pattern, runs: dict[str, RunRecord], accuracy: Sequence[flo
 Conditions = dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def _per_condition(p: Pattern, runs: dict[str, RunRecord]) -> dict[str, Conditions]:
-    """Per fixed column and condition (busy processes, target): its latencies, levels and targets."""
+def _per_condition(p: Pattern, runs: dict[str, RunRecord], columns: Sequence[str] | None = None
+                   ) -> dict[str, Conditions]:
+    """Per column and condition (busy processes, target): its latencies, levels and targets; the fixed columns
+    (by level), or the ones named in ``columns`` (in that order)."""
     out: dict[str, Conditions] = {}
     for col, rec in runs.items():
-        if not rec.ok or not col.startswith("L"):
+        if not rec.ok or (col not in columns if columns is not None else not col.startswith("L")):
             continue
         busy, target, _ = conditions(rec, p)
         lat, lvl = np.asarray(rec.latency_ms), np.asarray(rec.level)
@@ -478,6 +480,8 @@ def _per_condition(p: Pattern, runs: dict[str, RunRecord]) -> dict[str, Conditio
         for key in sorted({(int(b), float(g)) for b, g in zip(busy, target, strict=True)}):
             m = (busy == key[0]) & (target == key[1])
             out[col][key] = (lat[m], lvl[m], target[m])
+    if columns is not None:
+        return {c: out[c] for c in columns if c in out}
     return dict(sorted(out.items(), key=lambda kv: int(kv[0][1:])))
 
 
@@ -570,21 +574,15 @@ def verdict(p: Pattern, rounds: Sequence[dict[str, RunRecord]], score: ColumnSco
     floor = {k: [0, 0] for k in beyond}           # level 0's
     feasible = [0, 0]
     for runs in rounds:
+        split = _per_condition(p, runs, (score.column, "L0"))
         for col, tally in ((score.column, late), ("L0", floor)):
-            rec = runs.get(col)
-            if rec is None or not rec.ok:
-                continue
-            busy, target, _ = conditions(rec, p)
-            miss = np.asarray(rec.latency_ms) > target
-            names = np.array([condition_label(b, g) for b, g in zip(busy, target, strict=True)])
-            for k in beyond:
-                m = names == k
-                tally[k][0] += int(np.sum(miss[m]))
-                tally[k][1] += int(np.sum(m))
-            if col == score.column:
-                m = ~np.isin(names, list(beyond))
-                feasible[0] += int(np.sum(miss[m]))
-                feasible[1] += int(np.sum(m))
+            for key, (lat, _, tgt) in split.get(col, {}).items():
+                name = condition_label(*key)
+                count = (int(np.sum(lat > tgt)), len(lat))
+                where = tally.get(name) if name in beyond else feasible if col == score.column else None
+                if where is not None:
+                    where[0] += count[0]
+                    where[1] += count[1]
     infeasible = {k: (late[k][0] / late[k][1] if late[k][1] else float("nan"),
                       floor[k][0] / floor[k][1] if floor[k][1] else float("nan")) for k in sorted(beyond)}
     steady_wo_climb = 60.0 * (score.steady_switches - score.steady_climb) / max(score.steady_s, 1e-9)
