@@ -470,9 +470,12 @@ def _per_condition(p: Pattern, runs: dict[str, RunRecord], columns: Sequence[str
                    ) -> dict[str, Conditions]:
     """Per column and condition (busy processes, target): its latencies, levels and targets; the fixed columns
     (by level), or the ones named in ``columns`` (in that order)."""
+    if columns is None:
+        columns = sorted((c for c in runs if c.startswith("L")), key=lambda c: int(c[1:]))
     out: dict[str, Conditions] = {}
-    for col, rec in runs.items():
-        if not rec.ok or (col not in columns if columns is not None else not col.startswith("L")):
+    for col in columns:
+        rec = runs.get(col)
+        if rec is None or not rec.ok:
             continue
         busy, target, _ = conditions(rec, p)
         lat, lvl = np.asarray(rec.latency_ms), np.asarray(rec.level)
@@ -480,9 +483,7 @@ def _per_condition(p: Pattern, runs: dict[str, RunRecord], columns: Sequence[str
         for key in sorted({(int(b), float(g)) for b, g in zip(busy, target, strict=True)}):
             m = (busy == key[0]) & (target == key[1])
             out[col][key] = (lat[m], lvl[m], target[m])
-    if columns is not None:
-        return {c: out[c] for c in columns if c in out}
-    return dict(sorted(out.items(), key=lambda kv: int(kv[0][1:])))
+    return out
 
 
 def condition_label(busy: int, target: float) -> str:
@@ -578,11 +579,14 @@ def verdict(p: Pattern, rounds: Sequence[dict[str, RunRecord]], score: ColumnSco
         for col, tally in ((score.column, late), ("L0", floor)):
             for key, (lat, _, tgt) in split.get(col, {}).items():
                 name = condition_label(*key)
-                count = (int(np.sum(lat > tgt)), len(lat))
-                where = tally.get(name) if name in beyond else feasible if col == score.column else None
-                if where is not None:
-                    where[0] += count[0]
-                    where[1] += count[1]
+                if name in beyond:
+                    where = tally[name]
+                elif col == score.column:
+                    where = feasible
+                else:
+                    continue      # level 0's frames count only where no level kept the budget
+                where[0] += int(np.sum(lat > tgt))
+                where[1] += len(lat)
     infeasible = {k: (late[k][0] / late[k][1] if late[k][1] else float("nan"),
                       floor[k][0] / floor[k][1] if floor[k][1] else float("nan")) for k in sorted(beyond)}
     steady_wo_climb = 60.0 * (score.steady_switches - score.steady_climb) / max(score.steady_s, 1e-9)
