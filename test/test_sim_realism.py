@@ -36,7 +36,7 @@ DATA = Path(__file__).parent / "data" / "contention_real_run.json"
 #: simulated misses 2.0 / 2.8, 1.8 / 2.4, 0.7 / 1.5, 2.2 / 1.4, 6.1 / 8.6 %, with the machine-wide slow factor
 #: (``sim.MACHINE_WINDOW``; 1.0, 1.6, 1.2, 1.8, 5.3 % without it): at 640x480 even the fixed level 0 missed
 #: 5.7 % under two busy processes that hour). ``step`` is judged on the AMD recording above and not here: on this
-#: machine the simulator misses step's misses by up to 12.9 points (real 21.6-41.1 %, step flapping at 170-270
+#: machine the simulator's step miss rates are off by up to 12.9 points (real 21.6-41.1 %, step flapping at 170-270
 #: switches a minute, simulated 26.9-32.7 % at 250-360; each level replaying its own column, before the machine
 #: factor, 27.9-38.1 % at 290-430, up to 16.5 points off), a gap in how the simulator replays a controller that
 #: switches at every decision, reported in the closing notes of stops 45-50, not hidden by a wider tolerance.
@@ -208,7 +208,7 @@ def test_a_slow_stretch_recorded_in_one_levels_column_slows_every_level_only_wit
     leaves level 1 escapes the machine's slowdown; with the machine factor both levels meet it, each about as
     often as the slow frames' share of all the factors (60 of 1200 frames: 5 %). Bounds: the block bootstrap
     draws ~1 block of 20 frames in 20, so 4000 draws are ~200 blocks and a 5 % share has a standard error of
-    about 1.5 points; 1-12 % is more than four of them either way, and 0 is what no factor gives."""
+    about 1.5 points; 1 % is 2.7 of them below (0, what no factor gives, 3.3) and 12 % 4.7 above."""
     rng = np.random.default_rng(0)
     quiet = 10.0 * np.exp(rng.normal(0.0, 0.05, 600))
     slow_minute = 20.0 * np.exp(rng.normal(0.0, 0.05, 600))

@@ -417,7 +417,7 @@ def format_table(results: Sequence[Result], reference: str = "joint (ours)") -> 
 #   slow stretches it could escape). Each recorded sequence is split into a running median over
 #   ``MACHINE_WINDOW`` frames (the machine's) and the rest (the level's); the simulator draws one machine
 #   factor per frame from all levels' factors, whatever level runs, times the running level's median and its own
-#   residual. Step's simulated misses came 7.4 → 4.8 points nearer the real ones on average;
+#   residual. Step's mean |sim − real| miss rate fell from 7.4 to 4.8 points on the recorded sets;
 # * the perception node runs one frame at a time; a frame arriving while it is busy waits in a one-frame
 #   slot (a newer one replaces it): frames are in flight, a sample reaches the manager only after its
 #   frame's latency (plus a DDS delay);
