@@ -18,7 +18,7 @@ import sys
 
 from dynofa_ros.control.policy import levels_from_family
 from dynofa_ros.inference import family as fm
-from dynofa_ros.offline import sim
+from dynofa_ros.offline import energy_oracle, sim
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
               f"switch factor {truth.switch_factor:g} — SIMULATED")
         print(sim.format_table(results))
         print(sim.energy_summary(results))
+        print(energy_oracle.format_summary(results, energy_oracle.frontier(trace, levels, truth)))
     print("\nmiss %: processed frames later than the target; drop %: frames never processed; energy: CPU+GPU "
-          "rails over the whole trace (board base power excluded); 'joint saves' = 1 - E_joint / E_row.")
+          "rails over the whole trace (board base power excluded); 'joint saves' = 1 - E_joint / E_row. "
+          "The oracle: dynofa_ros/offline/energy_oracle.py (its frontier: the least energy at each accuracy).")
     return 0
 
 

@@ -142,6 +142,19 @@ class PlatformTruth:
         gpu = spec.latency_ms * self.gpu_fraction * (b.gpu_hz[-1] / gpu_hz) * (1.0 + seg.gpu_contention)
         return fixed, cpu, gpu
 
+    def busy_power_w(self, cpu_khz: int, gpu_hz: int, seg: Segment, gpu_share: float) -> float:
+        """CPU + GPU rails while an inference runs: its thread keeps ``inference_cpu_share`` of the CPU busy,
+        the GPU is busy ``gpu_share`` of the inference, and other processes add half their contention."""
+        b = self.board
+        return (b.cpu.power_w(cpu_khz, min(self.inference_cpu_share + 0.5 * seg.cpu_contention, 1.0))
+                + b.gpu.power_w(gpu_hz, min(gpu_share + 0.5 * seg.gpu_contention, 1.0)))
+
+    def idle_power_w(self, cpu_khz: int, gpu_hz: int, seg: Segment) -> float:
+        """CPU + GPU rails between inferences: leakage at the set clocks and half the other processes' load."""
+        b = self.board
+        return (b.cpu.power_w(cpu_khz, min(seg.cpu_contention, 1.0) * 0.5)
+                + b.gpu.power_w(gpu_hz, min(seg.gpu_contention, 1.0) * 0.5))
+
 
 def _snap_up(freqs: Sequence[int], f: float) -> int:
     i = bisect.bisect_left(freqs, f - 1e-6)
@@ -174,6 +187,7 @@ class Controller:
     governor: str | None = None
     fixed_level: int | None = None
     decision_period_s: float = 0.2
+    fixed_clocks: tuple[int, int] | None = None  # (CPU kHz, GPU Hz) without a policy or governor; else maximum
 
 
 @dataclass
@@ -229,7 +243,7 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
     b = truth.board
     res = Result(controller.name)
     level = controller.fixed_level if controller.fixed_level is not None else len(levels) - 1
-    cpu, gpu = b.cpu_khz[-1], b.gpu_hz[-1]
+    cpu, gpu = controller.fixed_clocks or (b.cpu_khz[-1], b.gpu_hz[-1])
     temp = trace.segments[0].ambient_c
     next_decision = 0.0
     pending: list[LatencySample] = []
@@ -237,13 +251,10 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
     prev_level: int | None = None
     t = arrival = last_temp_t = power_now = 0.0
 
-    def power(u_c: float, u_g: float) -> float:
-        return b.cpu.power_w(cpu, u_c) + b.gpu.power_w(gpu, u_g)
-
     while arrival < trace.duration_s:
         seg = trace.at(arrival)
         if arrival > t:  # idle until the next frame; a frame that arrived during the last inference starts at once
-            p_idle = power(min(seg.cpu_contention, 1.0) * 0.5, min(seg.gpu_contention, 1.0) * 0.5)
+            p_idle = truth.idle_power_w(cpu, gpu, seg)
             res.energy_j += p_idle * (arrival - t)
             power_now, t = p_idle, arrival
         if t > last_temp_t:  # thermal: first-order lag toward ambient + R·P
@@ -278,8 +289,7 @@ def simulate(trace: Trace, levels: Sequence[LevelSpec], controller: Controller,
             lat *= truth.switch_factor
         prev_level = level
         gpu_share = (fixed_ms + gpu_ms) / (fixed_ms + cpu_ms + gpu_ms)
-        p_active = power(min(truth.inference_cpu_share + 0.5 * seg.cpu_contention, 1.0),
-                         min(gpu_share + 0.5 * seg.gpu_contention, 1.0))
+        p_active = truth.busy_power_w(cpu, gpu, seg, gpu_share)
         res.energy_j += p_active * lat / 1000.0
         power_now = p_active
         end = t + lat / 1000.0
