@@ -84,57 +84,86 @@ def _cycle(truth: PlatformTruth, spec: LevelSpec, cpu: int, gpu: int, seg: Segme
         period - mean_s)
 
 
-def _choose(seg: Segment, start: float, end: float, levels: Sequence[LevelSpec], truth: PlatformTruth,
-            accuracy_slack: float, z: float) -> SegmentChoice:
+@dataclass(frozen=True)
+class _SegmentOptions:
+    """What no accuracy slack changes in one segment: each allowed level's cheapest fitting pair, and the choice
+    when none fits. Computed once per trace, so the frontier's sweep only picks among them."""
+
+    start_s: float
+    end_s: float
+    frames: float
+    cheapest: dict[int, tuple[float, int, int, float]]  # level -> (energy per cycle, cpu, gpu, tail)
+    nothing_fits: SegmentChoice
+
+
+def _segment_options(seg: Segment, start: float, end: float, levels: Sequence[LevelSpec], truth: PlatformTruth,
+                     z: float) -> _SegmentOptions:
     b = truth.board
     acc = [lv.accuracy or 0.0 for lv in levels]
     allowed = [i for i in range(len(levels)) if not seg.min_accuracy or acc[i] >= seg.min_accuracy]
     if not allowed:  # no level reaches the floor: the most accurate one, as the policies do
         allowed = [len(levels) - 1]
     frames = (end - start) * seg.fps
-    cheapest: dict[int, tuple[float, int, int, float]] = {}  # level -> (energy per cycle, cpu, gpu, tail)
+    cheapest: dict[int, tuple[float, int, int, float]] = {}
     for i in allowed:
         for c in b.cpu_khz:
             for g in b.gpu_hz:
                 tail, e = _cycle(truth, levels[i], c, g, seg, z)
                 if tail <= seg.target_ms and (i not in cheapest or e < cheapest[i][0]):
                     cheapest[i] = (e, c, g, tail)
-    if not cheapest:
-        i, c, g = allowed[0], b.cpu_khz[-1], b.gpu_hz[-1]
-        tail, e = _cycle(truth, levels[i], c, g, seg, z)
-        return SegmentChoice(start, end, i, c, g, tail, frames, e * frames, False)
-    top = max(cheapest, key=lambda i: acc[i])
-    pool = [i for i in cheapest if acc[i] >= acc[top] - accuracy_slack]
-    i = min(pool, key=lambda i: (cheapest[i][0], -acc[i]))
-    e, c, g, tail = cheapest[i]
-    return SegmentChoice(start, end, i, c, g, tail, frames, e * frames, True)
+    i, c, g = allowed[0], b.cpu_khz[-1], b.gpu_hz[-1]
+    tail, e = _cycle(truth, levels[i], c, g, seg, z)
+    return _SegmentOptions(start, end, frames, cheapest, SegmentChoice(start, end, i, c, g, tail, frames,
+                                                                       e * frames, False))
 
 
-def energy_oracle(trace: Trace, levels: Sequence[LevelSpec], truth: PlatformTruth | None = None,
-                  accuracy_slack: float = 0.0, miss_budget: float = 0.02) -> OracleResult:
-    """The clairvoyant choice per segment of ``trace`` (see the module doc) and its energy."""
+def _choose(opt: _SegmentOptions, acc: Sequence[float], accuracy_slack: float) -> SegmentChoice:
+    if not opt.cheapest:
+        return opt.nothing_fits
+    top = max(opt.cheapest, key=lambda i: acc[i])
+    pool = [i for i in opt.cheapest if acc[i] >= acc[top] - accuracy_slack]
+    i = min(pool, key=lambda i: (opt.cheapest[i][0], -acc[i]))
+    e, c, g, tail = opt.cheapest[i]
+    return SegmentChoice(opt.start_s, opt.end_s, i, c, g, tail, opt.frames, e * opt.frames, True)
+
+
+def _trace_options(trace: Trace, levels: Sequence[LevelSpec], truth: PlatformTruth | None,
+                   miss_budget: float) -> list[_SegmentOptions]:
     if not 0.0 < miss_budget < 0.5:
         raise ValueError(f"miss_budget must be in (0, 0.5), got {miss_budget}")
     truth = truth or PlatformTruth()
     z = NormalDist().inv_cdf(1.0 - miss_budget)
     segs = trace.segments
-    choices = []
+    out = []
     for k, seg in enumerate(segs):
         end = min(segs[k + 1].start_s if k + 1 < len(segs) else trace.duration_s, trace.duration_s)
         if end > seg.start_s:
-            choices.append(_choose(seg, seg.start_s, end, levels, truth, accuracy_slack, z))
-    return OracleResult(tuple(choices), tuple(lv.accuracy or 0.0 for lv in levels), miss_budget)
+            out.append(_segment_options(seg, seg.start_s, end, levels, truth, z))
+    return out
+
+
+def _result(options: Sequence[_SegmentOptions], levels: Sequence[LevelSpec], accuracy_slack: float,
+            miss_budget: float) -> OracleResult:
+    acc = tuple(lv.accuracy or 0.0 for lv in levels)
+    return OracleResult(tuple(_choose(o, acc, accuracy_slack) for o in options), acc, miss_budget)
+
+
+def energy_oracle(trace: Trace, levels: Sequence[LevelSpec], truth: PlatformTruth | None = None,
+                  accuracy_slack: float = 0.0, miss_budget: float = 0.02) -> OracleResult:
+    """The clairvoyant choice per segment of ``trace`` (see the module doc) and its energy."""
+    return _result(_trace_options(trace, levels, truth, miss_budget), levels, accuracy_slack, miss_budget)
 
 
 def frontier(trace: Trace, levels: Sequence[LevelSpec], truth: PlatformTruth | None = None,
              miss_budget: float = 0.02) -> list[OracleResult]:
     """The oracle at every accuracy slack that can change a choice (each gap between two levels' accuracy, and
     0), most accurate first: the least energy a controller meeting the deadlines needs at each accuracy."""
+    options = _trace_options(trace, levels, truth, miss_budget)
     acc = sorted({lv.accuracy or 0.0 for lv in levels})
     slacks = sorted({0.0} | {hi - lo for lo in acc for hi in acc if hi > lo})
     out: list[OracleResult] = []
     for s in slacks:
-        r = energy_oracle(trace, levels, truth, s, miss_budget)
+        r = _result(options, levels, s, miss_budget)
         if not out or r.energy_j < out[-1].energy_j - 1e-9:
             out.append(r)
     return out
